@@ -1,0 +1,258 @@
+"""ASMR: activation-sharing multi-resolution coordinate networks (SPEC section 2).
+
+An ``L``-level ASMR is a SIREN trunk with ``L - 1`` hidden layers plus a linear output,
+and one modulator per level ``i >= 1``::
+
+    z_0 = x^0
+    z_i = sin(w0 * (z_{i-1} @ W_i + b_i + M_i(x^i) + s_i))      i = 1..L-1
+    y   = z_{L-1} @ W_L + b_L
+
+with ``M_i(x) = w0 * x @ W_Mi`` (bias-free, ``W_Mi ~ U(-sqrt(1/d), sqrt(1/d))``) or,
+optionally, ``w0`` times a 3-layer width-32 SIREN ("nonlinear" modulator).
+
+Two forward paths compute the same function:
+
+* :meth:`ASMR.apply` evaluates any batch of integer coordinates point by point.
+* :meth:`ASMR.render` evaluates the whole grid with activation sharing: layer ``i``'s
+  matmul runs once per coarse cell (levels ``< i``), its modulator once per level-``i``
+  digit, and the two meet in a broadcast add. The activation keeps one array axis per
+  (level, axis) pair, so 1D, 2D and 3D signals share one code path, and the signal
+  layout is restored once at the end with a generated ``einops`` pattern. The last
+  hidden layer is never built at full resolution: with ``A`` its pre-activation on the
+  coarse cells and ``M`` the finest modulation table,
+  ``sin(w0 (a + m)) = sin(w0 a) cos(w0 m) + cos(w0 a) sin(w0 m)``, so the output is one
+  GEMM ``[cells * C, 2K] @ [2K, digits]`` and the render needs
+  ``O(N * C + cells * K)`` memory instead of ``O(N * K)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import einops
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from asmr_jax import coords as coords_lib
+from asmr_jax.siren import init_linear, init_mlp, mlp_apply, siren_bound
+
+MODULATORS = ("linear", "nonlinear")
+NONLINEAR_WIDTH = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class ASMR:
+    """An ASMR network for a signal of spatial ``shape`` and ``channels`` values.
+
+    Args:
+      shape: spatial shape, e.g. ``(512, 512)``; sizes need not factor (padded grid).
+      channels: output values per sample (1 gray/audio, 3 RGB).
+      bases: per-axis, per-level bases (see :mod:`asmr_jax.coords`); a flat list is used
+        for every axis. ``None`` picks :func:`~asmr_jax.coords.auto_bases` with ``levels``.
+      widths: hidden widths, one per hidden layer (``L - 1`` of them); an int is repeated.
+      w0: SIREN frequency.
+      modulator: ``"linear"`` (the paper) or ``"nonlinear"`` (3-layer width-32 SIREN).
+      levels: only used when ``bases`` is ``None``.
+
+    >>> model = ASMR(shape=(512, 512), channels=1, bases=(4, 4, 4, 8), widths=256)
+    >>> params = model.init(jax.random.key(0))
+    >>> model.render(params).shape
+    (512, 512, 1)
+    """
+
+    shape: tuple[int, ...]
+    channels: int
+    bases: tuple | None = None
+    widths: tuple[int, ...] | int = 256
+    w0: float = 30.0
+    modulator: str = "linear"
+    levels: int | None = None
+
+    kind = "asmr"
+
+    def __post_init__(self):
+        shape = tuple(int(s) for s in self.shape)
+        object.__setattr__(self, "shape", shape)
+        if self.bases is None:
+            if self.levels is None:
+                raise ValueError("ASMR needs bases or a number of levels")
+            bases = coords_lib.auto_bases(shape, self.levels)
+        else:
+            bases = coords_lib.normalize_bases(self.bases, shape, self.levels)
+        object.__setattr__(self, "bases", bases)
+        object.__setattr__(self, "levels", len(bases[0]))
+        widths = self.widths
+        if isinstance(widths, (int, np.integer)):
+            widths = (int(widths),) * (self.levels - 1)
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != self.levels - 1:
+            raise ValueError(
+                f"an ASMR with {self.levels} levels has {self.levels - 1} hidden layers, "
+                f"got {len(widths)} widths {widths}"
+            )
+        if min(widths) < 1:
+            raise ValueError(f"widths must be positive, got {widths}")
+        object.__setattr__(self, "widths", widths)
+        if self.channels < 1:
+            raise ValueError(f"channels must be >= 1, got {self.channels}")
+        if self.modulator not in MODULATORS:
+            raise ValueError(f"modulator must be one of {MODULATORS}, got {self.modulator!r}")
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def depth(self) -> int:
+        """Number of trunk weight layers: the paper's "ASMR-L" (equals ``levels``)."""
+        return self.levels
+
+    @property
+    def shift_widths(self) -> tuple[int, ...]:
+        return self.widths
+
+    @property
+    def padded_shape(self) -> tuple[int, ...]:
+        return coords_lib.padded_shape(self.bases)
+
+    def config(self) -> dict:
+        out = {"kind": self.kind, **dataclasses.asdict(self)}
+        out["bases"] = [list(b) for b in self.bases]
+        return out
+
+    # ------------------------------------------------------------------ params
+    def init(self, key) -> dict:
+        """Trunk (SIREN init) plus one modulator per level ``>= 1``."""
+        k_trunk, k_mod = jax.random.split(key)
+        sizes = (self.ndim,) + self.widths + (self.channels,)
+        keys = jax.random.split(k_mod, self.levels - 1)
+        if self.modulator == "linear":
+            bound = math.sqrt(1.0 / self.ndim)
+            mods = [init_linear(k, self.ndim, w, bound, bias=False) for k, w in zip(keys, self.widths)]
+        else:
+            mods = [
+                init_mlp(k, (self.ndim, NONLINEAR_WIDTH, NONLINEAR_WIDTH, w), self.w0)
+                for k, w in zip(keys, self.widths)
+            ]
+        return {"layers": init_mlp(k_trunk, sizes, self.w0), "mods": mods}
+
+    def num_params(self) -> int:
+        sizes = (self.ndim,) + self.widths + (self.channels,)
+        trunk = sum(fi * fo + fo for fi, fo in zip(sizes[:-1], sizes[1:]))
+        if self.modulator == "linear":
+            mods = sum(self.ndim * w for w in self.widths)
+        else:
+            h = NONLINEAR_WIDTH
+            mods = sum((self.ndim + 1) * h + (h + 1) * h + (h + 1) * w for w in self.widths)
+        return trunk + mods
+
+    def modulation(self, params, level: int, x):
+        """``M_level(x)`` for level coordinates ``x [..., d]`` -> ``[..., width]``."""
+        mod = params["mods"][level - 1]
+        if self.modulator == "linear":
+            return self.w0 * (x @ mod["w"])
+        return self.w0 * mlp_apply(mod, x, self.w0)
+
+    # ------------------------------------------------------------------ forward paths
+    def apply(self, params, coords, shifts=None):
+        """Per-point forward.
+
+        Args:
+          params: from :meth:`init`.
+          coords: integer coordinates ``[..., d]`` on the (padded) grid.
+          shifts: optional per-instance shifts, one ``[width_i]`` vector per hidden layer.
+
+        Returns:
+          ``[..., channels]``.
+        """
+        xs = coords_lib.decompose(coords, self.bases)  # L x [..., d]
+        layers = params["layers"]
+        h = xs[0] @ layers[0]["w"] + layers[0]["b"]  # [..., K1]
+        for i in range(1, self.levels):
+            if shifts is not None:
+                h = h + shifts[i - 1]
+            z = jnp.sin(self.w0 * (h + self.modulation(params, i, xs[i])))
+            h = z @ layers[i]["w"] + layers[i]["b"]
+        return h
+
+    def render(self, params, shifts=None, bases=None, crop: bool = True, factorized: bool = True):
+        """Activation-sharing forward over the whole grid.
+
+        Args:
+          params: from :meth:`init`.
+          shifts: optional per-instance shifts (as in :meth:`apply`).
+          bases: render with other bases of the same number of levels (e.g. a larger
+            finest base to sample the field more densely); default: the model's.
+          crop: crop the padded grid to ``shape`` (only with the model's own bases).
+          factorized: use the factorized output layer; ``False`` builds the
+            full-resolution last activation instead (``O(N * K)`` memory; a reference).
+
+        Returns:
+          ``[*shape, channels]`` (``[*padded_shape(bases), channels]`` for other bases).
+        """
+        own = bases is None
+        bases = self.bases if own else coords_lib.normalize_bases(bases, None, self.levels)
+        if len(bases) != self.ndim:
+            raise ValueError(f"bases describe {len(bases)} axes, the model has {self.ndim}")
+        d, nlev = self.ndim, self.levels
+        layers = params["layers"]
+
+        # h carries one axis per (level, axis) pair seen so far, then the width.
+        x0 = jnp.asarray(coords_lib.level_grid(bases, 0))  # [*B[:, 0], d]
+        h = x0 @ layers[0]["w"] + layers[0]["b"]  # [*B[:, 0], K1]
+        for i in range(1, nlev):
+            if shifts is not None:
+                h = h + shifts[i - 1]
+            m = self.modulation(params, i, jnp.asarray(coords_lib.level_grid(bases, i)))  # [*B[:, i], K]
+            if factorized and i == nlev - 1:
+                y = _factorized_output(h, m, layers[-1], self.w0)  # [*coarse, C, *B[:, -1]]
+                break
+            lead = h.ndim - 1
+            h = h.reshape(h.shape[:-1] + (1,) * d + h.shape[-1:]) + m.reshape((1,) * lead + m.shape)
+            z = jnp.sin(self.w0 * h)  # [*B[:, :i+1] level-major, K]
+            h = z @ layers[i]["w"] + layers[i]["b"]
+        else:
+            y = jnp.moveaxis(h, -1, (nlev - 1) * d)  # [*coarse, C, *B[:, -1]]
+
+        y = einops.rearrange(y, _layout_pattern(d, nlev))  # [*padded, C]
+        if own and crop:
+            y = y[tuple(slice(0, s) for s in self.shape)]
+        return y
+
+
+def _factorized_output(a, m, out_layer, w0):
+    """``sin(w0 (a_p + m_q)) @ W + b`` for every coarse cell p and digit tuple q.
+
+    Args:
+      a: pre-activation of the last hidden layer on the coarse cells, ``[*coarse, K]``.
+      m: finest modulation table, ``[*digits, K]``.
+      out_layer: ``{"w": [K, C], "b": [C]}``.
+
+    Returns:
+      ``[*coarse, C, *digits]``; the ``[cells, digits, K]`` activation is never built.
+    """
+    k = a.shape[-1]
+    w, b = out_layer["w"], out_layer["b"]
+    c = w.shape[-1]
+    a2 = a.reshape(-1, k)  # [P, K]
+    m2 = m.reshape(-1, k)  # [Q, K]
+    wa, wm = w0 * a2, w0 * m2
+    left = jnp.concatenate(
+        [jnp.sin(wa)[:, None, :] * w.T[None], jnp.cos(wa)[:, None, :] * w.T[None]], axis=-1
+    )  # [P, C, 2K]
+    right = jnp.concatenate([jnp.cos(wm), jnp.sin(wm)], axis=-1)  # [Q, 2K]
+    y = left.reshape(-1, 2 * k) @ right.T  # [P*C, Q]
+    y = y.reshape(a2.shape[0], c, m2.shape[0]) + b[None, :, None]
+    return y.reshape(a.shape[:-1] + (c,) + m.shape[:-1])
+
+
+def _layout_pattern(d: int, nlev: int) -> str:
+    """einops pattern from the level-major render layout to the signal layout."""
+    name = lambda level, axis: f"l{level}a{axis}"  # noqa: E731
+    coarse = " ".join(name(lv, ax) for lv in range(nlev - 1) for ax in range(d))
+    fine = " ".join(name(nlev - 1, ax) for ax in range(d))
+    out = " ".join("(" + " ".join(name(lv, ax) for lv in range(nlev)) + ")" for ax in range(d))
+    return f"{coarse} c {fine} -> {out} c"

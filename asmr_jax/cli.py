@@ -1,0 +1,170 @@
+"""The ``asmr`` command: subcommands parse flags and call library functions.
+
+Subcommands live in the modules listed in ``COMMAND_MODULES``; each exposes
+``add_commands(subparsers)`` and sets ``func`` on its parsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+
+COMMAND_MODULES = ("asmr_jax.cli",)
+
+
+def add_model_flags(p: argparse.ArgumentParser):
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=("asmr", "siren"), default="asmr", help="network family (default asmr)")
+    g.add_argument("--levels", type=int, default=None,
+                   help="ASMR levels = layers (default 4; bases picked by auto_bases)")
+    g.add_argument("--bases", default=None,
+                   help="ASMR bases, coarse to fine: '4,4,4,8' for every axis or '4,4,4,8;4,4,6,8' per axis")
+    g.add_argument("--depth", type=int, default=None, help="SIREN layers incl. output (default: --levels or 4)")
+    g.add_argument("--width", type=int, default=256, help="hidden width (default 256)")
+    g.add_argument("--w0", type=float, default=30.0, help="sine frequency w0 (default 30)")
+    g.add_argument("--modulator", choices=("linear", "nonlinear"), default="linear",
+                   help="ASMR modulator kind (default linear, as in the paper)")
+
+
+def model_from_args(args, shape, channels):
+    from asmr_jax import coords, models
+
+    bases = coords.parse_bases(args.bases) if args.bases else None
+    return models.build(args.model, shape, channels, width=args.width, depth=args.depth, levels=args.levels,
+                        bases=bases, w0=args.w0, modulator=args.modulator)
+
+
+def cmd_fit(args) -> int:
+    import jax
+    import numpy as np
+
+    from asmr_jax import data, fit, io, macs
+
+    signal = data.load_signal(args.source)
+    if args.crop:
+        signal = data.crop(signal, args.crop)
+    model = model_from_args(args, signal.shape, signal.channels)
+    if os.path.exists(args.out) and not args.overwrite:
+        raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
+    cost = macs.count(model)
+    print(f"{model.kind}: shape {signal.shape} x {signal.channels}, {model.num_params():,} params, "
+          f"{cost.paper_macs:,.2f} MAC/sample" + (f", bases {model.bases}" if model.kind == "asmr" else ""))
+    result = fit.fit(model, signal.data, args.steps, lr=args.lr, cosine=args.cosine, batch_size=args.batch_size,
+                     key=jax.random.key(args.seed), progress=not args.no_progress)
+    render = jax.jit(model.render)
+    recon = np.asarray(render(result.params))
+    t_render = macs.median_time(lambda: render(result.params).block_until_ready(), repeats=5)
+    summary = {
+        "source": args.source, "model": model.config(), "params": model.num_params(),
+        "mac_per_sample": cost.paper_macs, "render_mac_per_sample": cost.render_macs,
+        "psnr": result.psnr, "ssim": result.ssim, "steps": args.steps, "fit_seconds": result.fit_seconds,
+        "step_seconds": result.step_seconds, "render_seconds": t_render,
+    }
+    with io.atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+        io.save_model(os.path.join(tmp, "checkpoint"), model, result.params,
+                      extra={"signal": {"kind": signal.kind, "sample_rate": signal.sample_rate}})
+        out_file = io.write_signal(tmp, recon, signal.kind, sample_rate=signal.sample_rate or 16000)
+        with open(os.path.join(tmp, "metrics.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    ssim = "-" if result.ssim is None else f"{result.ssim:.4f}"
+    print(f"{'params':>10} {'MAC/sample':>11} {'PSNR dB':>8} {'SSIM':>7} {'fit s':>8} {'step ms':>8} {'render ms':>10}")
+    print(f"{model.num_params():>10,} {cost.paper_macs:>11,.1f} {result.psnr:>8.2f} {ssim:>7} "
+          f"{result.fit_seconds:>8.1f} {1e3 * result.step_seconds:>8.2f} {1e3 * t_render:>10.2f}")
+    print(f"wrote {os.path.join(args.out, os.path.basename(out_file))}, {args.out}/checkpoint, {args.out}/metrics.json")
+    return 0
+
+
+def cmd_render(args) -> int:
+    import jax
+    import numpy as np
+
+    from asmr_jax import coords, io
+
+    model, params, meta = io.load_model(args.checkpoint)
+    kind = meta.get("signal", {}).get("kind") or {1: "audio", 2: "image", 3: "video"}[model.ndim]
+    t0 = time.perf_counter()
+    if args.bases:
+        if model.kind != "asmr":
+            raise ValueError("--bases applies to ASMR checkpoints only; use --shape for SIREN")
+        y = model.render(params, bases=coords.normalize_bases(coords.parse_bases(args.bases), None, model.levels))
+    elif args.shape:
+        shape = tuple(int(s) for s in args.shape.split(","))
+        if model.kind == "asmr":
+            if len(shape) != model.ndim or any(s > p for s, p in zip(shape, model.padded_shape)):
+                raise ValueError(f"--shape {shape} must have {model.ndim} axes each <= the padded grid "
+                                 f"{model.padded_shape}; use --bases to render a denser grid")
+            y = model.render(params, crop=False)[tuple(slice(0, s) for s in shape)]
+        else:
+            y = model.render(params, shape=shape)
+    else:
+        y = jax.jit(model.render)(params)
+    y = np.asarray(y)
+    elapsed = time.perf_counter() - t0
+    out = os.path.abspath(args.out)
+    stem, ext = os.path.splitext(os.path.basename(out))
+    if kind == "image" and ext.lower() not in (".png", ""):
+        raise ValueError(f"images are written as PNG; got --out {args.out}")
+    if kind == "audio" and ext.lower() not in (".wav", ""):
+        raise ValueError(f"audio is written as WAV; got --out {args.out}")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    sr = meta.get("signal", {}).get("sample_rate") or 16000
+    if kind == "video":
+        io.write_signal(os.path.dirname(out), y, kind, name=stem)
+    else:
+        io.write_signal(os.path.dirname(out), y, kind, name=stem, sample_rate=sr)
+    print(f"rendered {model.kind} {y.shape} in {elapsed:.3f} s -> {args.out}")
+    return 0
+
+
+def add_commands(sub):
+    p = sub.add_parser("fit", help="fit one signal (image, audio, video) with ASMR or SIREN",
+                       description="Fit one signal and write its reconstruction, checkpoint and metrics.")
+    p.add_argument("source", help="image/WAV/GIF/.npy file, frame folder, or bundled name (camera, astronaut, ...)")
+    add_model_flags(p)
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=1000, help="optimizer steps (paper: 10000; default 1000)")
+    g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    g.add_argument("--cosine", action="store_true", help="cosine-decay the rate to 1e-5")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="points per step (block sampler); default full batch when the signal fits")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--crop", type=int, default=None, help="center-crop every spatial axis to this size first")
+    p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out (only once the new one is complete)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("render", help="render a saved model to PNG/WAV/GIF",
+                       description="Render a checkpoint written by `asmr fit` (or any saved model).")
+    p.add_argument("checkpoint", help="checkpoint folder (OUT/checkpoint)")
+    p.add_argument("--out", required=True, help="output file: .png (image), .wav (audio), .gif (video)")
+    p.add_argument("--bases", default=None,
+                   help="ASMR: render with other bases of the same levels, e.g. a larger finest base to upsample")
+    p.add_argument("--shape", default=None, help="comma-separated render size (SIREN: any; ASMR: <= padded grid)")
+    p.set_defaults(func=cmd_render)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asmr", description="ASMR / SIREN coordinate networks and functa-style meta-learning in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"asmr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

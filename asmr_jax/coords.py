@@ -1,0 +1,193 @@
+"""Multi-resolution coordinate decomposition (SPEC section 1).
+
+A signal with axes of sizes ``N_1..N_d`` is described to ASMR by its *bases*: for each
+axis ``a`` a list ``B[a] = (B[a][0], ..., B[a][L-1])``, coarse to fine, whose product
+is at least ``N_a``. An integer coordinate ``x`` decomposes into mixed-radix digits,
+most significant first::
+
+    G[a][l] = prod(B[a][l+1:])           # cell width at level l (on the padded grid)
+    x_l     = (x // G[a][l]) % B[a][l]
+
+and the level-``l`` network input is ``x_l / (B[a][l] - 1)`` (``0`` where ``B == 1``).
+When ``prod(B[a]) > N_a`` the grid is padded: renders are computed on the padded grid
+and cropped, and the per-point path uses the very same digits.
+
+Bases are stored as a tuple (one entry per axis) of tuples (one entry per level) of
+Python ints, so they can be static arguments of ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+Bases = tuple[tuple[int, ...], ...]
+
+
+def normalize_bases(bases, shape: Sequence[int] | None = None, levels: int | None = None) -> Bases:
+    """Validates ``bases`` and returns them as a tuple of per-axis tuples.
+
+    Args:
+      bases: per-axis sequences of per-level ints, or one flat sequence used for every
+        axis (``[4, 4, 4, 8]`` for a 512x512 image).
+      shape: the signal's spatial shape; when given, each axis' product must reach it.
+      levels: the expected number of levels, if known.
+
+    Raises:
+      ValueError: naming the axis and the offending values.
+    """
+    if isinstance(bases, (int, np.integer)):
+        raise ValueError(f"bases must be a sequence of ints per level, got the int {bases}")
+    bases = list(bases)
+    if not bases:
+        raise ValueError("bases are empty: need at least one axis with at least 2 levels")
+    if all(isinstance(b, (int, np.integer)) for b in bases):
+        ndim = len(shape) if shape is not None else 1
+        bases = [bases] * ndim
+    out = []
+    for axis, per_level in enumerate(bases):
+        per_level = tuple(int(b) for b in per_level)
+        if any(b < 1 for b in per_level):
+            raise ValueError(f"bases for axis {axis} must all be >= 1, got {list(per_level)}")
+        out.append(per_level)
+    nlev = {len(b) for b in out}
+    if len(nlev) != 1:
+        raise ValueError(f"every axis needs the same number of levels, got {[len(b) for b in out]}")
+    (nlev,) = nlev
+    if nlev < 2:
+        raise ValueError(f"ASMR needs at least 2 levels, got {nlev} ({[list(b) for b in out]})")
+    if levels is not None and nlev != levels:
+        raise ValueError(f"bases have {nlev} levels, expected {levels}")
+    if shape is not None:
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != len(out):
+            raise ValueError(f"bases describe {len(out)} axes but the signal has {len(shape)} ({shape})")
+        for axis, (per_level, size) in enumerate(zip(out, shape)):
+            prod = math.prod(per_level)
+            if prod < size:
+                raise ValueError(
+                    f"bases for axis {axis} {list(per_level)} multiply to {prod}, need >= {size}"
+                )
+    return tuple(out)
+
+
+def padded_shape(bases: Bases) -> tuple[int, ...]:
+    """The grid the bases describe: ``prod(B[a])`` per axis."""
+    return tuple(math.prod(b) for b in bases)
+
+
+def cells(bases: Bases, level: int) -> int:
+    """Number of grid cells at ``level`` (``prod_a prod(B[a][:level+1])``)."""
+    return math.prod(math.prod(b[: level + 1]) for b in bases)
+
+
+def digits_count(bases: Bases, level: int) -> int:
+    """Number of distinct level-``level`` digit tuples (``prod_a B[a][level]``)."""
+    return math.prod(b[level] for b in bases)
+
+
+@functools.lru_cache(maxsize=None)
+def _balanced_factorizations(n: int, parts: int, smallest: int = 1) -> tuple[int, ...] | None:
+    """Non-decreasing factorization of ``n`` into ``parts`` factors with the smallest maximum."""
+    if parts == 1:
+        return (n,) if n >= smallest else None
+    best = None
+    f = max(smallest, 1)
+    while f ** parts <= n:
+        if n % f == 0:
+            rest = _balanced_factorizations(n // f, parts - 1, f)
+            if rest is not None:
+                cand = (f,) + rest
+                if best is None or (cand[-1], -cand[0], cand) < (best[-1], -best[0], best):
+                    best = cand
+        f += 1
+    return best
+
+
+def auto_bases(shape: Sequence[int], levels: int) -> Bases:
+    """Picks balanced bases for ``shape`` with ``levels`` levels (paper style).
+
+    Each axis gets the factorization of the smallest size ``m >= N`` whose factors are
+    balanced (largest factor at most twice ``ceil(m ** (1/levels))``; among those with
+    the same largest factor, the one with the largest smallest factor), sorted so the
+    largest base is at the finest level: 512 with 4 levels gives ``(4, 4, 4, 8)``,
+    768 gives ``(4, 4, 6, 8)``, 451 (a prime product 11 x 41) pads to 456 = 2x4x57?
+    no: to the first balanced size.
+
+    >>> auto_bases((512, 512), 4)
+    ((4, 4, 4, 8), (4, 4, 4, 8))
+    """
+    if levels < 2:
+        raise ValueError(f"levels must be >= 2, got {levels}")
+    out = []
+    for axis, n in enumerate(shape):
+        n = int(n)
+        if n < 1:
+            raise ValueError(f"axis {axis} has size {n}; need >= 1")
+        m = n
+        while True:
+            fac = _balanced_factorizations(m, levels)
+            limit = 2 * math.ceil(m ** (1.0 / levels) - 1e-9)
+            if fac is not None and fac[-1] <= max(limit, 2):
+                out.append(fac)
+                break
+            m += 1
+    return tuple(out)
+
+
+def level_values(bases: Bases, level: int) -> list[np.ndarray]:
+    """Per-axis network inputs of every level-``level`` digit: ``x_l / (B - 1)``."""
+    vals = []
+    for b in bases:
+        base = b[level]
+        vals.append(np.arange(base, dtype=np.float32) / max(base - 1, 1))
+    return vals
+
+
+def level_grid(bases: Bases, level: int) -> np.ndarray:
+    """Level-``level`` coordinates of every digit tuple: ``[B[0][l], ..., B[d-1][l], d]``."""
+    vals = level_values(bases, level)
+    return np.stack(np.meshgrid(*vals, indexing="ij"), axis=-1).astype(np.float32)
+
+
+def decompose(coords, bases: Bases) -> list:
+    """Per-point level coordinates.
+
+    Args:
+      coords: integer coordinates, ``[..., d]``, each in ``[0, prod(B[a]))``.
+      bases: normalized bases.
+
+    Returns:
+      A list of ``L`` float arrays ``[..., d]`` with values in ``[0, 1]``.
+    """
+    coords = jnp.asarray(coords)
+    nlev = len(bases[0])
+    out = []
+    for level in range(nlev):
+        width = np.array([math.prod(b[level + 1 :]) for b in bases], dtype=np.int32)  # [d]
+        base = np.array([b[level] for b in bases], dtype=np.int32)  # [d]
+        digit = (coords // width) % base  # [..., d]
+        out.append(digit.astype(jnp.float32) / np.maximum(base - 1, 1).astype(np.float32))
+    return out
+
+
+def grid_coords(shape: Sequence[int]) -> np.ndarray:
+    """Integer coordinates of every point of ``shape`` in C order: ``[prod(shape), d]``."""
+    grids = np.meshgrid(*[np.arange(s, dtype=np.int32) for s in shape], indexing="ij")
+    return np.stack([g.reshape(-1) for g in grids], axis=-1)
+
+
+def parse_bases(text: str) -> list:
+    """Parses ``"4,4,4,8"`` (all axes) or ``"4,4,4,8;4,4,6,8"`` (per axis) from a CLI flag."""
+    try:
+        per_axis = [[int(v) for v in part.split(",") if v.strip()] for part in text.split(";")]
+    except ValueError:
+        raise ValueError(
+            f"cannot parse bases {text!r}: expected comma-separated ints per axis, axes "
+            "separated by ';' (e.g. '4,4,4,8' or '4,4,4,8;4,4,6,8')"
+        ) from None
+    return per_axis[0] if len(per_axis) == 1 else per_axis

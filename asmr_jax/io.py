@@ -1,0 +1,166 @@
+"""Checkpoints (orbax) and signal writers (PNG, WAV, GIF/frames), all written atomically.
+
+A model checkpoint is a directory::
+
+    CKPT/model.json    {"format": "asmr-jax-model", "version": 1, "model": model.config(), ...}
+    CKPT/params/       orbax StandardCheckpointer tree of the parameters
+
+Everything is first written to a temporary sibling and renamed into place, so an
+interrupted or failed write never leaves a half-written checkpoint or output folder,
+and never touches what was there before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import wave
+
+import jax
+import numpy as np
+
+from asmr_jax import models
+
+FORMAT = "asmr-jax-model"
+VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_dir(path, overwrite: bool = False):
+    """Yields a temporary directory that replaces ``path`` only if the block succeeds.
+
+    Raises ``FileExistsError`` if ``path`` exists and ``overwrite`` is false. On error
+    the temporary directory is removed and ``path`` is left exactly as it was.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if os.path.exists(path):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+        os.rmdir(old)
+        os.rename(path, old)
+    os.rename(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_model(directory, model, params, extra: dict | None = None):
+    import orbax.checkpoint as ocp
+
+    meta = {"format": FORMAT, "version": VERSION, "model": model.config(), **(extra or {})}
+    with open(os.path.join(directory, "model.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.join(directory, "params"), jax.device_get(params))
+    ckptr.wait_until_finished()
+
+
+def save_model(path, model, params, extra: dict | None = None, overwrite: bool = False) -> str:
+    """Saves ``model`` and ``params`` to the directory ``path`` (atomically). Returns the path."""
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        _write_model(tmp, model, params, extra)
+    return os.path.abspath(os.fspath(path))
+
+
+def read_model_json(path) -> dict:
+    """Reads and validates ``CKPT/model.json``; errors say what is wrong with ``path``."""
+    path = os.fspath(path)
+    meta_path = os.path.join(path, "model.json")
+    if not os.path.isdir(path) or not os.path.isfile(meta_path):
+        raise ValueError(f"{path} is not an asmr-jax model checkpoint (no model.json inside)")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{meta_path} is corrupt: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path} is not an asmr-jax model file (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{meta_path} has version {meta.get('version')}, this library reads {VERSION}")
+    return meta
+
+
+def load_model(path):
+    """Loads ``(model, params, meta)`` saved by :func:`save_model`."""
+    import orbax.checkpoint as ocp
+
+    meta = read_model_json(path)
+    model = models.from_config(meta["model"])
+    abstract = jax.eval_shape(model.init, jax.random.key(0))
+    try:
+        params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(path, "params")), abstract)
+    except Exception as e:  # orbax raises many types for damaged trees
+        raise ValueError(f"cannot restore parameters from {path}/params: {type(e).__name__}: {e}") from None
+    return model, params, meta
+
+
+# ----------------------------------------------------------------------------- writers
+def to_uint8(x) -> np.ndarray:
+    return np.round(np.clip(np.asarray(x, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def write_png(path, image):
+    """Writes ``[H, W, C]`` on ``[0, 1]`` (C = 1, 3 or 4) as an 8-bit PNG."""
+    from PIL import Image
+
+    img = to_uint8(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    Image.fromarray(img).save(path)
+
+
+def write_wav(path, audio, sample_rate: int = 16000):
+    """Writes ``[T, C]`` on ``[0, 1]`` (mapped to [-1, 1]) as 16-bit PCM."""
+    x = np.clip(np.asarray(audio, np.float32), 0.0, 1.0) * 2.0 - 1.0
+    pcm = np.round(x * 32767).astype("<i2")
+    with wave.open(os.fspath(path), "wb") as w:
+        w.setnchannels(pcm.shape[-1])
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+
+
+def write_video(directory, video, fps: float = 10.0, name: str = "reconstruction"):
+    """Writes ``[T, H, W, C]`` as ``{name}.gif`` plus ``{name}_frames/NNNN.png``."""
+    from PIL import Image
+
+    frames = to_uint8(video)
+    if frames.shape[-1] == 1:
+        frames = frames[..., 0]
+    fdir = os.path.join(directory, f"{name}_frames")
+    os.makedirs(fdir, exist_ok=True)
+    pil = [Image.fromarray(f) for f in frames]
+    for i, f in enumerate(pil):
+        f.save(os.path.join(fdir, f"{i:04d}.png"))
+    pil[0].save(
+        os.path.join(directory, f"{name}.gif"), save_all=True, append_images=pil[1:],
+        duration=int(1000 / fps), loop=0,
+    )
+
+
+def write_signal(directory, signal, kind: str, name: str = "reconstruction", sample_rate: int = 16000) -> str:
+    """Writes a signal by kind (``image``/``audio``/``video``) into ``directory``; returns the file."""
+    if kind == "image":
+        path = os.path.join(directory, f"{name}.png")
+        write_png(path, signal)
+    elif kind == "audio":
+        path = os.path.join(directory, f"{name}.wav")
+        write_wav(path, signal, sample_rate)
+    elif kind == "video":
+        write_video(directory, signal, name=name)
+        path = os.path.join(directory, f"{name}.gif")
+    else:
+        raise ValueError(f"unknown signal kind {kind!r}; expected image, audio or video")
+    return path

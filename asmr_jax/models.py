@@ -1,0 +1,58 @@
+"""Model registry: rebuild a model from its saved config.
+
+Every model is a frozen (hashable) dataclass with ``kind``, ``shape``, ``channels``,
+``init(key)``, ``apply(params, coords, shifts=None)``, ``render(params, shifts=None)``,
+``num_params()``, ``shift_widths`` and ``config()``; ``config()`` round-trips through
+:func:`from_config`.
+"""
+
+from __future__ import annotations
+
+from asmr_jax.asmr import ASMR
+from asmr_jax.siren import SIREN
+
+MODELS = {"asmr": ASMR, "siren": SIREN}
+
+
+def register(cls) -> type:
+    """Adds a model class (with a unique ``kind``) to the registry."""
+    MODELS[cls.kind] = cls
+    return cls
+
+
+def from_config(config: dict):
+    """Builds a model from ``model.config()``; raises ``ValueError`` on an unknown kind."""
+    config = dict(config)
+    kind = config.pop("kind", None)
+    if kind not in MODELS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {sorted(MODELS)}")
+    for key in ("shape", "widths"):
+        if isinstance(config.get(key), list):
+            config[key] = tuple(config[key])
+    if isinstance(config.get("bases"), list):
+        config["bases"] = tuple(tuple(b) for b in config["bases"])
+    return MODELS[kind](**config)
+
+
+def build(kind: str, shape, channels: int, *, width: int = 256, depth: int | None = None,
+          levels: int | None = None, bases=None, w0: float = 30.0, modulator: str = "linear"):
+    """One constructor for the CLI and experiments.
+
+    ``depth`` is the paper's layer count ("SIREN-4", "ASMR-4"): ``depth - 1`` hidden
+    layers of ``width``. For ASMR, ``levels`` (or the bases' length) sets the depth.
+    """
+    if kind == "asmr":
+        levels = levels if levels is not None else depth
+        if bases is None and levels is None:
+            levels = 4
+        if bases is not None:
+            return ASMR(tuple(shape), channels, bases=bases, widths=width, w0=w0, modulator=modulator)
+        return ASMR(tuple(shape), channels, widths=width, w0=w0, modulator=modulator, levels=levels)
+    if kind == "siren":
+        depth = depth if depth is not None else (levels if levels is not None else 4)
+        if depth < 2:
+            raise ValueError(f"SIREN depth must be >= 2 (one hidden layer + output), got {depth}")
+        return SIREN(tuple(shape), channels, widths=(width,) * (depth - 1), w0=w0)
+    if kind in MODELS:
+        return MODELS[kind].build(shape, channels, width=width, depth=depth or 4)
+    raise ValueError(f"unknown model {kind!r}; expected one of {sorted(MODELS)}")

@@ -1,0 +1,127 @@
+"""SIREN (Sitzmann et al., 2020): the baseline, and the trunk ASMR reuses.
+
+Parameters are plain pytrees: ``{"layers": [{"w": [fan_in, fan_out], "b": [fan_out]}, ...]}``.
+Every hidden layer computes ``sin(w0 * (z @ w + b + shift))``; the last layer is linear.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def init_linear(key, fan_in: int, fan_out: int, w_bound: float, bias: bool = True) -> dict:
+    """``w ~ U(-w_bound, w_bound)``; ``b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (PyTorch default)."""
+    kw, kb = jax.random.split(key)
+    out = {"w": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -w_bound, w_bound)}
+    if bias:
+        bb = 1.0 / math.sqrt(fan_in)
+        out["b"] = jax.random.uniform(kb, (fan_out,), jnp.float32, -bb, bb)
+    return out
+
+
+def siren_bound(fan_in: int, w0: float, first: bool) -> float:
+    """SIREN's weight init bound: ``1/fan_in`` for the first layer, ``sqrt(6/fan_in)/w0`` after."""
+    return 1.0 / fan_in if first else math.sqrt(6.0 / fan_in) / w0
+
+
+def init_mlp(key, sizes: Sequence[int], w0: float) -> list[dict]:
+    """SIREN-initialised layers for ``sizes = [in, hidden..., out]``."""
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [
+        init_linear(k, fi, fo, siren_bound(fi, w0, first=(i == 0)))
+        for i, (k, fi, fo) in enumerate(zip(keys, sizes[:-1], sizes[1:]))
+    ]
+
+
+def mlp_apply(layers: Sequence[dict], x, w0: float, shifts=None):
+    """Sine MLP on ``x [..., in]`` -> ``[..., out]``; ``shifts[i]`` adds to hidden layer ``i``."""
+    for i, layer in enumerate(layers[:-1]):
+        pre = x @ layer["w"] + layer["b"]
+        if shifts is not None:
+            pre = pre + shifts[i]
+        x = jnp.sin(w0 * pre)
+    return x @ layers[-1]["w"] + layers[-1]["b"]
+
+
+def count_params(tree) -> int:
+    """Number of scalars in a pytree of arrays."""
+    return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(tree)))
+
+
+@dataclasses.dataclass(frozen=True)
+class SIREN:
+    """A SIREN on a ``shape``-sized grid of ``channels`` values.
+
+    ``widths`` are the hidden widths: SIREN-4 (as in the paper's tables) has 3 hidden
+    layers plus the linear output, ``widths=(256, 256, 256)``. Integer coordinates are
+    mapped to ``[-1, 1]`` per axis.
+
+    >>> model = SIREN(shape=(32, 32), channels=1, widths=(64, 64))
+    >>> params = model.init(jax.random.key(0))
+    >>> model.render(params).shape
+    (32, 32, 1)
+    """
+
+    shape: tuple[int, ...]
+    channels: int
+    widths: tuple[int, ...] = (256, 256, 256)
+    w0: float = 30.0
+
+    kind = "siren"
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"SIREN widths must be positive, got {self.widths}")
+        if self.channels < 1:
+            raise ValueError(f"channels must be >= 1, got {self.channels}")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def depth(self) -> int:
+        """Number of weight layers (hidden + output): the paper's "SIREN-L"."""
+        return len(self.widths) + 1
+
+    @property
+    def shift_widths(self) -> tuple[int, ...]:
+        """Sizes of the per-instance shift vectors (one per hidden layer)."""
+        return self.widths
+
+    def init(self, key) -> dict:
+        return {"layers": init_mlp(key, (self.ndim,) + self.widths + (self.channels,), self.w0)}
+
+    def normalize(self, coords):
+        """Integer coordinates ``[..., d]`` -> floats in ``[-1, 1]``."""
+        denom = np.maximum(np.array(self.shape, np.float32) - 1, 1)
+        return jnp.asarray(coords).astype(jnp.float32) / denom * 2.0 - 1.0
+
+    def apply(self, params, coords, shifts=None):
+        """Per-point forward: integer ``coords [..., d]`` -> ``[..., channels]``."""
+        return mlp_apply(params["layers"], self.normalize(coords), self.w0, shifts)
+
+    def render(self, params, shifts=None, shape=None):
+        """The whole grid ``[*shape, channels]`` (default: the model's shape).
+
+        A different ``shape`` samples the same continuous field on a finer or coarser grid.
+        """
+        shape = self.shape if shape is None else tuple(shape)
+        axes = [np.linspace(-1.0, 1.0, s, dtype=np.float32) if s > 1 else np.zeros(1, np.float32) for s in shape]
+        x = jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=-1)  # [*shape, d]
+        return mlp_apply(params["layers"], x, self.w0, shifts)
+
+    def num_params(self) -> int:
+        sizes = (self.ndim,) + self.widths + (self.channels,)
+        return sum(fi * fo + fo for fi, fo in zip(sizes[:-1], sizes[1:]))
+
+    def config(self) -> dict:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
