@@ -47,7 +47,7 @@ def count(model) -> Cost:
     n = math.prod(model.shape)
     if model.kind == "asmr":
         return _asmr_cost(model, n)
-    sizes = (model.ndim,) + tuple(model.widths) + (model.channels,)
+    sizes = (getattr(model, "in_features", model.ndim),) + tuple(model.widths) + (model.channels,)
     macs = _mlp_cost(sizes)
     if hasattr(model, "encoding_macs"):  # e.g. Fourier-feature baselines
         macs += model.encoding_macs()

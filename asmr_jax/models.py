@@ -9,9 +9,10 @@ Every model is a frozen (hashable) dataclass with ``kind``, ``shape``, ``channel
 from __future__ import annotations
 
 from asmr_jax.asmr import ASMR
+from asmr_jax.ffn import FFN
 from asmr_jax.siren import SIREN
 
-MODELS = {"asmr": ASMR, "siren": SIREN}
+MODELS = {"asmr": ASMR, "ffn": FFN, "siren": SIREN}
 
 
 def register(cls) -> type:

@@ -1,0 +1,683 @@
+"""Fitting many signals at once: ``jax.vmap`` over networks, sharded over devices (SPEC section 3).
+
+:func:`fit_many` trains one independent network per signal. Parameters, Adam state and
+targets carry a leading signal axis ``[n, ...]``; one jitted step ``jax.vmap``-s the
+single-signal full-batch step (:func:`asmr_jax.fit.full_batch_loss`, Adam from
+:func:`asmr_jax.fit.make_optimizer`) over that axis, and steps run in ``lax.scan`` chunks.
+Signal ``i`` starts from ``model.init(split(fold_in(key, index_i))[0])`` where ``index_i``
+is its global index (its position in the dataset), so a signal's fit does not depend on
+which other signals share its batch, on the chunk size or on the device count, and it
+equals ``asmr_jax.fit.fit(model, signal_i, key=fold_in(key, index_i))``. With
+``init=params`` every signal starts from that shared (e.g. meta-learned) initialization.
+
+Early stopping: with ``target_psnr`` a signal whose full-batch loss reaches
+``10 ** (-target_psnr / 10)`` is frozen (a mask keeps its parameters and optimizer state
+from then on) and its number of applied updates is recorded; the loop ends early once
+every signal is frozen.
+
+Sharding: the signal axis is split over a 1-D ``Mesh`` of all devices (or ``mesh=``) with
+``NamedSharding`` (:mod:`asmr_jax.sharding`); the same code runs on one CPU, on forced host
+devices, on a GPU or on a TPU slice. When ``n`` is not a multiple of the device count the
+batch is padded with copies of the last signal (same key), which are dropped from every
+result. Multi-host: call ``jax.distributed.initialize()`` on every host before anything
+else; ``jax.devices()`` then spans all hosts and the mesh covers them. Every process runs
+the same program on the same signals (each reads the full chunk, only its own shards go
+to its devices), results are gathered with ``multihost_utils.process_allgather``, and
+only process 0 writes the store.
+
+Chunked store (:func:`fit_dataset`, :func:`load_store`). A dataset (any object with
+``__len__`` and ``get(indices) -> float32 [m, *shape, C]``, e.g.
+:func:`asmr_jax.datasets.load_dataset`) is fitted ``chunk`` signals at a time and each
+finished chunk is appended to a directory::
+
+    OUT/store.json        {"format": "asmr-jax-batch-store", "version": 1,
+                           "model": model.config(), "chunk": 64, "total": N,
+                           "fit": {"steps", "lr", "cosine", "seed", "target_psnr", "init"},
+                           "dataset": {...}, "leaves": [{"path": "layers/0/w", "shape": [..]}],
+                           "chunks": [{"file": "chunk_00000.npz", "start": 0, "count": 64,
+                                       "sha256": "..."}, ...],
+                           "complete": true}
+    OUT/chunk_00000.npz   signals [0, 64)
+    OUT/chunk_00001.npz   signals [64, 128) ...
+
+A chunk file is an uncompressed ``.npz`` (readable with ``numpy.load`` alone, no pickle):
+``indices`` int64 ``[m]`` (dataset indices), ``psnr`` float32 ``[m]`` (final full-render
+PSNR, dB), ``steps`` int32 ``[m]`` (updates applied), ``leaf_paths`` (unicode ``[L]``, the
+parameter leaves in ``jax.tree`` order) and one array ``params/<path>`` of shape
+``[m, *leaf_shape]`` per leaf. Chunks are written to a temporary name and renamed into
+place, then ``store.json`` (also written by rename) records the chunk's sha256; the zip
+entries carry a fixed timestamp, so refitting a chunk with the same settings gives the
+same bytes. A resumed run (``resume=True``) checks every recorded chunk's checksum,
+refuses a different model config, chunk size, count or fit setting, never rewrites a
+recorded chunk and continues at the first unrecorded one (a chunk renamed into place
+whose ``store.json`` entry was never written is fitted again). A checksum mismatch or an
+unreadable chunk raises :class:`CorruptChunkError`.
+
+>>> from asmr_jax.siren import SIREN
+>>> model = SIREN((8, 8), 1, widths=(16,))
+>>> res = fit_many(model, np.full((3, 8, 8, 1), 0.5, np.float32), steps=10, progress=False)
+>>> res.psnr.shape, jax.tree.leaves(res.params)[0].shape[0]
+((3,), 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import time
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from asmr_jax import fit as fit_lib
+from asmr_jax import models, sharding
+
+FORMAT = "asmr-jax-batch-store"
+VERSION = 1
+STORE_JSON = "store.json"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+class CorruptChunkError(ValueError):
+    """A stored chunk is missing, unreadable, or does not match its recorded checksum."""
+
+
+# ----------------------------------------------------------------------------- pytree helpers
+def leaf_path(path) -> str:
+    """A ``jax.tree`` key path as ``"layers/0/w"``."""
+    parts = []
+    for k in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def param_leaves(model) -> list[tuple[str, tuple[int, ...]]]:
+    """``[(path, shape)]`` of one network's parameters, in ``jax.tree`` order."""
+    abstract = jax.eval_shape(model.init, jax.random.key(0))
+    return [(leaf_path(p), tuple(x.shape)) for p, x in jax.tree_util.tree_leaves_with_path(abstract)]
+
+
+def _check_init(model, init):
+    """Validates a shared init against ``model.init``'s structure; returns it as float32 arrays."""
+    abstract = jax.eval_shape(model.init, jax.random.key(0))
+    want = jax.tree.structure(abstract)
+    got = jax.tree.structure(init)
+    if want != got:
+        raise ValueError(f"init has tree structure {got}, the model's parameters are {want}")
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(abstract), jax.tree.leaves(init)):
+        if tuple(np.shape(b)) != tuple(a.shape):
+            raise ValueError(f"init leaf {leaf_path(path)} has shape {np.shape(b)}, expected {a.shape} "
+                             "(one network's parameters, no signal axis)")
+    return jax.tree.map(lambda x: np.asarray(x, np.float32), init)
+
+
+def _init_digest(init) -> str | None:
+    if init is None:
+        return None
+    h = hashlib.sha256()
+    for path, x in jax.tree_util.tree_leaves_with_path(init):
+        h.update(leaf_path(path).encode())
+        h.update(np.ascontiguousarray(np.asarray(x, np.float32)).tobytes())
+    return h.hexdigest()
+
+
+def _to_host(x) -> np.ndarray:
+    """A (possibly multi-process) sharded array as one host numpy array."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+# ----------------------------------------------------------------------------- jitted pieces
+@functools.lru_cache(maxsize=32)
+def _optimizer(lr: float, steps: int | None, cosine: bool):
+    # One object per setting, so the jitted runners (static on ``tx``) compile once.
+    return fit_lib.make_optimizer(lr, steps, cosine)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _init_random(model, key, indices):
+    """``[b]`` global indices -> stacked params ``[b, ...]``, as ``fit.fit(key=fold_in(key, i))``."""
+    return jax.vmap(lambda i: model.init(jax.random.split(jax.random.fold_in(key, i))[0]))(indices)
+
+
+@functools.partial(jax.jit, static_argnames=("b",))
+def _init_shared(init, b: int):
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (b,) + x.shape), init)
+
+
+@functools.partial(jax.jit, static_argnames=("tx",))
+def _init_opt(tx, params):
+    return jax.vmap(tx.init)(params)
+
+
+def _signal_step(model, tx, params, opt_state, steps, frozen, target, threshold):
+    """One Adam step on one signal unless it is (or now becomes) frozen.
+
+    ``target [*shape, C]``; ``steps`` counts applied updates; ``frozen`` is a bool scalar.
+    The loss is that of the parameters before the step, so a signal freezes at the first
+    parameters whose loss is ``<= threshold``.
+    """
+    loss, grads = jax.value_and_grad(fit_lib.full_batch_loss, argnums=1)(model, params, target)
+    frozen = frozen | (loss <= threshold)
+    updates, new_opt = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jnp.where(frozen, old, new)
+    params = jax.tree.map(keep, new_params, params)
+    opt_state = jax.tree.map(keep, new_opt, opt_state)
+    return params, opt_state, steps + (~frozen).astype(steps.dtype), frozen, loss
+
+
+def _run(model, tx, state, targets, threshold, n: int):
+    """``n`` steps of every signal in one ``lax.scan``; ``state`` leaves are ``[b, ...]``.
+
+    Returns the new state and the last step's loss per signal ``[b]``.
+    """
+    vstep = jax.vmap(functools.partial(_signal_step, model, tx), in_axes=(0, 0, 0, 0, 0, None))
+
+    def body(state, _):
+        *state, loss = vstep(*state, targets, threshold)
+        return tuple(state), loss
+
+    state, losses = jax.lax.scan(body, tuple(state), None, length=n)
+    return state, losses[-1]
+
+
+# Donating the state halves peak memory on accelerators; CPU ignores donation (and warns).
+_RUNNERS = {
+    donate: jax.jit(_run, static_argnames=("model", "tx", "n"), donate_argnames=("state",) if donate else ())
+    for donate in (False, True)
+}
+
+
+def _runner():
+    return _RUNNERS[jax.default_backend() != "cpu"]
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _final_psnr(model, params, targets):
+    """Full-render PSNR per signal ``[b]`` (prediction clipped to [0, 1], as ``metrics.psnr``)."""
+
+    def one(p, t):
+        pred = jnp.clip(model.render(p), 0.0, 1.0)
+        return -10.0 * jnp.log10(jnp.maximum(jnp.mean((pred - t) ** 2), 1e-20))
+
+    return jax.vmap(one)(params, targets)
+
+
+# ----------------------------------------------------------------------------- fit_many
+@dataclasses.dataclass
+class BatchResult:
+    """What :func:`fit_many` returns (host numpy arrays).
+
+    ``params``: stacked pytree, every leaf ``[n, *leaf_shape]``; ``psnr [n]`` final
+    full-render PSNR (dB); ``steps [n]`` updates applied per signal; ``stopped [n]`` whether
+    the signal reached ``target_psnr``; ``indices [n]`` global indices used for the keys.
+    """
+
+    model: object
+    params: dict
+    psnr: np.ndarray
+    steps: np.ndarray
+    stopped: np.ndarray
+    indices: np.ndarray
+    fit_seconds: float
+
+
+def check_signals(model, signals) -> np.ndarray:
+    """Validates a batch for ``model``; returns float32 ``[n, *model.shape, model.channels]``.
+
+    ``signals`` is an array ``[n, *shape, C]`` or a sequence of ``[*shape, C]`` arrays.
+    """
+    if isinstance(signals, (list, tuple)):
+        if not signals:
+            raise ValueError("signals is empty: need at least one signal")
+        arrs = [np.asarray(s) for s in signals]
+        for i, a in enumerate(arrs[1:], 1):
+            if a.shape != arrs[0].shape:
+                raise ValueError(f"signals 0 and {i} have different shapes {arrs[0].shape} and {a.shape}; "
+                                 "one fit_many call fits signals of one shape (group them by shape)")
+        arr = np.stack(arrs)
+    else:
+        arr = np.asarray(signals)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"signals must be a numeric array, got dtype {arr.dtype}")
+    want = (tuple(model.shape) + (model.channels,))
+    if arr.ndim != len(want) + 1 or arr.shape[1:] != want:
+        raise ValueError(f"signals have shape {arr.shape}, expected [n, *{want}] "
+                         "(signal axis, then the model's spatial shape and channels)")
+    if arr.shape[0] == 0:
+        raise ValueError("signals is empty: need at least one signal")
+    arr = arr.astype(np.float32)
+    finite = np.isfinite(arr).reshape(arr.shape[0], -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(f"signals {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''} contain NaN/inf values "
+                         f"({len(bad)} of {arr.shape[0]} signals)")
+    return arr
+
+
+def fit_many(
+    model,
+    signals,
+    steps: int = 1000,
+    *,
+    lr: float = 1e-4,
+    cosine: bool = False,
+    key=None,
+    seed: int = 0,
+    indices=None,
+    init=None,
+    target_psnr: float | None = None,
+    mesh=None,
+    steps_per_call: int = 100,
+    progress: bool = True,
+) -> BatchResult:
+    """Fits one network per signal, all at once.
+
+    Args:
+      model: an ASMR or SIREN (any registered model with ``init`` and ``render``).
+      signals: ``[n, *model.shape, model.channels]`` on ``[0, 1]`` (or a list of
+        ``[*shape, C]`` arrays of one shape).
+      steps: full-batch Adam steps per signal.
+      lr, cosine: as :func:`asmr_jax.fit.fit`.
+      key, seed: base PRNG key (default ``jax.random.key(seed)``); signal ``i`` uses
+        ``fold_in(key, indices[i])``.
+      indices: ``[n]`` global indices of the signals (default ``0..n-1``).
+      init: one network's parameters to start every signal from (no signal axis);
+        ``None`` draws a fresh init per signal.
+      target_psnr: freeze a signal once its training PSNR reaches this (dB).
+      mesh: a 1-D ``Mesh`` (axis ``"data"``); default all devices.
+      steps_per_call: steps per jitted ``lax.scan`` call (one progress update each).
+      progress: show a progress bar over steps.
+
+    Returns:
+      :class:`BatchResult`; every array has the ``n`` real signals (padding dropped).
+    """
+    targets_np = check_signals(model, signals)
+    n = targets_np.shape[0]
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
+    if target_psnr is not None and not math.isfinite(target_psnr):
+        raise ValueError(f"target_psnr must be a finite number of dB, got {target_psnr}")
+    indices = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, np.int64).reshape(-1)
+    if indices.shape[0] != n:
+        raise ValueError(f"indices has {indices.shape[0]} entries for {n} signals")
+    if indices.min() < 0 or indices.max() >= 2**31:
+        raise ValueError(f"indices must lie in [0, 2**31), got range [{indices.min()}, {indices.max()}]")
+    init = None if init is None else _check_init(model, init)
+    key = jax.random.key(seed) if key is None else key
+    mesh = sharding.data_mesh() if mesh is None else mesh
+    tx = _optimizer(float(lr), int(steps) if cosine else None, bool(cosine))
+
+    t_start = time.perf_counter()
+    # Pad to a multiple of the device count with copies of the last signal (dropped below).
+    b = -(-n // mesh.size) * mesh.size
+    pad = b - n
+    if pad:
+        targets_np = np.concatenate([targets_np, np.repeat(targets_np[-1:], pad, axis=0)])
+        indices = np.concatenate([indices, np.repeat(indices[-1:], pad)])
+    batch = sharding.batch_sharding(mesh)
+    targets = jax.device_put(targets_np, batch)  # [b, *shape, C]
+    if init is None:
+        params = _init_random(model, sharding.replicate(key, mesh),
+                              jax.device_put(indices.astype(np.int32), batch))
+    else:
+        params = jax.device_put(_init_shared(sharding.replicate(init, mesh), b), batch)
+    # Constant leaves (Adam's step count) come out unsharded; placing everything keeps one jit cache entry.
+    params = jax.device_put(params, batch)
+    opt_state = jax.device_put(_init_opt(tx, params), batch)
+    state = (params, opt_state, jax.device_put(np.zeros(b, np.int32), batch),
+             jax.device_put(np.zeros(b, bool), batch))
+    threshold = np.float32(-np.inf if target_psnr is None else 10.0 ** (-target_psnr / 10.0))
+
+    run = _runner()
+    bar = tqdm(total=steps, disable=not progress, desc=f"fit_many {model.kind} x{n}", unit="step", leave=False)
+    done = 0
+    while done < steps:
+        k = min(steps_per_call, steps - done)
+        state, loss = run(model, tx, state, targets, threshold, k)
+        done += k
+        loss_h = _to_host(loss)[:n]
+        if not np.isfinite(loss_h).all():
+            bar.close()
+            bad = np.flatnonzero(~np.isfinite(loss_h))
+            raise FloatingPointError(f"loss became non-finite for signals {indices[bad[:10]].tolist()} by step "
+                                     f"{done}; try a lower learning rate")
+        bar.update(k)
+        bar.set_postfix(psnr=f"{float(np.mean(-10 * np.log10(np.maximum(loss_h, 1e-20)))):.2f}")
+        if target_psnr is not None and _to_host(state[3])[:n].all():
+            break
+    bar.close()
+    params, _, steps_done, frozen = state
+    psnr = _to_host(_final_psnr(model, params, targets))[:n]
+    params_h = jax.tree.map(lambda x: _to_host(x)[:n], params)
+    return BatchResult(
+        model=model, params=params_h, psnr=psnr.astype(np.float32), steps=_to_host(steps_done)[:n],
+        stopped=_to_host(frozen)[:n], indices=indices[:n], fit_seconds=time.perf_counter() - t_start,
+    )
+
+
+# ----------------------------------------------------------------------------- store files
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_npz(path, arrays: dict):
+    """Writes an uncompressed ``.npz`` with fixed zip timestamps: same arrays, same bytes."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name, arr in arrays.items():
+                with zf.open(zipfile.ZipInfo(name + ".npy", date_time=_ZIP_TIME), "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_json(path, obj):
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def chunk_name(c: int) -> str:
+    return f"chunk_{c:05d}.npz"
+
+
+def _read_manifest(out_dir) -> dict:
+    path = os.path.join(out_dir, STORE_JSON)
+    if not os.path.isfile(path):
+        raise ValueError(f"{out_dir} is not a batch store (no {STORE_JSON} inside)")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a batch store manifest (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{path} has version {meta.get('version')}, this library reads version {VERSION}")
+    return meta
+
+
+def _verify_chunk(out_dir, entry: dict):
+    path = os.path.join(out_dir, entry["file"])
+    if not os.path.isfile(path):
+        raise CorruptChunkError(f"{path} is recorded as finished in {STORE_JSON} but is missing")
+    digest = _sha256(path)
+    if digest != entry["sha256"]:
+        raise CorruptChunkError(
+            f"{path} is corrupt: sha256 {digest[:16]}... does not match {entry['sha256'][:16]}... recorded in "
+            f"{STORE_JSON}; delete the file and its entry in {STORE_JSON} (or the whole store) to fit it again")
+
+
+def _load_chunk(out_dir, entry: dict, leaves) -> dict:
+    _verify_chunk(out_dir, entry)
+    path = os.path.join(out_dir, entry["file"])
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile / format errors come in many types
+        raise CorruptChunkError(f"{path} is unreadable: {type(e).__name__}: {e}") from None
+    count = entry["count"]
+    for p, shape in leaves:
+        name = f"params/{p}"
+        if name not in out or out[name].shape != (count, *shape):
+            got = out[name].shape if name in out else "missing"
+            raise CorruptChunkError(f"{path}: {name} is {got}, expected {(count, *shape)}")
+    return out
+
+
+# ----------------------------------------------------------------------------- fit_dataset
+def _fit_settings(steps, lr, cosine, seed, target_psnr, init) -> dict:
+    return {"steps": int(steps), "lr": float(lr), "cosine": bool(cosine), "seed": int(seed),
+            "target_psnr": None if target_psnr is None else float(target_psnr), "init": _init_digest(init)}
+
+
+def _dataset_info(dataset) -> dict:
+    info = {}
+    for attr in ("name", "split", "shape", "channels"):
+        v = getattr(dataset, attr, None)
+        if isinstance(v, (str, int)) or (isinstance(v, tuple) and all(isinstance(s, int) for s in v)):
+            info[attr] = list(v) if isinstance(v, tuple) else v
+    return info
+
+
+def fit_dataset(
+    model,
+    dataset,
+    out_dir,
+    chunk: int,
+    steps: int,
+    *,
+    resume: bool = False,
+    limit: int | None = None,
+    lr: float = 1e-4,
+    cosine: bool = False,
+    seed: int = 0,
+    init=None,
+    target_psnr: float | None = None,
+    mesh=None,
+    steps_per_call: int = 100,
+    progress: bool = True,
+) -> Store:
+    """Fits every signal of ``dataset`` (or the first ``limit``) into the store ``out_dir``.
+
+    Args:
+      model: the network fitted to every signal.
+      dataset: any object with ``__len__`` and ``get(indices [m] int64) -> [m, *shape, C]``
+        float32 on ``[0, 1]`` (e.g. :func:`asmr_jax.datasets.load_dataset`); read one
+        chunk at a time.
+      out_dir: store directory (format in the module docstring).
+      chunk: signals per chunk (held in memory and fitted together).
+      steps, lr, cosine, seed, init, target_psnr, mesh, steps_per_call: as :func:`fit_many`;
+        signal ``i`` of the dataset uses ``fold_in(key(seed), i)``.
+      resume: continue an interrupted store; without it an existing store is refused.
+      limit: fit only the first ``limit`` signals.
+      progress: progress bar over signals.
+
+    Returns:
+      The finished :class:`Store`.
+    """
+    if not (hasattr(dataset, "get") and hasattr(dataset, "__len__")):
+        raise ValueError(f"dataset must have __len__ and get(indices); got {type(dataset).__name__}")
+    if not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk size must be an integer >= 1, got {chunk!r}")
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    total = len(dataset)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        total = min(total, int(limit))
+    if total < 1:
+        raise ValueError("the dataset is empty: nothing to fit")
+    for attr, want in (("shape", tuple(model.shape)), ("channels", model.channels)):
+        have = getattr(dataset, attr, None)
+        if have is not None and (tuple(have) if attr == "shape" else have) != want:
+            raise ValueError(f"dataset {attr} is {have}, the model expects {want}")
+    if init is not None:
+        init = _check_init(model, init)
+    leaves = param_leaves(model)
+    header = {
+        "format": FORMAT, "version": VERSION, "model": model.config(), "chunk": int(chunk), "total": int(total),
+        "fit": _fit_settings(steps, lr, cosine, seed, target_psnr, init),
+        "dataset": _dataset_info(dataset), "leaves": [{"path": p, "shape": list(s)} for p, s in leaves],
+    }
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    writer = jax.process_index() == 0
+    manifest = _open_store(out_dir, header, resume, writer)
+    finished = {e["start"] // chunk for e in manifest["chunks"]}
+    nchunks = -(-total // chunk)
+    todo = [c for c in range(nchunks) if c not in finished]
+    done = sum(e["count"] for e in manifest["chunks"])
+    bar = tqdm(total=total, initial=done, disable=not progress, desc=f"fit {model.kind}", unit="signal")
+    for c in todo:
+        idx = np.arange(c * chunk, min(total, (c + 1) * chunk), dtype=np.int64)
+        signals = np.asarray(dataset.get(idx))
+        if signals.shape[:1] != idx.shape:
+            raise ValueError(f"dataset.get returned {signals.shape[:1]} signals for {len(idx)} indices")
+        res = fit_many(model, signals, steps, lr=lr, cosine=cosine, seed=seed, indices=idx, init=init,
+                       target_psnr=target_psnr, mesh=mesh, steps_per_call=steps_per_call, progress=False)
+        if writer:
+            arrays = {"indices": idx, "psnr": res.psnr.astype(np.float32), "steps": res.steps.astype(np.int32),
+                      "leaf_paths": np.array([p for p, _ in leaves])}
+            for (p, _), leaf in zip(leaves, jax.tree.leaves(res.params)):
+                arrays[f"params/{p}"] = np.asarray(leaf, np.float32)
+            path = os.path.join(out_dir, chunk_name(c))
+            _write_npz(path, arrays)
+            manifest["chunks"].append({"file": chunk_name(c), "start": int(idx[0]), "count": int(len(idx)),
+                                       "sha256": _sha256(path)})
+            manifest["chunks"].sort(key=lambda e: e["start"])
+            manifest["complete"] = len(manifest["chunks"]) == nchunks
+            _write_json(os.path.join(out_dir, STORE_JSON), manifest)
+        bar.update(len(idx))
+        bar.set_postfix(psnr=f"{float(np.mean(res.psnr)):.2f}")
+    bar.close()
+    return load_store(out_dir)
+
+
+def _open_store(out_dir, header: dict, resume: bool, writer: bool) -> dict:
+    """Creates the store or validates it for resuming; returns the manifest."""
+    manifest_path = os.path.join(out_dir, STORE_JSON)
+    if os.path.exists(manifest_path):
+        if not resume:
+            raise FileExistsError(f"{out_dir} already holds a batch store; pass resume=True (--resume) to "
+                                  "continue it, or choose another output directory")
+        manifest = _read_manifest(out_dir)
+        for field in ("model", "chunk", "total", "fit", "leaves"):
+            if manifest.get(field) != header[field]:
+                raise ValueError(f"cannot resume {out_dir}: it was made with {field} = "
+                                 f"{json.dumps(manifest.get(field))}, this run has {json.dumps(header[field])}; "
+                                 "use the same settings or another output directory")
+        for entry in manifest["chunks"]:
+            _verify_chunk(out_dir, entry)
+        if writer:  # leftovers of a write interrupted before its rename
+            for name in os.listdir(out_dir):
+                if name.startswith(".") and ".tmp-" in name:
+                    os.remove(os.path.join(out_dir, name))
+        return manifest
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise FileExistsError(f"{out_dir} exists, is not empty and holds no {STORE_JSON}; choose another "
+                              "output directory")
+    manifest = {**header, "chunks": [], "complete": False}
+    if writer:
+        os.makedirs(out_dir, exist_ok=True)
+        _write_json(manifest_path, manifest)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- loading
+class Store:
+    """A (possibly partial) batch store on disk; see the module docstring.
+
+    ``len(store)`` counts fitted signals; ``store.params(i)`` is the pytree of the network
+    fitted to dataset signal ``i``; ``store.render(i)`` its reconstruction
+    ``[*shape, C]``. Chunks are read lazily and checked against their sha256 on first use.
+    """
+
+    def __init__(self, out_dir):
+        self.path = os.path.abspath(os.fspath(out_dir))
+        self.meta = _read_manifest(self.path)
+        self.model = models.from_config(self.meta["model"])
+        self.chunk = int(self.meta["chunk"])
+        self.total = int(self.meta["total"])
+        self._entries = {e["start"] // self.chunk: e for e in self.meta["chunks"]}
+        self._leaves = [(leaf["path"], tuple(leaf["shape"])) for leaf in self.meta["leaves"]]
+        self._treedef = jax.tree.structure(jax.eval_shape(self.model.init, jax.random.key(0)))
+        self._cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return sum(e["count"] for e in self._entries.values())
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r}, {self.model.kind}, {len(self)}/{self.total} signals)"
+
+    @property
+    def complete(self) -> bool:
+        return len(self) == self.total
+
+    def _chunk(self, c: int) -> dict:
+        if c not in self._cache:
+            if len(self._cache) >= 2:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[c] = _load_chunk(self.path, self._entries[c], self._leaves)
+        return self._cache[c]
+
+    def _locate(self, i: int) -> tuple[dict, int]:
+        i = int(i)
+        if not 0 <= i < self.total:
+            raise IndexError(f"signal {i} is out of range: the store holds indices 0..{self.total - 1}")
+        c = i // self.chunk
+        if c not in self._entries:
+            raise IndexError(f"signal {i} is not fitted yet ({len(self)} of {self.total} signals are stored); "
+                             "resume the fit to finish the store")
+        return self._chunk(c), i - c * self.chunk
+
+    def params(self, i: int):
+        """The parameter pytree of the network fitted to signal ``i``."""
+        z, row = self._locate(i)
+        return jax.tree.unflatten(self._treedef, [z[f"params/{p}"][row] for p, _ in self._leaves])
+
+    def psnr(self, i: int) -> float:
+        z, row = self._locate(i)
+        return float(z["psnr"][row])
+
+    def steps(self, i: int) -> int:
+        z, row = self._locate(i)
+        return int(z["steps"][row])
+
+    def render(self, i: int) -> np.ndarray:
+        """The reconstruction ``[*shape, C]`` of signal ``i``."""
+        return np.asarray(_render(self.model, self.params(i)))
+
+    def arrays(self) -> dict:
+        """``indices``, ``psnr`` and ``steps`` of every fitted signal, in index order."""
+        cs = sorted(self._entries)
+        out = {k: [self._chunk(c)[k] for c in cs] for k in ("indices", "psnr", "steps")}
+        return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+
+    def verify(self):
+        """Checks every finished chunk against its checksum; raises :class:`CorruptChunkError`."""
+        for e in self._entries.values():
+            _verify_chunk(self.path, e)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _render(model, params):
+    return model.render(params)
+
+
+def load_store(out_dir) -> Store:
+    """Opens a store written by :func:`fit_dataset`."""
+    return Store(out_dir)

@@ -1,0 +1,340 @@
+"""Image datasets for meta-learning and batch fitting: one interface, three sources.
+
+:func:`load_dataset` returns an :class:`ImageDataset`: ``len(ds)`` images of
+``ds.shape = (H, W)`` with ``ds.channels`` values each, read as float32 on ``[0, 1]``
+with ``ds.get(indices) -> [n, H, W, C]``, or streamed with ``ds.batches(...)``.
+
+Sources:
+
+* ``"patches"`` (offline, the default): natural-image patches cut from the photos that
+  scikit-image ships in its wheel. Every photo is downscaled by each factor in
+  ``scales`` (box filter; a downscaled copy packs more content into a patch) and tiled
+  into non-overlapping ``resolution x resolution`` patches; near-constant patches
+  (pixel std below ``min_std``) are dropped, and a photo with more than
+  ``max_per_photo`` (200) patches keeps an evenly spaced subset, so the large, dark
+  retina and Hubble photos do not dominate. Gray photos are replicated to RGB. The
+  split is by source photo, so test patches come from photos never trained on:
+
+  - train: astronaut, rocket, motorcycle_left, motorcycle_right (a stereo pair, kept
+    together), hubble_deep_field, retina, immunohistochemistry, colorwheel, and the gray
+    camera, brick, grass, gravel, moon, coins, cell;
+  - test: coffee, chelsea (RGB photos of a cup and of a cat).
+
+* ``"lfw"``: scikit-image's ``lfw_subset()`` (200 gray 25x25 crops, the first 100 faces,
+  the last 100 non-faces), resized (bicubic) to ``resolution``, one channel; every 5th
+  image (index % 5 == 0) is in the test split (40 images), the rest in train (160).
+
+* any TFDS image dataset (``cifar10``, ``celeb_a``, ``celeb_a_hq/256``, ...): read with
+  ``tfds.data_source`` from already prepared array_record files under ``data_dir``
+  (TensorFlow is not needed for reading), center-cropped to a square and resized
+  (bicubic) to ``resolution``. Prepare the files on a machine with network access and
+  TensorFlow: ``pip install tensorflow-cpu tensorflow-datasets`` then
+  ``tfds build cifar10 --data_dir DIR --file_format array_record`` and copy ``DIR``.
+
+Batches are a pure function of ``(seed, step)``: :meth:`ImageDataset.batch_indices`
+draws one permutation per epoch from ``(seed, epoch)``, so a resumed run sees exactly the
+batches an uninterrupted run would.
+
+>>> ds = load_dataset("patches", split="test", resolution=32)
+>>> ds.get([0, 1]).shape
+(2, 32, 32, 3)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+PATCH_TRAIN_PHOTOS = (
+    "astronaut", "rocket", "motorcycle_left", "motorcycle_right", "hubble_deep_field", "retina",
+    "immunohistochemistry", "colorwheel", "camera", "brick", "grass", "gravel", "moon", "coins", "cell",
+)
+PATCH_TEST_PHOTOS = ("coffee", "chelsea")
+BUNDLED = ("patches", "lfw")
+LFW_TEST_EVERY = 5
+
+
+class ImageDataset:
+    """A random-access set of same-sized images.
+
+    Args:
+      name: dataset name (``"patches"``, ``"lfw"``, a TFDS name, or anything for arrays).
+      split: split name.
+      shape: ``(H, W)``.
+      channels: values per pixel.
+      size: number of images.
+      loader: ``loader(indices [n] int64) -> float32 [n, H, W, C]`` on ``[0, 1]``.
+      labels: optional ``[size]`` integer labels (e.g. CIFAR-10 classes).
+    """
+
+    def __init__(self, name: str, split: str, shape, channels: int, size: int,
+                 loader: Callable[[np.ndarray], np.ndarray], labels: np.ndarray | None = None):
+        self.name, self.split = name, split
+        self.shape = tuple(int(s) for s in shape)
+        self.channels = int(channels)
+        self._size = int(size)
+        self._loader = loader
+        self.labels = labels  # None, an array, or a lazy [size] sequence
+        if self._size < 1:
+            raise ValueError(f"split {split!r} of dataset {name!r} is empty (0 images)")
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __repr__(self) -> str:
+        return f"ImageDataset({self.name!r}, split={self.split!r}, {len(self)} x {self.shape} x {self.channels})"
+
+    def get(self, indices) -> np.ndarray:
+        """Images ``indices`` (int or sequence) as float32 ``[n, H, W, C]`` on ``[0, 1]``."""
+        idx = np.atleast_1d(np.asarray(indices, np.int64))
+        if idx.ndim != 1:
+            raise ValueError(f"indices must be 1-D, got shape {idx.shape}")
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"indices must be in [0, {len(self)}), got range [{idx.min()}, {idx.max()}]")
+        out = np.asarray(self._loader(idx), np.float32)
+        if out.shape != (idx.size, *self.shape, self.channels):
+            raise ValueError(f"{self!r} loaded shape {out.shape}, expected {(idx.size, *self.shape, self.channels)}")
+        return out
+
+    def steps_per_epoch(self, batch_size: int, drop_remainder: bool = True) -> int:
+        n = len(self)
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        if drop_remainder and batch_size > n:
+            raise ValueError(f"batch size {batch_size} exceeds the {n} images of {self!r}")
+        return n // batch_size if drop_remainder else -(-n // batch_size)
+
+    def batch_indices(self, step: int, batch_size: int, shuffle: bool = True, seed: int = 0,
+                      drop_remainder: bool = True) -> np.ndarray:
+        """Indices ``[B]`` of batch number ``step`` (0-based, counted over epochs).
+
+        A pure function of its arguments: epoch ``e = step // steps_per_epoch`` uses the
+        permutation drawn from ``(seed, e)``.
+        """
+        spe = self.steps_per_epoch(batch_size, drop_remainder)
+        epoch, pos = divmod(int(step), spe)
+        order = np.arange(len(self))
+        if shuffle:
+            order = np.random.default_rng([int(seed), epoch]).permutation(len(self))
+        return order[pos * batch_size:(pos + 1) * batch_size]
+
+    def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, drop_remainder: bool = True,
+                epochs: int | None = None, start_step: int = 0) -> Iterator[np.ndarray]:
+        """Yields float32 ``[B, H, W, C]`` batches from batch number ``start_step`` on.
+
+        ``epochs=None`` repeats forever. The last partial batch of an epoch is dropped
+        when ``drop_remainder`` (otherwise it is yielded smaller).
+        """
+        spe = self.steps_per_epoch(batch_size, drop_remainder)
+        step = int(start_step)
+        while epochs is None or step < epochs * spe:
+            yield self.get(self.batch_indices(step, batch_size, shuffle, seed, drop_remainder))
+            step += 1
+
+
+def from_array(images, name: str = "array", split: str = "train", labels=None) -> ImageDataset:
+    """An :class:`ImageDataset` over in-memory images ``[n, H, W, C]`` on ``[0, 1]``."""
+    images = np.asarray(images, np.float32)
+    check_images(images, f"{name}/{split}")
+    labels = None if labels is None else np.asarray(labels)
+    return ImageDataset(name, split, images.shape[1:3], images.shape[3], len(images),
+                        lambda idx: images[idx], labels)
+
+
+def check_images(images, what: str = "images"):
+    """Raises ``ValueError`` unless ``images`` is a finite float ``[n, H, W, C]`` batch on ``[0, 1]``."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"{what} must have shape [n, H, W, C], got {images.shape}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{what} is empty (shape {images.shape})")
+    bad = ~np.isfinite(images)
+    if bad.any():
+        raise ValueError(f"{what} has {int(bad.sum())} NaN/inf values")
+    if images.min() < 0.0 or images.max() > 1.0:
+        raise ValueError(f"{what} has values in [{images.min()}, {images.max()}], expected [0, 1]")
+
+
+def load_dataset(name: str = "patches", split: str = "train", resolution: int = 32, data_dir=None,
+                 **kwargs) -> ImageDataset:
+    """Loads a dataset by name (see the module docstring).
+
+    Args:
+      name: ``"patches"``, ``"lfw"``, or a TFDS image dataset name.
+      split: ``"train"``/``"test"`` (bundled sets); any TFDS split string otherwise.
+      resolution: output ``H = W``.
+      data_dir: TFDS data directory (TFDS only).
+      **kwargs: ``patches``: ``scales`` (2, 3, 4), ``min_std`` (0.02), ``max_per_photo``
+        (200), ``photos`` (a dict split -> names);
+        TFDS: ``image_key`` (default ``"image"``), ``label_key`` (default ``"label"``).
+
+    Returns:
+      An :class:`ImageDataset`.
+    """
+    resolution = int(resolution)
+    if resolution < 2:
+        raise ValueError(f"resolution must be >= 2, got {resolution}")
+    if name == "patches":
+        return _patches(split, resolution, **kwargs)
+    if name == "lfw":
+        return _lfw(split, resolution, **kwargs)
+    return _tfds(name, split, resolution, data_dir, **kwargs)
+
+
+# ----------------------------------------------------------------------------- bundled
+def _resize(img: np.ndarray, size: tuple[int, int], resample: str = "bicubic") -> np.ndarray:
+    """uint8 or [0, 1] image ``[h, w, c]`` -> float32 ``[H, W, c]`` on [0, 1] (PIL, per channel)."""
+    from PIL import Image
+
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        img = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+    filt = {"bicubic": Image.BICUBIC, "box": Image.BOX}[resample]
+    chans = [np.asarray(Image.fromarray(img[..., c]).resize((size[1], size[0]), filt)) for c in range(img.shape[-1])]
+    return np.stack(chans, axis=-1).astype(np.float32) / 255.0
+
+
+@functools.lru_cache(maxsize=64)
+def _photo(name: str) -> np.ndarray:
+    """A bundled photo as uint8 RGB ``[h, w, 3]`` (gray replicated, alpha dropped)."""
+    import skimage.data
+    from skimage.util import img_as_ubyte
+
+    if name in ("motorcycle_left", "motorcycle_right"):  # one stereo pair: (left, right, disparity)
+        img = skimage.data.stereo_motorcycle()[0 if name.endswith("left") else 1]
+    else:
+        img = getattr(skimage.data, name)()
+    img = img_as_ubyte(np.asarray(img))
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    return np.ascontiguousarray(img[..., :3])
+
+
+@functools.lru_cache(maxsize=16)
+def _patch_array(photos: tuple[str, ...], resolution: int, scales: tuple[int, ...], min_std: float,
+                 max_per_photo: int):
+    out, src = [], []
+    for name in photos:
+        first = len(out)
+        img = _photo(name)
+        for s in scales:
+            h, w = img.shape[0] // s, img.shape[1] // s
+            small = _resize(img, (h, w), "box") if s > 1 else img.astype(np.float32) / 255.0
+            for i in range(h // resolution):
+                for j in range(w // resolution):
+                    p = small[i * resolution:(i + 1) * resolution, j * resolution:(j + 1) * resolution]
+                    if p.std() >= min_std:
+                        out.append(p)
+                        src.append(name)
+        if len(out) - first > max_per_photo:  # keep an evenly spaced subset of a large photo's patches
+            keep = np.linspace(first, len(out) - 1, max_per_photo).round().astype(int)
+            out[first:] = [out[k] for k in keep]
+            src[first:] = [src[k] for k in keep]
+    if not out:
+        return np.zeros((0, resolution, resolution, 3), np.float32), ()
+    return np.stack(out).astype(np.float32), tuple(src)
+
+
+def _patches(split: str, resolution: int, scales: Sequence[int] = (2, 3, 4), min_std: float = 0.02,
+             photos: dict | None = None, max_per_photo: int = 200) -> ImageDataset:
+    photos = photos or {"train": PATCH_TRAIN_PHOTOS, "test": PATCH_TEST_PHOTOS}
+    if split not in photos:
+        raise ValueError(f"dataset 'patches' has splits {sorted(photos)}, got {split!r}")
+    scales = tuple(int(s) for s in scales)
+    if not scales or min(scales) < 1:
+        raise ValueError(f"scales must be positive integers, got {scales}")
+    arr, src = _patch_array(tuple(photos[split]), resolution, scales, float(min_std), int(max_per_photo))
+    if len(arr) == 0:
+        raise ValueError(f"split {split!r} of 'patches' is empty at resolution {resolution} with scales {scales}: "
+                         f"the photos {tuple(photos[split])} are too small; use a smaller resolution or scale")
+    ds = ImageDataset("patches", split, (resolution, resolution), 3, len(arr), lambda idx: arr[idx])
+    ds.sources = src  # source photo of each patch
+    return ds
+
+
+def _lfw(split: str, resolution: int) -> ImageDataset:
+    import skimage.data
+
+    if split not in ("train", "test"):
+        raise ValueError(f"dataset 'lfw' has splits ['test', 'train'], got {split!r}")
+    faces = np.asarray(skimage.data.lfw_subset(), np.float64)  # [200, 25, 25] on [0, 1]
+    idx = np.arange(len(faces))
+    keep = idx[(idx % LFW_TEST_EVERY == 0) == (split == "test")]
+    arr = np.stack([_resize(faces[i][..., None], (resolution, resolution)) for i in keep])
+    labels = (keep < 100).astype(np.int64)  # 1 = face, 0 = not a face
+    ds = ImageDataset("lfw", split, (resolution, resolution), 1, len(arr), lambda i: arr[i], labels)
+    ds.indices = keep
+    return ds
+
+
+# ----------------------------------------------------------------------------- TFDS
+def _center_square(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = min(h, w)
+    return img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+
+
+def _prepare_hint(name: str, data_dir) -> str:
+    where = data_dir or "~/tensorflow_datasets"
+    return (f"prepare it on a machine with network access and TensorFlow "
+            f"(pip install tensorflow-cpu tensorflow-datasets; "
+            f"tfds build {name} --data_dir {where} --file_format array_record), "
+            f"then copy the folder here and pass --data-dir {where}")
+
+
+def _tfds(name: str, split: str, resolution: int, data_dir, image_key: str = "image",
+          label_key: str = "label") -> ImageDataset:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:  # pragma: no cover - tfds is a dependency
+        raise ValueError(f"dataset {name!r} needs tensorflow-datasets: {e}") from None
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir)
+    except Exception as e:  # tfds raises DatasetNotFoundError, registration errors, split errors, ...
+        known = f"; bundled offline datasets: {', '.join(BUNDLED)}"
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "not found" in msg.lower() or "DatasetNotFound" in type(e).__name__:
+            raise ValueError(f"TFDS dataset {name!r} is not available under data_dir {data_dir!r} ({msg}); "
+                             f"{_prepare_hint(name, data_dir)}{known}") from None
+        raise ValueError(f"cannot open TFDS dataset {name!r} split {split!r} "
+                         f"(data_dir {data_dir!r}): {type(e).__name__}: {msg}{known}") from None
+    n = len(source)
+    if n == 0:
+        raise ValueError(f"split {split!r} of TFDS dataset {name!r} is empty (0 images)")
+    first = source[0]
+    if image_key not in first:
+        raise ValueError(f"TFDS dataset {name!r} has no {image_key!r} feature; features: {sorted(first)}")
+    channels = int(np.asarray(first[image_key]).shape[-1]) if np.asarray(first[image_key]).ndim == 3 else 1
+
+    def loader(idx):
+        out = []
+        for i in idx:
+            img = np.asarray(source[int(i)][image_key])
+            if img.ndim == 2:
+                img = img[..., None]
+            out.append(_resize(_center_square(img), (resolution, resolution)))
+        return np.stack(out) if out else np.zeros((0, resolution, resolution, channels), np.float32)
+
+    labels = None
+    if label_key in first and np.ndim(first[label_key]) == 0:
+        labels = _LazyLabels(source, label_key, n)
+    return ImageDataset(name, split, (resolution, resolution), channels, n, loader, labels)
+
+
+class _LazyLabels:
+    """``labels[i]`` read on demand from a TFDS data source (avoids decoding every image)."""
+
+    def __init__(self, source, key: str, n: int):
+        self._source, self._key, self._n = source, key, n
+
+    def __len__(self):
+        return self._n
+
+    def __getitem__(self, idx):
+        idx = np.atleast_1d(np.asarray(idx, np.int64))
+        return np.asarray([int(self._source[int(i)][self._key]) for i in idx], np.int64)
+
+    def __array__(self, dtype=None, copy=None):
+        return self[np.arange(self._n)].astype(dtype or np.int64)
