@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import coords as coords_lib
-from asmr_jax.siren import init_linear, init_mlp, mlp_apply, siren_bound
+from asmr_jax.siren import init_linear, init_mlp, mlp_apply
 
 MODULATORS = ("linear", "nonlinear")
 NONLINEAR_WIDTH = 32
@@ -194,14 +194,33 @@ class ASMR:
           ``[*shape, channels]`` (``[*padded_shape(bases), channels]`` for other bases).
         """
         own = bases is None
-        bases = self.bases if own else coords_lib.normalize_bases(bases, None, self.levels)
+        bases = self.bases if own else coords_lib.normalize_bases(bases, None, self.levels, self.ndim)
         if len(bases) != self.ndim:
             raise ValueError(f"bases describe {len(bases)} axes, the model has {self.ndim}")
+        return self._render(params, shifts, bases, crop=own and crop, factorized=factorized)
+
+    def render_tiled(self, params, shifts=None) -> np.ndarray:
+        """The whole grid as a host array, one level-0 cell (tile) at a time.
+
+        For grids whose render does not fit at once (e.g. 8192 x 8192 RGB at width 512):
+        peak memory is that of one tile plus the ``[*shape, C]`` result. One compile.
+        """
+        tile = tuple(p // b[0] for p, b in zip(self.padded_shape, self.bases))
+        out = np.empty(self.padded_shape + (self.channels,), np.float32)
+        grid0 = coords_lib.level_grid(self.bases, 0)  # [*B[:, 0], d]
+        one = jax.jit(lambda p, s, x0: self._render(p, s, self.bases, crop=False, factorized=True, x0=x0))
+        for idx in np.ndindex(*grid0.shape[:-1]):
+            x0 = grid0[idx].reshape((1,) * self.ndim + (self.ndim,))
+            sl = tuple(slice(i * t, (i + 1) * t) for i, t in zip(idx, tile))
+            out[sl] = np.asarray(one(params, shifts, x0))
+        return out[tuple(slice(0, s) for s in self.shape)]
+
+    def _render(self, params, shifts, bases, crop, factorized, x0=None):
         d, nlev = self.ndim, self.levels
         layers = params["layers"]
 
         # h carries one axis per (level, axis) pair seen so far, then the width.
-        x0 = jnp.asarray(coords_lib.level_grid(bases, 0))  # [*B[:, 0], d]
+        x0 = jnp.asarray(coords_lib.level_grid(bases, 0) if x0 is None else x0)  # [*B[:, 0], d]
         h = x0 @ layers[0]["w"] + layers[0]["b"]  # [*B[:, 0], K1]
         for i in range(1, nlev):
             if shifts is not None:
@@ -218,7 +237,7 @@ class ASMR:
             y = jnp.moveaxis(h, -1, (nlev - 1) * d)  # [*coarse, C, *B[:, -1]]
 
         y = einops.rearrange(y, _layout_pattern(d, nlev))  # [*padded, C]
-        if own and crop:
+        if crop:
             y = y[tuple(slice(0, s) for s in self.shape)]
         return y
 

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-COMMAND_MODULES = ("asmr_jax.cli",)
+COMMAND_MODULES = ("asmr_jax.cli", "asmr_jax.batch_cli", "meta.compress_cli")
 
 
 def add_model_flags(p: argparse.ArgumentParser):
@@ -90,7 +90,7 @@ def cmd_render(args) -> int:
     if args.bases:
         if model.kind != "asmr":
             raise ValueError("--bases applies to ASMR checkpoints only; use --shape for SIREN")
-        y = model.render(params, bases=coords.normalize_bases(coords.parse_bases(args.bases), None, model.levels))
+        y = model.render(params, bases=coords.parse_bases(args.bases))
     elif args.shape:
         shape = tuple(int(s) for s in args.shape.split(","))
         if model.kind == "asmr":

@@ -28,7 +28,9 @@ import numpy as np
 Bases = tuple[tuple[int, ...], ...]
 
 
-def normalize_bases(bases, shape: Sequence[int] | None = None, levels: int | None = None) -> Bases:
+def normalize_bases(
+    bases, shape: Sequence[int] | None = None, levels: int | None = None, ndim: int | None = None
+) -> Bases:
     """Validates ``bases`` and returns them as a tuple of per-axis tuples.
 
     Args:
@@ -36,6 +38,7 @@ def normalize_bases(bases, shape: Sequence[int] | None = None, levels: int | Non
         axis (``[4, 4, 4, 8]`` for a 512x512 image).
       shape: the signal's spatial shape; when given, each axis' product must reach it.
       levels: the expected number of levels, if known.
+      ndim: number of axes a flat list is repeated for (default: ``len(shape)`` or 1).
 
     Raises:
       ValueError: naming the axis and the offending values.
@@ -46,7 +49,8 @@ def normalize_bases(bases, shape: Sequence[int] | None = None, levels: int | Non
     if not bases:
         raise ValueError("bases are empty: need at least one axis with at least 2 levels")
     if all(isinstance(b, (int, np.integer)) for b in bases):
-        ndim = len(shape) if shape is not None else 1
+        if ndim is None:
+            ndim = len(shape) if shape is not None else 1
         bases = [bases] * ndim
     out = []
     for axis, per_level in enumerate(bases):
@@ -90,7 +94,7 @@ def digits_count(bases: Bases, level: int) -> int:
     return math.prod(b[level] for b in bases)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _balanced_factorizations(n: int, parts: int, smallest: int = 1) -> tuple[int, ...] | None:
     """Non-decreasing factorization of ``n`` into ``parts`` factors with the smallest maximum."""
     if parts == 1:

@@ -1,0 +1,210 @@
+"""Paper Table 2: ultra-low-MAC fitting of Cameraman (512x512 gray), SIREN-3/4 vs ASMR-3/4.
+
+Every model is measured in its own subprocess of this one run (so peak memory is its
+own), one after another on the same machine:
+
+* params, MAC/pixel (paper convention) and the MACs our factorized render computes;
+* PSNR/SSIM after ``--steps`` full-batch Adam steps (lr 1e-4) for all four models, and
+  after ``--long-steps`` for the ASMR models (the paper's 10,000);
+* median train-step time, median full-image render time, peak RSS;
+* render-time ratios SIREN-4 / ASMR-4 on Cameraman and on a 512x768 RGB grid with the
+  paper's Kodak bases, and the 8192x8192 RGB render of a 6-level width-512 ASMR.
+
+    python experiments/table2_cameraman.py                 # ~1 h on 2 cores
+    python experiments/table2_cameraman.py --smoke         # seconds
+
+Results: experiments/results/table2_cameraman.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+CONFIGS = {
+    "SIREN-3": dict(kind="siren", depth=3),
+    "SIREN-4": dict(kind="siren", depth=4),
+    "ASMR-3": dict(kind="asmr", bases=(8, 8, 8)),
+    "ASMR-4": dict(kind="asmr", bases=(4, 4, 4, 8)),
+}
+PAPER = {  # Table 2 / SPEC section 5: params (K), MACs (K), PSNR (dB)
+    "SIREN-3": (66.8, 66.0, 28.62), "SIREN-4": (132.6, 132.0, 32.37),
+    "ASMR-3": (67.8, 1.29, 31.44), "ASMR-4": (134.0, 1.35, 37.84),
+}
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_one(name: str, steps: int, size: int, width: int) -> dict:
+    """Fits one model (in this process) and measures it."""
+    import jax
+    import numpy as np
+
+    from asmr_jax import data, fit, macs, models
+
+    img = data.bundled_image("camera")
+    if size != 512:
+        img = data.crop(img, size)
+    cfg = dict(CONFIGS[name])
+    kind = cfg.pop("kind")
+    if kind == "asmr" and size != 512:
+        cfg = {"levels": len(cfg.pop("bases"))}
+    model = models.build(kind, img.shape, 1, width=width, **cfg)
+    cost = macs.count(model)
+    res = fit.fit(model, img.data, steps, progress=False, chunk=max(1, min(100, steps // 10)))
+    render = jax.jit(model.render)
+    t_render = macs.median_time(lambda: render(res.params).block_until_ready(), repeats=5)
+    return {
+        "name": name, "steps": steps, "params": model.num_params(), "mac_paper": cost.paper_macs,
+        "mac_render": cost.render_macs, "transcendentals": cost.transcendentals,
+        "psnr": res.psnr, "ssim": res.ssim, "step_s": res.step_seconds, "render_s": t_render,
+        "fit_s": res.fit_seconds, "peak_rss_mib": peak_rss_mib(),
+        "history": res.history[:: max(1, len(res.history) // 20)], "bases": getattr(model, "bases", None),
+        "psnr_finite": bool(np.isfinite(res.psnr)),
+    }
+
+
+def run_render_ratio(shape, channels, bases, width: int, repeats: int) -> dict:
+    """Median render time of SIREN-4 and ASMR-4 (untrained weights: time does not depend on them)."""
+    import jax
+
+    from asmr_jax import macs, models
+
+    asmr = models.build("asmr", shape, channels, width=width, bases=bases)
+    siren = models.build("siren", shape, channels, width=width, depth=4)
+    out = {"shape": list(shape), "channels": channels}
+    for tag, model in (("asmr", asmr), ("siren", siren)):
+        params = model.init(jax.random.key(0))
+        render = jax.jit(model.render)
+        out[f"{tag}_render_s"] = macs.median_time(
+            lambda render=render, params=params: render(params).block_until_ready(), repeats=repeats)
+        out[f"{tag}_mac_paper"] = macs.count(model).paper_macs
+        out[f"{tag}_mac_render"] = macs.count(model).render_macs
+    out["ratio"] = out["siren_render_s"] / out["asmr_render_s"]
+    return out
+
+
+def run_big(size: int, width: int) -> dict:
+    """Tiled render of a 6-level ASMR on a size x size RGB grid: time and peak memory."""
+    import jax
+
+    from asmr_jax import models
+
+    bases = (4, 4, 4, 4, 4, 8) if size == 8192 else None
+    model = models.build("asmr", (size, size), 3, width=width, bases=bases, levels=6)
+    params = model.init(jax.random.key(0))
+    t0 = time.perf_counter()
+    y = model.render_tiled(params)
+    elapsed = time.perf_counter() - t0
+    return {"shape": list(y.shape), "width": width, "bases": [list(b) for b in model.bases],
+            "seconds": elapsed, "peak_rss_mib": peak_rss_mib(), "output_mib": y.nbytes / 2**20}
+
+
+def subprocess_json(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def markdown(res: dict) -> str:
+    lines = ["| model | params | MAC/px (paper conv.) | MAC/px (our render) | steps | PSNR dB | SSIM | "
+             "step ms | render ms | peak RSS MiB | paper PSNR |", "|" + "---|" * 11]
+    for row in res["rows"]:
+        ssim = "-" if row["ssim"] is None else f"{row['ssim']:.4f}"
+        lines.append(
+            f"| {row['name']} | {row['params']:,} | {row['mac_paper']:,.2f} | {row['mac_render']:,.2f} | "
+            f"{row['steps']} | {row['psnr']:.2f} | {ssim} | {1e3 * row['step_s']:.1f} | "
+            f"{1e3 * row['render_s']:.2f} | {row['peak_rss_mib']:.0f} | {PAPER[row['name']][2]} |")
+    lines.append("")
+    for key, r in res["render_ratios"].items():
+        lines.append(f"- render {key} {r['shape']}x{r['channels']}: SIREN-4 {1e3 * r['siren_render_s']:.1f} ms, "
+                     f"ASMR-4 {1e3 * r['asmr_render_s']:.2f} ms, ratio **{r['ratio']:.1f}x**")
+    if "step_ratio" in res:
+        lines.append(f"- train step SIREN-4 / ASMR-4 at {res['steps']} steps: **{res['step_ratio']:.1f}x**")
+    if res.get("big"):
+        b = res["big"]
+        lines.append(f"- tiled render {b['shape']} width {b['width']}: {b['seconds']:.1f} s, "
+                     f"peak RSS {b['peak_rss_mib']:.0f} MiB (output alone {b['output_mib']:.0f} MiB)")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=100, help="steps for every model, side by side (default 100)")
+    p.add_argument("--long-steps", type=int, default=10000, help="steps for the ASMR models (paper: 10000)")
+    p.add_argument("--long-models", default="ASMR-4,ASMR-3", help="models also run for --long-steps")
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--big", type=int, default=8192, help="size of the tiled render check (0 to skip)")
+    p.add_argument("--smoke", action="store_true", help="tiny crop, few steps, no big render")
+    p.add_argument("--out", default=RESULTS, help="results folder")
+    p.add_argument("--one", nargs=3, metavar=("NAME", "STEPS", "SIZE"), help=argparse.SUPPRESS)
+    p.add_argument("--ratio", nargs=1, metavar="WHICH", help=argparse.SUPPRESS)
+    p.add_argument("--big-one", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.one:  # child process: one model
+        name, steps, size = args.one
+        print(json.dumps(run_one(name, int(steps), int(size), args.width)))
+        return 0
+    if args.ratio:
+        which = args.ratio[0]
+        if which == "cameraman":
+            r = run_render_ratio((512, 512), 1, (4, 4, 4, 8), args.width, 7)
+        elif which == "kodak":
+            r = run_render_ratio((512, 768), 3, ((4, 4, 4, 8), (4, 4, 6, 8)), args.width, 5)
+        else:  # smoke
+            r = run_render_ratio((64, 64), 1, (4, 4, 4), 32, 3)
+        print(json.dumps(r))
+        return 0
+    if args.big_one:
+        print(json.dumps(run_big(args.big_one, 512 if args.big_one == 8192 else 32)))
+        return 0
+
+    size = 64 if args.smoke else 512
+    steps = 5 if args.smoke else args.steps
+    long_steps = 10 if args.smoke else args.long_steps
+    width = ["--width", str(16 if args.smoke else args.width)]
+    res = {"steps": steps, "long_steps": long_steps, "size": size, "rows": [], "render_ratios": {}}
+    for name in CONFIGS:
+        row = subprocess_json(["--one", name, str(steps), str(size), *width])
+        print(f"{name}: {steps} steps, PSNR {row['psnr']:.2f} dB, step {1e3 * row['step_s']:.1f} ms, "
+              f"render {1e3 * row['render_s']:.2f} ms", flush=True)
+        res["rows"].append(row)
+    by = {r["name"]: r for r in res["rows"]}
+    res["step_ratio"] = by["SIREN-4"]["step_s"] / by["ASMR-4"]["step_s"]
+    for name in [n for n in args.long_models.split(",") if n]:
+        if long_steps > steps:
+            row = subprocess_json(["--one", name, str(long_steps), str(size), *width])
+            print(f"{name}: {long_steps} steps, PSNR {row['psnr']:.2f} dB", flush=True)
+            res["rows"].append(row)
+    for which in (("smoke",) if args.smoke else ("cameraman", "kodak")):
+        res["render_ratios"][which] = subprocess_json(["--ratio", which, *width])
+    if args.big and not args.smoke:
+        res["big"] = subprocess_json(["--big-one", str(args.big)])
+    elif args.smoke:
+        res["big"] = subprocess_json(["--big-one", "64"])
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, "table2_cameraman" + ("_smoke" if args.smoke else ""))
+    with open(stem + ".json", "w") as f:
+        json.dump(res, f, indent=2)
+    table = markdown(res)
+    with open(stem + ".md", "w") as f:
+        f.write(table)
+    print(table)
+    print(f"wrote {stem}.json and {stem}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

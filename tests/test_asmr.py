@@ -1,0 +1,139 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from asmr_jax import coords
+from asmr_jax.asmr import ASMR
+from asmr_jax.siren import SIREN
+
+
+def _shifts(model, seed=1):
+    keys = jax.random.split(jax.random.key(seed), len(model.shift_widths))
+    return [0.1 * jax.random.normal(k, (w,)) for k, w in zip(keys, model.shift_widths)]
+
+
+@st.composite
+def asmr_models(draw):
+    ndim = draw(st.integers(1, 3))
+    levels = draw(st.integers(2, 4))
+    bases = [[draw(st.integers(1, 4)) for _ in range(levels)] for _ in range(ndim)]
+    shape = tuple(max(1, math.prod(b) - draw(st.integers(0, 2))) for b in bases)  # incl. non-factorable
+    if math.prod(shape) < 2:
+        shape = tuple(math.prod(b) for b in bases)
+        bases[0][-1] = max(bases[0][-1], 2)
+        shape = (math.prod(bases[0]),) + shape[1:]
+    width = draw(st.sampled_from([4, 8, 13]))
+    channels = draw(st.integers(1, 3))
+    modulator = draw(st.sampled_from(["linear", "nonlinear"]))
+    return ASMR(shape, channels, bases=bases, widths=width, modulator=modulator)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=asmr_models(), with_shifts=st.booleans(), seed=st.integers(0, 100))
+def test_apply_equals_render_everywhere(model, with_shifts, seed):
+    params = model.init(jax.random.key(seed))
+    shifts = _shifts(model, seed) if with_shifts else None
+    rendered = model.render(params, shifts)
+    assert rendered.shape == model.shape + (model.channels,)
+    points = model.apply(params, coords.grid_coords(model.shape), shifts).reshape(rendered.shape)
+    np.testing.assert_allclose(rendered, points, atol=2e-5, rtol=1e-4)
+    direct = model.render(params, shifts, factorized=False)
+    np.testing.assert_allclose(rendered, direct, atol=2e-5, rtol=1e-4)
+
+
+def test_apply_on_random_subset_and_padded_grid(key):
+    model = ASMR((13, 11), 3, bases=((2, 7), (3, 4)), widths=16)  # padded to 14 x 12
+    params = model.init(key)
+    full = model.render(params, crop=False)
+    assert full.shape == (14, 12, 3)
+    pts = jax.random.randint(jax.random.key(3), (50, 2), 0, jnp.array([14, 12]))
+    np.testing.assert_allclose(model.apply(params, pts), full[pts[:, 0], pts[:, 1]], atol=2e-5)
+
+
+def test_paths_agree_paper_cameraman_config(key):
+    model = ASMR((512, 512), 1, bases=(4, 4, 4, 8), widths=256)
+    params = model.init(key)
+    r = model.render(params)
+    pts = jax.random.randint(jax.random.key(1), (2000, 2), 0, 512)
+    np.testing.assert_allclose(model.apply(params, pts), r[pts[:, 0], pts[:, 1]], atol=5e-5)
+
+
+def test_render_tiled_matches_render(key):
+    model = ASMR((37, 50), 2, bases=((2, 4, 5), (3, 4, 5)), widths=8)
+    params = model.init(key)
+    np.testing.assert_allclose(model.render_tiled(params), model.render(params), atol=1e-5)
+
+
+def test_render_with_denser_bases_refines_finest_level(key):
+    model = ASMR((16, 16), 1, bases=(4, 4), widths=8)
+    params = model.init(key)
+    dense = model.render(params, bases=(4, 7))
+    assert dense.shape == (28, 28, 1)
+    # digits 0 and B-1 of the finest level map to the same inputs 0 and 1
+    np.testing.assert_allclose(dense[::7, ::7], model.render(params)[::4, ::4], atol=1e-5)
+
+
+@pytest.mark.parametrize("modulator", ["linear", "nonlinear"])
+def test_gradients_of_both_paths_agree(key, modulator):
+    model = ASMR((12, 10), 2, bases=((3, 4), (2, 5)), widths=8, modulator=modulator)
+    params = model.init(key)
+    target = jax.random.uniform(jax.random.key(2), model.shape + (2,))
+    grid = coords.grid_coords(model.shape)
+    g_render = jax.grad(lambda p: jnp.mean((model.render(p) - target) ** 2))(params)
+    g_apply = jax.grad(lambda p: jnp.mean((model.apply(p, grid).reshape(target.shape) - target) ** 2))(params)
+    for a, b in zip(jax.tree.leaves(g_render), jax.tree.leaves(g_apply)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-3)
+    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(g_render))
+
+
+def test_jit_and_vmap_over_param_sets_match_loop():
+    model = ASMR((8, 8, 4), 1, bases=((2, 4), (2, 4), (2, 2)), widths=8)
+    keys = jax.random.split(jax.random.key(0), 3)
+    stacked = jax.vmap(model.init)(keys)
+    batched = jax.jit(jax.vmap(model.render))(stacked)
+    for i, k in enumerate(keys):
+        np.testing.assert_allclose(batched[i], model.render(model.init(k)), atol=1e-5)
+
+
+def test_siren_init_ranges(key):
+    model = SIREN((16, 16), 3, widths=(64, 64, 64), w0=30.0)
+    layers = model.init(key)["layers"]
+    assert float(jnp.abs(layers[0]["w"]).max()) <= 1.0 / 2
+    assert float(jnp.abs(layers[0]["w"]).max()) > 0.4  # U(-1/2, 1/2) actually spans the range
+    for layer in layers[1:]:
+        bound = math.sqrt(6.0 / 64) / 30.0
+        assert float(jnp.abs(layer["w"]).max()) <= bound
+        assert float(jnp.abs(layer["w"]).max()) > 0.9 * bound
+    assert model.num_params() == sum(x.size for x in jax.tree.leaves(model.init(key)))
+
+
+def test_asmr_init_and_param_count(key):
+    for modulator in ("linear", "nonlinear"):
+        model = ASMR((16, 16), 3, bases=(4, 4), widths=32, modulator=modulator)
+        params = model.init(key)
+        assert model.num_params() == sum(x.size for x in jax.tree.leaves(params))
+    mod = ASMR((16, 16), 1, bases=(4, 4), widths=32).init(key)["mods"][0]["w"]
+    assert float(jnp.abs(mod).max()) <= math.sqrt(1 / 2)
+
+
+def test_siren_apply_equals_render(key):
+    model = SIREN((9, 7), 2, widths=(16, 16))
+    params = model.init(key)
+    pts = coords.grid_coords(model.shape)
+    np.testing.assert_allclose(model.apply(params, pts).reshape(9, 7, 2), model.render(params), atol=1e-5)
+
+
+def test_bad_model_arguments():
+    with pytest.raises(ValueError, match="axis 0 .* multiply to 512, need >= 600"):
+        ASMR((600,), 1, bases=(4, 4, 4, 8))
+    with pytest.raises(ValueError, match="3 hidden layers, got 2 widths"):
+        ASMR((512,), 1, bases=(4, 4, 4, 8), widths=(8, 8))
+    with pytest.raises(ValueError, match="modulator must be one of"):
+        ASMR((16,), 1, bases=(4, 4), modulator="mlp")
+    with pytest.raises(ValueError, match="bases or a number of levels"):
+        ASMR((16,), 1)

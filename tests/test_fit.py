@@ -1,0 +1,63 @@
+import jax
+import numpy as np
+import pytest
+
+from asmr_jax import data, fit, models
+
+
+@pytest.fixture(scope="module")
+def crop():
+    return data.crop(data.bundled_image("camera"), 32).data  # real pixels, [32, 32, 1]
+
+
+def test_short_fit_raises_psnr(crop):
+    model = models.build("asmr", (32, 32), 1, width=32, bases=(4, 8))
+    before = fit.fit(model, crop, 1, progress=False, lr=1e-12)
+    after = fit.fit(model, crop, 200, lr=1e-3, progress=False)
+    assert after.psnr > before.psnr + 8
+    assert after.ssim is not None and 0 < after.ssim <= 1
+    assert after.history[-1][0] == 200
+
+
+def test_sampled_fit_raises_psnr_and_visits_every_point(crop):
+    sampler = fit.BlockSampler.for_batch((32, 30), 64)
+    perms = sampler.epoch(jax.random.key(0))
+    seen = np.concatenate([np.asarray(sampler.batch(perms, j)[0])[np.asarray(sampler.batch(perms, j)[1])]
+                           for j in range(sampler.steps_per_epoch)])
+    assert len(seen) == 32 * 30 and len({tuple(c) for c in seen}) == 32 * 30
+    model = models.build("siren", (32, 32), 1, width=32, depth=3)
+    res = fit.fit(model, crop, 300, lr=1e-3, batch_size=128, progress=False)
+    assert res.psnr > 20
+
+
+def test_fit_step_does_not_recompile(crop):
+    model = models.build("asmr", (32, 32), 1, width=8, bases=(4, 8))
+    tx = fit.make_optimizer(1e-3)
+    params = model.init(jax.random.key(0))
+    state = tx.init(params)
+    target = jax.numpy.asarray(crop)
+    params, state, _ = fit.run_full_batch(model, tx, params, state, target, 3)
+    size = fit.run_full_batch._cache_size()
+    params, state, losses = fit.run_full_batch(model, tx, params, state, target + 0.0, 3)
+    assert fit.run_full_batch._cache_size() == size
+    assert losses.shape == (3,)
+
+
+@pytest.mark.parametrize(
+    "signal, match",
+    [
+        (np.full((8, 8, 1), np.nan, np.float32), "non-finite"),
+        (np.zeros((8, 9, 1), np.float32), "shape"),
+        (np.zeros((8, 8, 3), np.float32), "shape"),
+    ],
+)
+def test_bad_signals(signal, match):
+    model = models.build("asmr", (8, 8), 1, width=8, bases=(2, 4))
+    with pytest.raises(ValueError, match=match):
+        fit.fit(model, signal, 2, progress=False)
+
+
+def test_one_sample_signal_rejected():
+    model = models.build("siren", (1,), 1, width=8, depth=2)
+    with pytest.raises(ValueError, match="fewer than 2 samples"):
+        fit.fit(model, np.zeros((1, 1), np.float32), 2, progress=False)

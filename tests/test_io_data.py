@@ -1,0 +1,109 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from asmr_jax import data, io, models
+
+
+def test_checkpoint_round_trip(tmp_path, key):
+    model = models.build("asmr", (20, 24), 3, width=8, bases=((4, 5), (4, 6)), modulator="nonlinear")
+    params = model.init(key)
+    path = io.save_model(tmp_path / "ckpt", model, params, extra={"signal": {"kind": "image"}})
+    model2, params2, meta = io.load_model(path)
+    assert model2 == model and meta["signal"]["kind"] == "image"
+    np.testing.assert_array_equal(model.render(params), model2.render(params2))
+
+
+def test_checkpoint_errors_and_no_clobber(tmp_path, key):
+    model = models.build("siren", (8, 8), 1, width=8, depth=2)
+    params = model.init(key)
+    path = io.save_model(tmp_path / "ckpt", model, params)
+    before = {f: os.path.getmtime(os.path.join(dp, f)) for dp, _, fs in os.walk(path) for f in fs}
+    with pytest.raises(FileExistsError):
+        io.save_model(path, model, params)
+    with pytest.raises(RuntimeError):
+        with io.atomic_dir(path, overwrite=True) as tmp:
+            open(os.path.join(tmp, "half"), "w").write("x")
+            raise RuntimeError("interrupted")
+    after = {f: os.path.getmtime(os.path.join(dp, f)) for dp, _, fs in os.walk(path) for f in fs}
+    assert before == after and not any(".tmp-" in p for p in os.listdir(tmp_path))
+    with pytest.raises(ValueError, match="not an asmr-jax model checkpoint"):
+        io.load_model(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt"):
+        io.load_model(tmp_path / "bad")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "model.json").write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="not an asmr-jax model file"):
+        io.load_model(tmp_path / "foreign")
+
+
+def test_image_files_gray_rgb_16bit(tmp_path):
+    rgb = (np.arange(48).reshape(4, 4, 3) * 5).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    s = data.load_signal(tmp_path / "a.png")
+    assert s.kind == "image" and s.data.shape == (4, 4, 3)
+    np.testing.assert_allclose(s.data, rgb / 255.0, atol=1e-6)
+    g16 = (np.arange(16).reshape(4, 4) * 4000).astype(np.uint16)
+    Image.fromarray(g16).save(tmp_path / "b.png")
+    s = data.load_signal(tmp_path / "b.png")
+    assert s.data.shape == (4, 4, 1)
+    np.testing.assert_allclose(s.data[..., 0], g16 / 65535.0, atol=1e-6)
+    Image.fromarray(rgb).save(tmp_path / "c.jpg")
+    assert data.load_signal(tmp_path / "c.jpg").data.shape == (4, 4, 3)
+
+
+def test_bundled_images_and_video():
+    cam = data.load_signal("camera")
+    assert cam.data.shape == (512, 512, 1) and 0 <= cam.data.min() and cam.data.max() <= 1
+    assert data.load_signal("chelsea").data.shape == (300, 451, 3)
+    vid = data.bundled_video()
+    assert vid.kind == "video" and vid.data.shape == (24, 25, 14, 3)
+
+
+def test_wav_round_trip(tmp_path):
+    t = np.linspace(0, 1, 800, dtype=np.float32)
+    audio = (0.5 + 0.4 * np.sin(2 * np.pi * 5 * t))[:, None]
+    io.write_wav(tmp_path / "a.wav", audio, 8000)
+    s = data.load_signal(tmp_path / "a.wav")
+    assert s.kind == "audio" and s.sample_rate == 8000 and s.data.shape == (800, 1)
+    np.testing.assert_allclose(s.data, audio, atol=1e-4)
+
+
+def test_video_folder_and_npy(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (3, 6, 5, 3), dtype=np.uint8)
+    (tmp_path / "frames").mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / "frames" / f"{i:03d}.png")
+    a = data.load_signal(tmp_path / "frames")
+    np.save(tmp_path / "v.npy", frames)
+    b = data.load_signal(tmp_path / "v.npy")
+    np.testing.assert_allclose(a.data, b.data)
+    assert a.data.shape == (3, 6, 5, 3)
+    io.write_video(tmp_path / "out", a.data) if (tmp_path / "out").mkdir() is None else None
+    assert len(os.listdir(tmp_path / "out" / "reconstruction_frames")) == 3
+
+
+def test_bad_inputs(tmp_path):
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(ValueError, match="unsupported file"):
+        data.load_signal(tmp_path / "x.txt")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="cannot read image"):
+        data.load_signal(tmp_path / "broken.png")
+    with pytest.raises(ValueError, match="neither a file nor a bundled name"):
+        data.load_signal("no_such_thing")
+    np.save(tmp_path / "nan.npy", np.full((2, 3, 3), np.nan, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        data.load_signal(tmp_path / "nan.npy")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "one.png")
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        data.load_signal(tmp_path / "one.png")
+    with pytest.raises(ValueError, match="unknown bundled image"):
+        data.bundled_image("lena")
+    io.write_wav(tmp_path / "empty.wav", np.zeros((0, 1), np.float32))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        data.load_signal(tmp_path / "empty.wav")
