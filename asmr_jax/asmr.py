@@ -251,20 +251,21 @@ def _factorized_output(a, m, out_layer, w0):
       out_layer: ``{"w": [K, C], "b": [C]}``.
 
     Returns:
-      ``[*coarse, C, *digits]``; the ``[cells, digits, K]`` activation is never built.
+      ``[*coarse, C, *digits]``. One GEMM ``[P, 2K] @ [2K, Q*C]``: the readout weights are
+      folded into the small digit side, so memory is ``O(P*K + Q*C*K + P*Q*C)`` and the
+      ``[P, Q, K]`` activation is never built.
     """
     k = a.shape[-1]
     w, b = out_layer["w"], out_layer["b"]
     c = w.shape[-1]
-    a2 = a.reshape(-1, k)  # [P, K]
-    m2 = m.reshape(-1, k)  # [Q, K]
-    wa, wm = w0 * a2, w0 * m2
-    left = jnp.concatenate(
-        [jnp.sin(wa)[:, None, :] * w.T[None], jnp.cos(wa)[:, None, :] * w.T[None]], axis=-1
-    )  # [P, C, 2K]
-    right = jnp.concatenate([jnp.cos(wm), jnp.sin(wm)], axis=-1)  # [Q, 2K]
-    y = left.reshape(-1, 2 * k) @ right.T  # [P*C, Q]
-    y = y.reshape(a2.shape[0], c, m2.shape[0]) + b[None, :, None]
+    wa = w0 * a.reshape(-1, k)  # [P, K]
+    wm = w0 * m.reshape(-1, k)  # [Q, K]
+    left = jnp.concatenate([jnp.sin(wa), jnp.cos(wa)], axis=-1)  # [P, 2K]
+    right = jnp.concatenate(
+        [jnp.cos(wm)[:, None, :] * w.T[None], jnp.sin(wm)[:, None, :] * w.T[None]], axis=-1
+    )  # [Q, C, 2K]
+    y = left @ right.reshape(-1, 2 * k).T  # [P, Q*C]
+    y = y.reshape(wa.shape[0], wm.shape[0], c).transpose(0, 2, 1) + b[None, :, None]  # [P, C, Q]
     return y.reshape(a.shape[:-1] + (c,) + m.shape[:-1])
 
 

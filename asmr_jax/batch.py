@@ -4,10 +4,12 @@
 targets carry a leading signal axis ``[n, ...]``; one jitted step ``jax.vmap``-s the
 single-signal full-batch step (:func:`asmr_jax.fit.full_batch_loss`, Adam from
 :func:`asmr_jax.fit.make_optimizer`) over that axis, and steps run in ``lax.scan`` chunks.
-Signal ``i`` starts from ``model.init(split(fold_in(key, index_i))[0])`` where ``index_i``
-is its global index (its position in the dataset), so a signal's fit does not depend on
+Signal ``i`` starts from ``fit.init_params(model, split(fold_in(key, index_i))[0], signal_i)``
+(the output bias at the signal's mean), where ``index_i`` is its global index (its position in the dataset), so a signal's fit does not depend on
 which other signals share its batch, on the chunk size or on the device count, and it
-equals ``asmr_jax.fit.fit(model, signal_i, key=fold_in(key, index_i))``. With
+equals ``asmr_jax.fit.fit(model, signal_i, key=fold_in(key, index_i))``, up to float32
+rounding (XLA may block a batched matmul differently for another per-device batch size,
+and long runs at high learning rates amplify such differences). With
 ``init=params`` every signal starts from that shared (e.g. meta-learned) initialization.
 
 Early stopping: with ``target_psnr`` a signal whose full-batch loss reaches
@@ -23,7 +25,8 @@ result. Multi-host: call ``jax.distributed.initialize()`` on every host before a
 else; ``jax.devices()`` then spans all hosts and the mesh covers them. Every process runs
 the same program on the same signals (each reads the full chunk, only its own shards go
 to its devices), results are gathered with ``multihost_utils.process_allgather``, and
-only process 0 writes the store.
+only process 0 writes the store, which must be on a file system every host sees
+(``asmr fit-many --distributed`` does the initialization).
 
 Chunked store (:func:`fit_dataset`, :func:`load_store`). A dataset (any object with
 ``__len__`` and ``get(indices) -> float32 [m, *shape, C]``, e.g.
@@ -46,8 +49,8 @@ PSNR, dB), ``steps`` int32 ``[m]`` (updates applied), ``leaf_paths`` (unicode ``
 parameter leaves in ``jax.tree`` order) and one array ``params/<path>`` of shape
 ``[m, *leaf_shape]`` per leaf. Chunks are written to a temporary name and renamed into
 place, then ``store.json`` (also written by rename) records the chunk's sha256; the zip
-entries carry a fixed timestamp, so refitting a chunk with the same settings gives the
-same bytes. A resumed run (``resume=True``) checks every recorded chunk's checksum,
+entries carry a fixed timestamp, so refitting a chunk with the same settings on the same
+machine and device count gives the same bytes. A resumed run (``resume=True``) checks every recorded chunk's checksum,
 refuses a different model config, chunk size, count or fit setting, never rewrites a
 recorded chunk and continues at the first unrecorded one (a chunk renamed into place
 whose ``store.json`` entry was never written is fitted again). A checksum mismatch or an
@@ -119,8 +122,10 @@ def _check_init(model, init):
         raise ValueError(f"init has tree structure {got}, the model's parameters are {want}")
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(abstract), jax.tree.leaves(init)):
         if tuple(np.shape(b)) != tuple(a.shape):
-            raise ValueError(f"init leaf {leaf_path(path)} has shape {np.shape(b)}, expected {a.shape} "
-                             "(one network's parameters, no signal axis)")
+            raise ValueError(
+                f"init leaf {leaf_path(path)} has shape {np.shape(b)}, expected {a.shape} "
+                "(one network's parameters, no signal axis)"
+            )
     return jax.tree.map(lambda x: np.asarray(x, np.float32), init)
 
 
@@ -150,10 +155,23 @@ def _optimizer(lr: float, steps: int | None, cosine: bool):
     return fit_lib.make_optimizer(lr, steps, cosine)
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _init_random(model, key, indices):
+@functools.partial(jax.jit, static_argnames=("model", "impl"))
+def _init_random(model, key_data, impl, indices, targets):
     """``[b]`` global indices -> stacked params ``[b, ...]``, as ``fit.fit(key=fold_in(key, i))``."""
-    return jax.vmap(lambda i: model.init(jax.random.split(jax.random.fold_in(key, i))[0]))(indices)
+    key = jax.random.wrap_key_data(key_data, impl=impl)
+    return jax.vmap(
+        lambda i, t: fit_lib.init_params(model, jax.random.split(jax.random.fold_in(key, i))[0], t)
+    )(indices, targets)
+
+
+def _key_parts(key):
+    """A PRNG key (typed or legacy ``uint32``) as host key data and its implementation.
+
+    Host data (not a committed device array) can be placed on a mesh that spans processes.
+    """
+    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    return np.asarray(jax.random.key_data(key)), jax.random.key_impl(key)
 
 
 @functools.partial(jax.jit, static_argnames=("b",))
@@ -239,10 +257,11 @@ class BatchResult:
     fit_seconds: float
 
 
-def check_signals(model, signals) -> np.ndarray:
+def check_signals(model, signals, indices=None) -> np.ndarray:
     """Validates a batch for ``model``; returns float32 ``[n, *model.shape, model.channels]``.
 
-    ``signals`` is an array ``[n, *shape, C]`` or a sequence of ``[*shape, C]`` arrays.
+    ``signals`` is an array ``[n, *shape, C]`` or a sequence of ``[*shape, C]`` arrays;
+    ``indices [n]`` (default ``0..n-1``) name signals in errors.
     """
     if isinstance(signals, (list, tuple)):
         if not signals:
@@ -250,25 +269,33 @@ def check_signals(model, signals) -> np.ndarray:
         arrs = [np.asarray(s) for s in signals]
         for i, a in enumerate(arrs[1:], 1):
             if a.shape != arrs[0].shape:
-                raise ValueError(f"signals 0 and {i} have different shapes {arrs[0].shape} and {a.shape}; "
-                                 "one fit_many call fits signals of one shape (group them by shape)")
+                raise ValueError(
+                    f"signals 0 and {i} have different shapes {arrs[0].shape} and {a.shape}; "
+                    "one fit_many call fits signals of one shape (group them by shape)"
+                )
         arr = np.stack(arrs)
     else:
         arr = np.asarray(signals)
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"signals must be a numeric array, got dtype {arr.dtype}")
-    want = (tuple(model.shape) + (model.channels,))
+    want = tuple(model.shape) + (model.channels,)
     if arr.ndim != len(want) + 1 or arr.shape[1:] != want:
-        raise ValueError(f"signals have shape {arr.shape}, expected [n, *{want}] "
-                         "(signal axis, then the model's spatial shape and channels)")
+        raise ValueError(
+            f"signals have shape {arr.shape}, expected [n, *{want}] "
+            "(signal axis, then the model's spatial shape and channels)"
+        )
     if arr.shape[0] == 0:
         raise ValueError("signals is empty: need at least one signal")
     arr = arr.astype(np.float32)
     finite = np.isfinite(arr).reshape(arr.shape[0], -1).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        raise ValueError(f"signals {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''} contain NaN/inf values "
-                         f"({len(bad)} of {arr.shape[0]} signals)")
+        if indices is not None and len(indices) == arr.shape[0]:
+            bad = np.asarray(indices)[bad]
+        raise ValueError(
+            f"signals {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''} contain NaN/inf values "
+            f"({len(bad)} of {arr.shape[0]} signals)"
+        )
     return arr
 
 
@@ -309,7 +336,9 @@ def fit_many(
     Returns:
       :class:`BatchResult`; every array has the ``n`` real signals (padding dropped).
     """
-    targets_np = check_signals(model, signals)
+    if indices is not None:
+        indices = np.asarray(indices, np.int64).reshape(-1)
+    targets_np = check_signals(model, signals, indices)
     n = targets_np.shape[0]
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
@@ -317,7 +346,7 @@ def fit_many(
         raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
     if target_psnr is not None and not math.isfinite(target_psnr):
         raise ValueError(f"target_psnr must be a finite number of dB, got {target_psnr}")
-    indices = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, np.int64).reshape(-1)
+    indices = np.arange(n, dtype=np.int64) if indices is None else indices
     if indices.shape[0] != n:
         raise ValueError(f"indices has {indices.shape[0]} entries for {n} signals")
     if indices.min() < 0 or indices.max() >= 2**31:
@@ -337,15 +366,22 @@ def fit_many(
     batch = sharding.batch_sharding(mesh)
     targets = jax.device_put(targets_np, batch)  # [b, *shape, C]
     if init is None:
-        params = _init_random(model, sharding.replicate(key, mesh),
-                              jax.device_put(indices.astype(np.int32), batch))
+        key_data, impl = _key_parts(key)
+        params = _init_random(
+            model, sharding.replicate(key_data, mesh), impl, jax.device_put(indices.astype(np.int32), batch),
+            targets,
+        )
     else:
         params = jax.device_put(_init_shared(sharding.replicate(init, mesh), b), batch)
     # Constant leaves (Adam's step count) come out unsharded; placing everything keeps one jit cache entry.
     params = jax.device_put(params, batch)
     opt_state = jax.device_put(_init_opt(tx, params), batch)
-    state = (params, opt_state, jax.device_put(np.zeros(b, np.int32), batch),
-             jax.device_put(np.zeros(b, bool), batch))
+    state = (
+        params,
+        opt_state,
+        jax.device_put(np.zeros(b, np.int32), batch),
+        jax.device_put(np.zeros(b, bool), batch),
+    )
     threshold = np.float32(-np.inf if target_psnr is None else 10.0 ** (-target_psnr / 10.0))
 
     run = _runner()
@@ -359,8 +395,10 @@ def fit_many(
         if not np.isfinite(loss_h).all():
             bar.close()
             bad = np.flatnonzero(~np.isfinite(loss_h))
-            raise FloatingPointError(f"loss became non-finite for signals {indices[bad[:10]].tolist()} by step "
-                                     f"{done}; try a lower learning rate")
+            raise FloatingPointError(
+                f"loss became non-finite for signals {indices[bad[:10]].tolist()} by step "
+                f"{done}; try a lower learning rate"
+            )
         bar.update(k)
         bar.set_postfix(psnr=f"{float(np.mean(-10 * np.log10(np.maximum(loss_h, 1e-20)))):.2f}")
         if target_psnr is not None and _to_host(state[3])[:n].all():
@@ -370,8 +408,13 @@ def fit_many(
     psnr = _to_host(_final_psnr(model, params, targets))[:n]
     params_h = jax.tree.map(lambda x: _to_host(x)[:n], params)
     return BatchResult(
-        model=model, params=params_h, psnr=psnr.astype(np.float32), steps=_to_host(steps_done)[:n],
-        stopped=_to_host(frozen)[:n], indices=indices[:n], fit_seconds=time.perf_counter() - t_start,
+        model=model,
+        params=params_h,
+        psnr=psnr.astype(np.float32),
+        steps=_to_host(steps_done)[:n],
+        stopped=_to_host(frozen)[:n],
+        indices=indices[:n],
+        fit_seconds=time.perf_counter() - t_start,
     )
 
 
@@ -437,8 +480,10 @@ def _verify_chunk(out_dir, entry: dict):
     digest = _sha256(path)
     if digest != entry["sha256"]:
         raise CorruptChunkError(
-            f"{path} is corrupt: sha256 {digest[:16]}... does not match {entry['sha256'][:16]}... recorded in "
-            f"{STORE_JSON}; delete the file and its entry in {STORE_JSON} (or the whole store) to fit it again")
+            f"{path} is corrupt: sha256 {digest[:16]}... does not match {entry['sha256'][:16]}... "
+            f"recorded in {STORE_JSON}; delete the file and its entry in {STORE_JSON} (or the whole store) "
+            "to fit it again"
+        )
 
 
 def _load_chunk(out_dir, entry: dict, leaves) -> dict:
@@ -460,8 +505,14 @@ def _load_chunk(out_dir, entry: dict, leaves) -> dict:
 
 # ----------------------------------------------------------------------------- fit_dataset
 def _fit_settings(steps, lr, cosine, seed, target_psnr, init) -> dict:
-    return {"steps": int(steps), "lr": float(lr), "cosine": bool(cosine), "seed": int(seed),
-            "target_psnr": None if target_psnr is None else float(target_psnr), "init": _init_digest(init)}
+    return {
+        "steps": int(steps),
+        "lr": float(lr),
+        "cosine": bool(cosine),
+        "seed": int(seed),
+        "target_psnr": None if target_psnr is None else float(target_psnr),
+        "init": _init_digest(init),
+    }
 
 
 def _dataset_info(dataset) -> dict:
@@ -530,10 +581,16 @@ def fit_dataset(
         init = _check_init(model, init)
     leaves = param_leaves(model)
     header = {
-        "format": FORMAT, "version": VERSION, "model": model.config(), "chunk": int(chunk), "total": int(total),
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.config(),
+        "chunk": int(chunk),
+        "total": int(total),
         "fit": _fit_settings(steps, lr, cosine, seed, target_psnr, init),
-        "dataset": _dataset_info(dataset), "leaves": [{"path": p, "shape": list(s)} for p, s in leaves],
+        "dataset": _dataset_info(dataset),
+        "leaves": [{"path": p, "shape": list(s)} for p, s in leaves],
     }
+    header = json.loads(json.dumps(header))  # compare as stored: tuples become lists
     out_dir = os.path.abspath(os.fspath(out_dir))
     writer = jax.process_index() == 0
     manifest = _open_store(out_dir, header, resume, writer)
@@ -547,17 +604,34 @@ def fit_dataset(
         signals = np.asarray(dataset.get(idx))
         if signals.shape[:1] != idx.shape:
             raise ValueError(f"dataset.get returned {signals.shape[:1]} signals for {len(idx)} indices")
-        res = fit_many(model, signals, steps, lr=lr, cosine=cosine, seed=seed, indices=idx, init=init,
-                       target_psnr=target_psnr, mesh=mesh, steps_per_call=steps_per_call, progress=False)
+        res = fit_many(
+            model,
+            signals,
+            steps,
+            lr=lr,
+            cosine=cosine,
+            seed=seed,
+            indices=idx,
+            init=init,
+            target_psnr=target_psnr,
+            mesh=mesh,
+            steps_per_call=steps_per_call,
+            progress=False,
+        )
         if writer:
-            arrays = {"indices": idx, "psnr": res.psnr.astype(np.float32), "steps": res.steps.astype(np.int32),
-                      "leaf_paths": np.array([p for p, _ in leaves])}
+            arrays = {
+                "indices": idx,
+                "psnr": res.psnr.astype(np.float32),
+                "steps": res.steps.astype(np.int32),
+                "leaf_paths": np.array([p for p, _ in leaves]),
+            }
             for (p, _), leaf in zip(leaves, jax.tree.leaves(res.params)):
                 arrays[f"params/{p}"] = np.asarray(leaf, np.float32)
             path = os.path.join(out_dir, chunk_name(c))
             _write_npz(path, arrays)
-            manifest["chunks"].append({"file": chunk_name(c), "start": int(idx[0]), "count": int(len(idx)),
-                                       "sha256": _sha256(path)})
+            manifest["chunks"].append(
+                {"file": chunk_name(c), "start": int(idx[0]), "count": int(len(idx)), "sha256": _sha256(path)}
+            )
             manifest["chunks"].sort(key=lambda e: e["start"])
             manifest["complete"] = len(manifest["chunks"]) == nchunks
             _write_json(os.path.join(out_dir, STORE_JSON), manifest)
@@ -572,14 +646,18 @@ def _open_store(out_dir, header: dict, resume: bool, writer: bool) -> dict:
     manifest_path = os.path.join(out_dir, STORE_JSON)
     if os.path.exists(manifest_path):
         if not resume:
-            raise FileExistsError(f"{out_dir} already holds a batch store; pass resume=True (--resume) to "
-                                  "continue it, or choose another output directory")
+            raise FileExistsError(
+                f"{out_dir} already holds a batch store; pass resume=True (--resume) to "
+                "continue it, or choose another output directory"
+            )
         manifest = _read_manifest(out_dir)
         for field in ("model", "chunk", "total", "fit", "leaves"):
             if manifest.get(field) != header[field]:
-                raise ValueError(f"cannot resume {out_dir}: it was made with {field} = "
-                                 f"{json.dumps(manifest.get(field))}, this run has {json.dumps(header[field])}; "
-                                 "use the same settings or another output directory")
+                raise ValueError(
+                    f"cannot resume {out_dir}: it was made with {field} = "
+                    f"{json.dumps(manifest.get(field))}, this run has {json.dumps(header[field])}; "
+                    "use the same settings or another output directory"
+                )
         for entry in manifest["chunks"]:
             _verify_chunk(out_dir, entry)
         if writer:  # leftovers of a write interrupted before its rename
@@ -588,8 +666,9 @@ def _open_store(out_dir, header: dict, resume: bool, writer: bool) -> dict:
                     os.remove(os.path.join(out_dir, name))
         return manifest
     if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise FileExistsError(f"{out_dir} exists, is not empty and holds no {STORE_JSON}; choose another "
-                              "output directory")
+        raise FileExistsError(
+            f"{out_dir} exists, is not empty and holds no {STORE_JSON}; choose another output directory"
+        )
     manifest = {**header, "chunks": [], "complete": False}
     if writer:
         os.makedirs(out_dir, exist_ok=True)
@@ -640,8 +719,10 @@ class Store:
             raise IndexError(f"signal {i} is out of range: the store holds indices 0..{self.total - 1}")
         c = i // self.chunk
         if c not in self._entries:
-            raise IndexError(f"signal {i} is not fitted yet ({len(self)} of {self.total} signals are stored); "
-                             "resume the fit to finish the store")
+            raise IndexError(
+                f"signal {i} is not fitted yet ({len(self)} of {self.total} signals are stored); "
+                "resume the fit to finish the store"
+            )
         return self._chunk(c), i - c * self.chunk
 
     def params(self, i: int):

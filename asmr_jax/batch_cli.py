@@ -6,6 +6,10 @@
 ``--dataset`` is a name for :func:`asmr_jax.datasets.load_dataset` (``patches``, ``lfw``,
 a prepared TFDS set with ``--data-dir``) or a ``.npy`` file holding ``[n, H, W, C]``
 images on ``[0, 1]``. The store format is described in :mod:`asmr_jax.batch`.
+Multi-host: run the same command with ``--distributed`` on every host. The process group
+comes from the cluster environment (SLURM, Open MPI, TPU pods, ... as detected by
+``jax.distributed.initialize``) or from ``--coordinator HOST:PORT --num-processes N
+--process-id I``; the signal axis is then sharded over the devices of all hosts.
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ def _open_dataset(args):
         if arr.ndim != 4:
             raise ValueError(f"--dataset {args.dataset} holds shape {arr.shape}, expected [n, H, W, C] images")
         if args.resolution is not None and tuple(arr.shape[1:3]) != (args.resolution,) * 2:
-            raise ValueError(f"--resolution {args.resolution} does not match the {arr.shape[1]}x{arr.shape[2]} "
-                             f"images in {args.dataset}; drop --resolution for .npy input")
+            raise ValueError(
+                f"--resolution {args.resolution} does not match the {arr.shape[1]}x{arr.shape[2]} "
+                f"images in {args.dataset}; drop --resolution for .npy input"
+            )
         return datasets.from_array(arr, name=os.path.basename(args.dataset))
-    return datasets.load_dataset(args.dataset, split=args.split, resolution=args.resolution or 32,
-                                 data_dir=args.data_dir)
+    return datasets.load_dataset(
+        args.dataset, split=args.split, resolution=args.resolution or 32, data_dir=args.data_dir
+    )
 
 
 def cmd_fit_many(args) -> int:
@@ -44,31 +51,58 @@ def cmd_fit_many(args) -> int:
 
     if args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
+    if args.distributed:  # before any JAX computation; every host runs this same command
+        import jax
+
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     dataset = _open_dataset(args)
     model = model_from_args(args, dataset.shape, dataset.channels)
     total = len(dataset) if args.limit is None else min(len(dataset), args.limit)
-    print(f"{model.kind}: {total} signals of {dataset.shape} x {dataset.channels}, {model.num_params():,} params, "
-          f"{macs.count(model).paper_macs:,.1f} MAC/sample, chunks of {args.chunk}")
+    print(
+        f"{model.kind}: {total} signals of {dataset.shape} x {dataset.channels}, "
+        f"{model.num_params():,} params, "
+        f"{macs.count(model).paper_macs:,.1f} MAC/sample, chunks of {args.chunk}"
+    )
     t0 = time.perf_counter()
-    store = batch.fit_dataset(model, dataset, args.out, args.chunk, args.steps, resume=args.resume, limit=args.limit,
-                              lr=args.lr, cosine=args.cosine, seed=args.seed, target_psnr=args.target_psnr,
-                              steps_per_call=args.steps_per_call, progress=not args.no_progress)
+    store = batch.fit_dataset(
+        model,
+        dataset,
+        args.out,
+        args.chunk,
+        args.steps,
+        resume=args.resume,
+        limit=args.limit,
+        lr=args.lr,
+        cosine=args.cosine,
+        seed=args.seed,
+        target_psnr=args.target_psnr,
+        steps_per_call=args.steps_per_call,
+        progress=not args.no_progress,
+    )
     seconds = time.perf_counter() - t0
     arrays = store.arrays()
     psnr, steps = arrays["psnr"], arrays["steps"]
     print(f"{'signals':>8} {'mean PSNR':>10} {'min PSNR':>9} {'mean steps':>11} {'seconds':>8}")
-    print(f"{len(store):>8} {float(np.mean(psnr)):>10.2f} {float(np.min(psnr)):>9.2f} "
-          f"{float(np.mean(steps)):>11.1f} {seconds:>8.1f}")
+    print(
+        f"{len(store):>8} {float(np.mean(psnr)):>10.2f} {float(np.min(psnr)):>9.2f} "
+        f"{float(np.mean(steps)):>11.1f} {seconds:>8.1f}"
+    )
     print(f"wrote {store.path} ({len(store.meta['chunks'])} chunks)")
     return 0
 
 
 def add_commands(sub):
-    p = sub.add_parser("fit-many", help="fit one network per image of a dataset (vmap, sharded, chunked store)",
-                       description="Fit an independent ASMR/SIREN to every image of a dataset, many at once, "
-                                   "writing a resumable chunked store.")
-    p.add_argument("--dataset", required=True,
-                   help="dataset name (patches, lfw, a prepared TFDS name) or a .npy file [n, H, W, C]")
+    p = sub.add_parser(
+        "fit-many",
+        help="fit one network per image of a dataset (vmap, sharded, chunked store)",
+        description="Fit an independent ASMR/SIREN to every image of a dataset, many at once, "
+        "writing a resumable chunked store.",
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="dataset name (patches, lfw, a prepared TFDS name) or a .npy file [n, H, W, C]",
+    )
     p.add_argument("--split", default="train", help="dataset split (default train)")
     p.add_argument("--resolution", type=int, default=None, help="image size (default 32; .npy: its own)")
     p.add_argument("--data-dir", default=None, help="TFDS data_dir with prepared array_record files")
@@ -85,4 +119,13 @@ def add_commands(sub):
     p.add_argument("--out", required=True, help="store directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted store in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host: call jax.distributed.initialize() first (run the same command on every "
+        "host; --out on a shared file system; process 0 writes)",
+    )
+    p.add_argument("--coordinator", default=None, help="with --distributed: coordinator HOST:PORT (process 0)")
+    p.add_argument("--num-processes", type=int, default=None, help="with --distributed: number of processes")
+    p.add_argument("--process-id", type=int, default=None, help="with --distributed: this process's id")
     p.set_defaults(func=cmd_fit_many)

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-COMMAND_MODULES = ("asmr_jax.cli", "asmr_jax.batch_cli", "meta.compress_cli")
+COMMAND_MODULES = ("asmr_jax.cli", "asmr_jax.batch_cli", "meta.compress_cli", "meta.cli")
 
 
 def add_model_flags(p: argparse.ArgumentParser):

@@ -77,7 +77,10 @@ def bundled_image(name: str) -> Signal:
     key = ALIASES.get(name, name)
     if key not in BUNDLED_IMAGES:
         raise ValueError(f"unknown bundled image {name!r}; available offline: {', '.join(BUNDLED_IMAGES)}")
-    arr = np.asarray(getattr(skimage.data, key)())
+    if key.startswith("motorcycle_"):  # one stereo pair: (left, right, disparity)
+        arr = np.asarray(skimage.data.stereo_motorcycle()[0 if key == "motorcycle_left" else 1])
+    else:
+        arr = np.asarray(getattr(skimage.data, key)())
     if arr.ndim == 3 and arr.shape[-1] == 4:
         arr = arr[..., :3]  # logo, horse: drop alpha
     return _check(Signal(_with_channels(_to_unit(arr, name), 2), "image", name))

@@ -290,16 +290,22 @@ def _tfds(name: str, split: str, resolution: int, data_dir, image_key: str = "im
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - tfds is a dependency
         raise ValueError(f"dataset {name!r} needs tensorflow-datasets: {e}") from None
+    known = f"; bundled offline datasets: {', '.join(BUNDLED)}"
     try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir)
-    except Exception as e:  # tfds raises DatasetNotFoundError, registration errors, split errors, ...
-        known = f"; bundled offline datasets: {', '.join(BUNDLED)}"
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # tfds raises DatasetNotFoundError, split errors, file-format errors, ...
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "not found" in msg.lower() or "DatasetNotFound" in type(e).__name__:
-            raise ValueError(f"TFDS dataset {name!r} is not available under data_dir {data_dir!r} ({msg}); "
-                             f"{_prepare_hint(name, data_dir)}{known}") from None
-        raise ValueError(f"cannot open TFDS dataset {name!r} split {split!r} "
-                         f"(data_dir {data_dir!r}): {type(e).__name__}: {msg}{known}") from None
+        try:
+            prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+        except Exception as e2:  # unknown name, bad config
+            raise ValueError(f"unknown dataset {name!r} ({type(e2).__name__}: {str(e2).splitlines()[0][:200]})"
+                             f"{known}") from None
+        if not prepared:
+            raise ValueError(f"TFDS dataset {name!r} is not prepared under data_dir {data_dir!r}; "
+                             f"{_prepare_hint(name, data_dir)}") from None
+        raise ValueError(f"cannot open TFDS dataset {name!r} split {split!r} (data_dir {data_dir!r}): "
+                         f"{type(e).__name__}: {msg[:300]} (reading without TensorFlow needs the "
+                         f"array_record file format: tfds build {name} --file_format array_record){known}") from None
     n = len(source)
     if n == 0:
         raise ValueError(f"split {split!r} of TFDS dataset {name!r} is empty (0 images)")

@@ -121,9 +121,7 @@ class FFN:
         sizes = (2 * self.n_freqs,) + self.widths + (self.channels,)
         keys = jax.random.split(key, len(sizes) - 1)
         return {
-            "layers": [
-                init_linear(k, fi, fo, 1.0 / math.sqrt(fi)) for k, fi, fo in zip(keys, sizes[:-1], sizes[1:])
-            ]
+            "layers": [init_linear(k, fi, fo, 1.0 / math.sqrt(fi)) for k, fi, fo in zip(keys, sizes[:-1], sizes[1:])]
         }
 
     def encode(self, v):

@@ -57,6 +57,24 @@ def make_optimizer(lr: float = 1e-4, steps: int | None = None, cosine: bool = Fa
     return optax.adam(lr)
 
 
+def init_params(model, key, signal=None) -> dict:
+    """Fresh parameters; given ``signal [*shape, C]``, the output bias starts at its mean.
+
+    At Adam's 1e-4 a bias moves about 1e-4 per step, so a network whose last hidden layer
+    has no constant component (ASMR: the finest modulation makes it high-frequency)
+    would spend thousands of steps just reaching the signal's mean. Starting the output
+    bias there (a data-dependent init, the only departure from SIREN's init) lets the
+    steps go to detail: Cameraman ASMR-4 is at ~21 dB after 100 steps instead of ~11.
+    """
+    params = model.init(key)
+    if signal is None:
+        return params
+    mean = jnp.mean(jnp.reshape(signal, (-1, signal.shape[-1])), axis=0)  # [C]
+    layers = list(params["layers"])
+    layers[-1] = {**layers[-1], "b": mean.astype(layers[-1]["b"].dtype)}
+    return {**params, "layers": layers}
+
+
 def full_batch_loss(model, params, target, shifts=None):
     """MSE of the activation-sharing render against ``target [*shape, C]``."""
     return jnp.mean((model.render(params, shifts) - target) ** 2)
@@ -192,7 +210,8 @@ def fit(
       batch_size: points per step; ``None`` trains full batch when the signal has at
         most ``FULL_BATCH_LIMIT`` values, else about 2**18 points per step.
       key: PRNG key for init and sampling (default ``jax.random.key(0)``).
-      params: start from these instead of a fresh init.
+      params: start from these instead of a fresh :func:`init_params` (SIREN init with
+        the output bias at the signal's mean).
       chunk: steps per jitted ``lax.scan`` call (one progress-bar update each).
       progress: show a progress bar with the current PSNR.
 
@@ -204,7 +223,7 @@ def fit(
         raise ValueError(f"steps must be >= 1, got {steps}")
     key = jax.random.key(0) if key is None else key
     k_init, k_data = jax.random.split(key)
-    params = model.init(k_init) if params is None else params
+    params = init_params(model, k_init, target_np) if params is None else params
     tx = make_optimizer(lr, steps, cosine)
     opt_state = tx.init(params)
     target = jnp.asarray(target_np)

@@ -14,7 +14,7 @@ def test_short_fit_raises_psnr(crop):
     model = models.build("asmr", (32, 32), 1, width=32, bases=(4, 8))
     before = fit.fit(model, crop, 1, progress=False, lr=1e-12)
     after = fit.fit(model, crop, 200, lr=1e-3, progress=False)
-    assert after.psnr > before.psnr + 8
+    assert after.psnr > before.psnr + 5 and after.psnr > 25
     assert after.ssim is not None and 0 < after.ssim <= 1
     assert after.history[-1][0] == 200
 
@@ -61,3 +61,12 @@ def test_one_sample_signal_rejected():
     model = models.build("siren", (1,), 1, width=8, depth=2)
     with pytest.raises(ValueError, match="fewer than 2 samples"):
         fit.fit(model, np.zeros((1, 1), np.float32), 2, progress=False)
+
+
+def test_init_params_centres_output_on_signal_mean(crop):
+    model = models.build("asmr", (32, 32), 1, width=16, bases=(4, 8))
+    params = fit.init_params(model, jax.random.key(0), crop)
+    np.testing.assert_allclose(params["layers"][-1]["b"], crop.reshape(-1, 1).mean(0), rtol=1e-6)
+    plain = model.init(jax.random.key(0))
+    for a, b in zip(jax.tree.leaves(params["layers"][:-1]), jax.tree.leaves(plain["layers"][:-1])):
+        np.testing.assert_array_equal(a, b)

@@ -60,6 +60,9 @@ def test_bundled_images_and_video():
     cam = data.load_signal("camera")
     assert cam.data.shape == (512, 512, 1) and 0 <= cam.data.min() and cam.data.max() <= 1
     assert data.load_signal("chelsea").data.shape == (300, 451, 3)
+    left, right = data.load_signal("motorcycle_left"), data.load_signal("motorcycle_right")
+    assert left.data.shape == right.data.shape == (500, 741, 3)
+    assert not np.array_equal(left.data, right.data)
     vid = data.bundled_video()
     assert vid.kind == "video" and vid.data.shape == (24, 25, 14, 3)
 

@@ -1,0 +1,191 @@
+"""Helpers shared by the experiment scripts: flags, timing, tables, results files.
+
+Every script has a ``get_config(arg)`` returning a plain dict (``arg="smoke"`` shrinks the
+run), a ``main(argv=None)`` that parses ``--smoke`` / ``--out`` / ``--steps``, and writes
+``<out>/<name>.json`` and ``<out>/<name>.md`` with :func:`write_results`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The flags every experiment takes: ``--smoke``, ``--out DIR``, ``--steps N``."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--smoke", action="store_true", help="tiny run (few steps, small crops) to check the script")
+    p.add_argument("--out", default=RESULTS_DIR, help=f"results folder (default {RESULTS_DIR})")
+    p.add_argument("--steps", type=int, default=None, help="override the config's number of training steps")
+    return p
+
+
+def positive_int(value, what: str) -> int:
+    """``value`` as an int >= 1, else a ``ValueError`` naming ``what``."""
+    if value is None or int(value) != value or int(value) < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def block(tree):
+    """Waits for every array in ``tree``; returns it."""
+    return jax.block_until_ready(tree)
+
+
+def render_latency(model, params, repeats: int = 5) -> float:
+    """Median seconds of one jitted ``model.render(params)`` (compiled once beforehand)."""
+    fn = jax.jit(model.render)
+    block(fn(params))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        block(fn(params))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and population standard deviation of finite ``values`` (``nan`` when empty)."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return float("nan"), float("nan")
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def fmt(value, digits: int = 2) -> str:
+    """Numbers for tables: ``None`` -> ``-``, ints with thousands separators."""
+    if value is None:
+        return "-"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def markdown_table(headers, rows) -> str:
+    """A GitHub markdown table from ``headers`` and rows of already formatted cells."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def max_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss``)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def environment() -> dict:
+    """Where a result was measured."""
+    return {
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def _atomic_write(path: str, text: str) -> None:
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def jsonable(obj):
+    """``obj`` with tuples as lists, NumPy scalars as Python numbers and NaN/inf as ``None``."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    return obj
+
+
+def write_results(out_dir: str, name: str, payload: dict, markdown: str) -> tuple[str, str]:
+    """Writes ``<out_dir>/<name>.json`` (``payload`` plus the environment) and ``.md``.
+
+    Each file is written to a temporary name and renamed, so an interrupted run never
+    leaves a half-written result over an older one. Returns both paths.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    payload = dict(payload, environment=environment())
+    json_path = os.path.join(out_dir, f"{name}.json")
+    md_path = os.path.join(out_dir, f"{name}.md")
+    _atomic_write(json_path, json.dumps(jsonable(payload), indent=2) + "\n")
+    _atomic_write(md_path, markdown.rstrip() + "\n")
+    return json_path, md_path
+
+
+def with_output_bias(params: dict, mean) -> dict:
+    """``params`` with the output layer's bias ``[C]`` set to ``mean [C]`` (the rest untouched)."""
+    layers = list(params["layers"])
+    layers[-1] = dict(layers[-1], b=np.asarray(mean, np.float32).reshape(layers[-1]["b"].shape))
+    return dict(params, layers=layers)
+
+
+def write_partial(out_dir: str, name: str, payload: dict) -> str:
+    """Saves progress of a long run to ``<out_dir>/<name>.partial.json`` (never the final files)."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.partial.json")
+    _atomic_write(path, json.dumps(jsonable(payload), indent=2) + "\n")
+    return path
+
+
+def read_partial(out_dir: str, name: str, config: dict) -> list:
+    """Rows saved by :func:`write_partial` for this exact ``config`` (``[]`` if none)."""
+    path = os.path.join(out_dir, f"{name}.partial.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        old = json.load(f)
+    return old.get("rows", []) if old.get("config") == jsonable(config) else []
+
+
+def remove_partial(out_dir: str, name: str) -> None:
+    path = os.path.join(out_dir, f"{name}.partial.json")
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def resize(data: np.ndarray, shape) -> np.ndarray:
+    """Anti-aliased resize of ``data [*spatial, C]`` on ``[0, 1]`` to ``[*shape, C]``."""
+    from skimage.transform import resize as sk_resize
+
+    shape = tuple(int(s) for s in shape)
+    if shape == tuple(data.shape[:-1]):
+        return data.astype(np.float32)
+    out = sk_resize(data, shape + data.shape[-1:], anti_aliasing=True, preserve_range=True)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

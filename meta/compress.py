@@ -1,0 +1,753 @@
+"""COIN++-style compression of functa latents: quantize, entropy-code, write a file.
+
+An image is compressed to one latent vector ``phi`` (``[D]``) of a meta-learned
+network (``meta.functa``), then:
+
+1. **Quantizer** (:class:`Quantizer`): uniform, ``2**bits`` cells per dimension on
+   ``[center - clip * scale, center + clip * scale]``; ``center``/``scale`` are the
+   per-dimension (or global) mean/std of the training functaset. A value is mapped to
+   the index of its cell, and back to the cell's midpoint, so inside the clip range
+   ``|x - dequantize(quantize(x))| <= step / 2`` with ``step = 2 * clip * scale / 2**bits``.
+2. **Symbol model** (:class:`SymbolModel`): a categorical distribution over the
+   ``2**bits`` symbols, per dimension or shared by all dimensions, estimated from the
+   quantized training latents. Counts are smoothed towards the shared histogram and
+   that towards a discretized standard normal; the smoothing strengths are picked by
+   the code length on a held-out fifth of the training latents, so every symbol keeps a
+   nonzero probability and stays codable.
+3. **Entropy coder**: ``constriction``'s range coder with that model; the payload is
+   the coder's 32-bit words, big-endian, with up to 3 trailing zero bytes dropped
+   (restored exactly on decode).
+4. **File** (:func:`pack` / :func:`unpack`)::
+
+       offset size  field
+       0      3     magic b"AFZ"
+       3      1     format version (1)
+       4      8     model id: sha256 of the shared network's config + parameters, truncated
+       12     4     codec id: sha256 of the quantizer + symbol tables, truncated
+       16     1     bits per latent dimension (1..16)
+       17     2     latent dimension D
+       19     1     number of signal axes d
+       20     2*d   signal shape (uint16 each)
+       ..     1     channels
+       ..     4     payload length P
+       ..     P     payload (range-coded symbols)
+       ..     4     CRC32 of everything before it
+
+   All integers big-endian. For a 2D image the overhead is 33 bytes.
+
+The quantizer + symbol model (a :class:`Codec`) is fitted once on a training
+functaset (``asmr codec-fit``) and saved as ``.npz``; encoder and decoder load the same
+file, so the probability tables are bit-identical on both sides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import zlib
+
+import numpy as np
+
+MAGIC = b"AFZ"
+VERSION = 1
+MAX_BITS = 16
+CODEC_FORMAT = "asmr-functa-codec"
+CODEC_VERSION = 1
+# per-dimension tables above this many entries (D * 2**bits) fall back to one shared table
+MAX_TABLE_ENTRIES = 1 << 21
+
+
+def check_bits(bits) -> int:
+    """Returns ``bits`` as an int; raises ``ValueError`` unless it is in ``1..16``."""
+    if isinstance(bits, bool) or int(bits) != bits or not 1 <= int(bits) <= MAX_BITS:
+        raise ValueError(f"bits must be an integer in 1..{MAX_BITS}, got {bits!r}")
+    return int(bits)
+
+
+# ----------------------------------------------------------------------------- quantizer
+@dataclasses.dataclass(frozen=True, eq=False)
+class Quantizer:
+    """Uniform midpoint quantizer with per-dimension offset and scale.
+
+    ``center``, ``scale``: ``[D]`` float32 (the training latents' mean and std, or one
+    value repeated for a global scale); ``clip``: half-width of the range in units of
+    ``scale``. Symbols are ints in ``0 .. 2**bits - 1``.
+    """
+
+    bits: int
+    center: np.ndarray
+    scale: np.ndarray
+    clip: float
+
+    def __post_init__(self):
+        check_bits(self.bits)
+        object.__setattr__(self, "center", np.asarray(self.center, np.float32).reshape(-1))
+        object.__setattr__(self, "scale", np.asarray(self.scale, np.float32).reshape(-1))
+        if self.center.shape != self.scale.shape:
+            raise ValueError(f"center {self.center.shape} and scale {self.scale.shape} must have one "
+                             f"shape [D]")
+        if not np.all(np.isfinite(self.scale)) or np.any(self.scale <= 0):
+            raise ValueError("quantizer scale must be finite and > 0 in every dimension")
+        if not self.clip > 0:
+            raise ValueError(f"clip must be > 0 standard deviations, got {self.clip}")
+
+    @property
+    def dim(self) -> int:
+        return int(self.center.shape[0])
+
+    @property
+    def levels(self) -> int:
+        return 1 << self.bits
+
+    @property
+    def low(self) -> np.ndarray:
+        """``[D]`` lower end of the clip range."""
+        return (self.center - np.float32(self.clip) * self.scale).astype(np.float32)
+
+    @property
+    def step(self) -> np.ndarray:
+        """``[D]`` cell width ``2 * clip * scale / 2**bits``."""
+        return (np.float32(2.0 * self.clip / self.levels) * self.scale).astype(np.float32)
+
+    def _check(self, latents):
+        if latents.shape[-1:] != (self.dim,):
+            raise ValueError(f"latents have shape {tuple(latents.shape)}; this quantizer takes [..., "
+                             f"{self.dim}]")
+
+    def quantize(self, latents, xp=np):
+        """``[..., D]`` floats -> ``[..., D]`` int32 symbols (values outside the range clip)."""
+        self._check(latents)
+        q = xp.floor((latents - self.low) / self.step)
+        return xp.clip(q, 0, self.levels - 1).astype(xp.int32)
+
+    def dequantize(self, symbols, xp=np):
+        """``[..., D]`` int symbols -> ``[..., D]`` float32 cell midpoints (deterministic)."""
+        self._check(symbols)
+        symbols = xp.asarray(symbols)
+        if xp is np and symbols.size and (symbols.min() < 0 or symbols.max() >= self.levels):
+            raise ValueError(f"symbols must lie in 0..{self.levels - 1}, got "
+                             f"{symbols.min()}..{symbols.max()}")
+        return (self.low + (symbols.astype(xp.float32) + 0.5) * self.step).astype(xp.float32)
+
+    def round_trip(self, latents, xp=np):
+        """``dequantize(quantize(latents))`` (``[..., D]``)."""
+        return self.dequantize(self.quantize(latents, xp), xp)
+
+    def ste(self, latents):
+        """Straight-through quantization for JAX: value of the round trip, gradient of identity."""
+        import jax
+        import jax.numpy as jnp
+
+        return latents + jax.lax.stop_gradient(self.round_trip(latents, jnp) - latents)
+
+
+def fit_quantizer(latents, bits: int, clip: float = 3.0, per_dim: bool = True) -> Quantizer:
+    """Fits center/scale on training latents ``[n, D]`` (per-dimension or global mean/std)."""
+    bits = check_bits(bits)
+    latents = np.asarray(latents, np.float64)
+    if latents.ndim != 2 or latents.shape[0] < 2:
+        raise ValueError(f"training latents must be [n >= 2, D], got shape {latents.shape}")
+    if not np.all(np.isfinite(latents)):
+        raise ValueError("training latents contain NaN or inf")
+    if per_dim:
+        center, scale = latents.mean(0), latents.std(0)
+    else:
+        center = np.full(latents.shape[1], latents.mean())
+        scale = np.full(latents.shape[1], latents.std())
+    # constant dimensions (e.g. never updated) still need a positive cell width
+    floor = max(float(scale.max()) * 1e-3, 1e-12)
+    return Quantizer(bits, center, np.maximum(scale, floor), float(clip))
+
+
+# ----------------------------------------------------------------------------- symbol model
+def _entropy_model():
+    import constriction
+
+    return constriction.stream.model, constriction.stream.queue
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SymbolModel:
+    """Categorical symbol distribution: ``probs`` ``[D, L]`` (per dimension) or ``[1, L]`` (shared).
+
+    Rows are float32 and sum to 1; every entry is > 0.
+    """
+
+    probs: np.ndarray
+
+    def __post_init__(self):
+        p = np.asarray(self.probs, np.float32)
+        if p.ndim != 2 or p.shape[1] < 2:
+            raise ValueError(f"probs must be [D or 1, L >= 2], got shape {p.shape}")
+        if not np.all(np.isfinite(p)) or np.any(p <= 0):
+            raise ValueError("symbol probabilities must be finite and > 0")
+        object.__setattr__(self, "probs", p)
+
+    @property
+    def levels(self) -> int:
+        return int(self.probs.shape[1])
+
+    @property
+    def shared(self) -> bool:
+        return self.probs.shape[0] == 1
+
+    def table(self, dim: int) -> np.ndarray:
+        """``[dim, L]`` probabilities, one row per symbol position."""
+        if self.shared:
+            return np.broadcast_to(self.probs, (dim, self.levels))
+        if self.probs.shape[0] != dim:
+            raise ValueError(f"symbol model has {self.probs.shape[0]} per-dimension tables, message has "
+                             f"{dim} symbols")
+        return self.probs
+
+    def bits(self, symbols) -> np.ndarray:
+        """Ideal code length ``-log2 p`` in bits of ``symbols`` ``[..., D]`` (same shape)."""
+        symbols = np.asarray(symbols)
+        table = self.table(symbols.shape[-1])
+        p = np.take_along_axis(np.broadcast_to(table, symbols.shape + (self.levels,)), symbols[..., None], -1)
+        return -np.log2(p[..., 0].astype(np.float64))
+
+    def _check_symbols(self, symbols) -> np.ndarray:
+        symbols = np.asarray(symbols)
+        if symbols.ndim != 1:
+            raise ValueError(f"symbols must be one message [D], got shape {symbols.shape}")
+        if not np.issubdtype(symbols.dtype, np.integer):
+            raise ValueError(f"symbols must be integers, got dtype {symbols.dtype}")
+        if symbols.size and (symbols.min() < 0 or symbols.max() >= self.levels):
+            raise ValueError(f"symbols must lie in 0..{self.levels - 1}, got "
+                             f"{symbols.min()}..{symbols.max()}")
+        return symbols.astype(np.int32)
+
+    def encode(self, symbols) -> bytes:
+        """Range-codes ``symbols`` ``[D]`` into bytes."""
+        model, queue = _entropy_model()
+        symbols = self._check_symbols(symbols)
+        enc = queue.RangeEncoder()
+        if self.shared:
+            enc.encode(symbols, model.Categorical(self.probs[0], perfect=False))
+        else:
+            enc.encode(symbols, model.Categorical(perfect=False), self.table(symbols.shape[0]))
+        return _words_to_bytes(enc.get_compressed())
+
+    def decode(self, payload: bytes, dim: int) -> np.ndarray:
+        """Inverse of :meth:`encode`: bytes -> ``[dim]`` int32 symbols."""
+        model, queue = _entropy_model()
+        self.table(dim)  # raises on a dimension mismatch
+        dec = queue.RangeDecoder(_bytes_to_words(payload))
+        if self.shared:
+            out = dec.decode(model.Categorical(self.probs[0], perfect=False), dim)
+        else:
+            out = dec.decode(model.Categorical(perfect=False), self.probs)
+        return np.asarray(out, np.int32)
+
+
+def _words_to_bytes(words) -> bytes:
+    raw = np.asarray(words, np.uint32).astype(">u4").tobytes()
+    # trailing zero bytes of the last word carry no information; keep >= 1 byte of it so
+    # the word count is ceil(len / 4)
+    keep = len(raw)
+    while keep > len(raw) - 3 and keep > 0 and raw[keep - 1] == 0:
+        keep -= 1
+    return raw[:keep]
+
+
+def _bytes_to_words(payload: bytes) -> np.ndarray:
+    pad = (-len(payload)) % 4
+    return np.frombuffer(bytes(payload) + b"\0" * pad, ">u4").astype(np.uint32)
+
+
+def _normal_cells(levels: int, clip: float) -> np.ndarray:
+    """``[L]`` mass of a standard normal in each quantizer cell of ``[-clip, clip]`` (tails folded in)."""
+    from math import erf, sqrt
+
+    edges = np.linspace(-clip, clip, levels + 1)
+    cdf = np.array([0.5 * (1.0 + erf(e / sqrt(2.0))) for e in edges])
+    cdf[0], cdf[-1] = 0.0, 1.0
+    return np.maximum(np.diff(cdf), 1e-12)
+
+
+def _smoothed(counts_dim, counts_all, prior, beta: float, gamma: float) -> np.ndarray:
+    """``[D or 1, L]``: per-dim counts + beta * shared, shared = counts + gamma * prior."""
+    shared = counts_all + gamma * prior
+    shared = shared / shared.sum()
+    if beta == np.inf:
+        return shared[None]
+    p = counts_dim + beta * shared[None]
+    return p / p.sum(-1, keepdims=True)
+
+
+def fit_symbol_model(symbols, levels: int, clip: float = 3.0, per_dim: bool | None = None,
+                     seed: int = 0) -> SymbolModel:
+    """Estimates a :class:`SymbolModel` from training symbols ``[n, D]`` over ``levels`` values.
+
+    ``per_dim=None`` chooses by held-out code length (and uses a shared table when the
+    per-dimension tables would exceed ``MAX_TABLE_ENTRIES``); ``True``/``False`` force it.
+    """
+    symbols = np.asarray(symbols)
+    if symbols.ndim != 2 or symbols.shape[0] < 2:
+        raise ValueError(f"training symbols must be [n >= 2, D], got shape {symbols.shape}")
+    n, dim = symbols.shape
+    if symbols.min() < 0 or symbols.max() >= levels:
+        raise ValueError(f"training symbols must lie in 0..{levels - 1}")
+    if per_dim and dim * levels > MAX_TABLE_ENTRIES:
+        raise ValueError(f"per-dimension tables need {dim} x {levels} entries (> {MAX_TABLE_ENTRIES}); "
+                         f"use shared")
+    prior = _normal_cells(levels, clip)
+    allow_dim = per_dim is not False and dim * levels <= MAX_TABLE_ENTRIES
+    betas = [n / 64, n / 16, n / 4, n, 4 * n] if allow_dim else []
+    if per_dim is None or not allow_dim:
+        betas.append(np.inf)  # inf = the shared table alone
+    gammas = [g * n * dim for g in (1e-4, 1e-3, 1e-2, 1e-1, 1.0)]
+
+    def counts(s):
+        c = np.zeros((dim, levels))
+        np.add.at(c, (np.broadcast_to(np.arange(dim), s.shape), s), 1.0)
+        return c
+
+    # pick the smoothing strengths on a held-out fifth, then refit on everything
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, n // 5)
+    val, train = symbols[perm[:n_val]], symbols[perm[n_val:]]
+    c_dim = counts(train)
+    best = None
+    for beta in betas:
+        for gamma in gammas:
+            scale = len(train) / n  # strengths were set for n samples
+            p = _smoothed(c_dim, c_dim.sum(0), prior, beta * scale, gamma * scale)
+            p = np.broadcast_to(p, (dim, levels))
+            cost = -np.log2(p[np.arange(dim), val]).sum()
+            if best is None or cost < best[0]:
+                best = (cost, beta, gamma)
+    _, beta, gamma = best
+    c_dim = counts(symbols)
+    return SymbolModel(_smoothed(c_dim, c_dim.sum(0), prior, beta, gamma).astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- codec
+@dataclasses.dataclass(frozen=True, eq=False)
+class Codec:
+    """A quantizer, its symbol model, and the model id of the network it was fitted for."""
+
+    quantizer: Quantizer
+    symbols: SymbolModel
+    model_id: bytes
+
+    def __post_init__(self):
+        if self.symbols.levels != self.quantizer.levels:
+            raise ValueError(f"symbol model has {self.symbols.levels} symbols, quantizer "
+                             f"{self.quantizer.levels}")
+        if not self.symbols.shared and self.symbols.probs.shape[0] != self.quantizer.dim:
+            raise ValueError("per-dimension symbol tables do not match the latent dimension")
+
+    @property
+    def bits(self) -> int:
+        return self.quantizer.bits
+
+    @property
+    def dim(self) -> int:
+        return self.quantizer.dim
+
+    @property
+    def codec_id(self) -> bytes:
+        """4-byte sha256 prefix of every table the decoder depends on."""
+        h = hashlib.sha256()
+        q = self.quantizer
+        h.update(struct.pack(">Bd", q.bits, q.clip))
+        for arr in (q.center, q.scale, self.symbols.probs):
+            h.update(str(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr, "<f4").tobytes())
+        return h.digest()[:4]
+
+    def encode_latent(self, latent) -> tuple[bytes, np.ndarray]:
+        """``[D]`` latent -> (payload bytes, ``[D]`` int32 symbols)."""
+        symbols = self.quantizer.quantize(np.asarray(latent, np.float32))
+        return self.symbols.encode(symbols), symbols
+
+    def decode_latent(self, payload: bytes) -> np.ndarray:
+        """Payload -> ``[D]`` float32 dequantized latent."""
+        return self.quantizer.dequantize(self.symbols.decode(payload, self.dim))
+
+    def save(self, path, overwrite: bool = False) -> str:
+        """Writes the codec as ``.npz`` atomically; returns the path."""
+        q = self.quantizer
+        meta = json.dumps({"format": CODEC_FORMAT, "version": CODEC_VERSION})
+
+        def write(f):
+            np.savez(f, meta=np.array(meta), bits=np.int64(q.bits), clip=np.float64(q.clip), center=q.center,
+                     scale=q.scale, probs=self.symbols.probs, model_id=np.frombuffer(self.model_id, np.uint8))
+
+        return atomic_write(path, write, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path) -> Codec:
+        """Reads a codec written by :meth:`save`; raises ``ValueError`` if it is not one."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"codec file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: z[k] for k in ("bits", "clip", "center", "scale", "probs", "model_id")}
+        except (OSError, ValueError, KeyError, zlib.error, EOFError, AttributeError) as e:
+            raise ValueError(f"{path} is not a readable codec file: {type(e).__name__}: {e}") from None
+        if not isinstance(meta,
+                          dict) or meta.get("format") != CODEC_FORMAT or meta.get("version") != CODEC_VERSION:
+            raise ValueError(f"{path} is not a version-{CODEC_VERSION} {CODEC_FORMAT} file ({meta})")
+        q = Quantizer(int(arrays["bits"]), arrays["center"], arrays["scale"], float(arrays["clip"]))
+        return cls(q, SymbolModel(arrays["probs"]), bytes(arrays["model_id"].astype(np.uint8)))
+
+
+def fit_codec(latents, bits: int, model_id: bytes, clip: float = 3.0, per_dim_scale: bool = True,
+              per_dim_symbols: bool | None = None) -> Codec:
+    """Fits quantizer and symbol model on training latents ``[n, D]``."""
+    q = fit_quantizer(latents, bits, clip=clip, per_dim=per_dim_scale)
+    sym = fit_symbol_model(q.quantize(np.asarray(latents, np.float32)), q.levels, clip=clip,
+                           per_dim=per_dim_symbols)
+    return Codec(q, sym, bytes(model_id))
+
+
+# ----------------------------------------------------------------------------- identity
+def model_id(params, config=None) -> bytes:
+    """8-byte sha256 prefix of a network's config (JSON/repr) and every parameter array.
+
+    ``params``: any pytree of arrays; leaves are hashed with their tree path, dtype and
+    shape, so a different architecture or different weights give a different id.
+    """
+    import jax
+
+    h = hashlib.sha256()
+    if config is not None:
+        if hasattr(config, "config") and callable(config.config):
+            config = config.config()
+        elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+            config = dataclasses.asdict(config)
+        h.update(json.dumps(config, sort_keys=True, default=repr).encode())
+    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    for path, leaf in leaves:
+        arr = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.digest()[:8]
+
+
+# ----------------------------------------------------------------------------- file format
+@dataclasses.dataclass(frozen=True)
+class Header:
+    """Fields of a compressed file (see the module docstring for the layout)."""
+
+    model_id: bytes
+    codec_id: bytes
+    bits: int
+    dim: int
+    shape: tuple[int, ...]
+    channels: int
+    payload: bytes
+
+
+_FIXED = struct.Struct(">3sB8s4sBHB")  # magic, version, model id, codec id, bits, D, ndim
+_TAIL = 4  # CRC32
+
+
+def pack(header: Header) -> bytes:
+    """Serializes a :class:`Header` (with payload) to bytes, CRC32 last."""
+    check_bits(header.bits)
+    if not 1 <= len(header.shape) <= 255 or any(not 1 <= s <= 0xFFFF for s in header.shape):
+        raise ValueError(f"signal shape {header.shape} must have 1..255 axes of size 1..65535")
+    if not 1 <= header.channels <= 255 or not 1 <= header.dim <= 0xFFFF:
+        raise ValueError(f"channels {header.channels} must be 1..255 and latent dim {header.dim} 1..65535")
+    if len(header.model_id) != 8 or len(header.codec_id) != 4:
+        raise ValueError("model id must be 8 bytes and codec id 4 bytes")
+    body = (_FIXED.pack(MAGIC, VERSION, header.model_id, header.codec_id, header.bits, header.dim,
+                        len(header.shape))
+            + struct.pack(f">{len(header.shape)}HBI", *header.shape, header.channels, len(header.payload))
+            + header.payload)
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def header_size(ndim: int) -> int:
+    """Bytes of a file besides the payload, for a signal with ``ndim`` axes."""
+    return _FIXED.size + 2 * ndim + 1 + 4 + _TAIL
+
+
+def unpack(data: bytes, name: str = "input") -> Header:
+    """Parses and verifies a compressed file; ``ValueError`` names what is wrong."""
+    data = bytes(data)
+    if len(data) < _FIXED.size:
+        raise ValueError(f"{name}: {len(data)} bytes is too short for a compressed file (header alone is "
+                         f">= {header_size(1)} bytes); the file is truncated or not a compressed file")
+    magic, version, mid, cid, bits, dim, ndim = _FIXED.unpack_from(data)
+    if magic != MAGIC:
+        raise ValueError(f"{name}: not a functa-compressed file (magic {magic!r}, expected {MAGIC!r})")
+    if version != VERSION:
+        raise ValueError(f"{name}: file format version {version}, this library reads version {VERSION}")
+    need = header_size(ndim)
+    if len(data) < need:
+        raise ValueError(f"{name}: truncated: {len(data)} bytes, the header alone needs {need}")
+    fields = struct.unpack_from(f">{ndim}HBI", data, _FIXED.size)
+    shape, channels, plen = tuple(fields[:ndim]), fields[ndim], fields[ndim + 1]
+    if len(data) != need + plen:
+        what = "truncated" if len(data) < need + plen else "has trailing bytes"
+        raise ValueError(f"{name}: {what}: {len(data)} bytes, the header says {need + plen} "
+                         f"({plen}-byte payload)")
+    (crc,) = struct.unpack_from(">I", data, len(data) - _TAIL)
+    if zlib.crc32(data[:-_TAIL]) != crc:
+        raise ValueError(f"{name}: checksum mismatch (CRC32 {zlib.crc32(data[:-_TAIL]):08x}, stored "
+                         f"{crc:08x}): "
+                         "the file is corrupt")
+    check_bits(bits)
+    start = need - _TAIL
+    return Header(mid, cid, bits, dim, shape, channels, data[start:start + plen])
+
+
+def atomic_write(path, write, overwrite: bool = False, suffix: str = "") -> str:
+    """Calls ``write(f)`` on a temporary file and moves it to ``path`` only on success.
+
+    Raises ``FileExistsError`` (before writing anything) if ``path`` exists and not
+    ``overwrite``; without ``overwrite`` the final step is a hard link, which also
+    refuses to replace a file that appeared meanwhile. On any error ``path`` is untouched.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory; expected a file path")
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600; give it a new file's usual mode
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(f"{path} already exists; pass --overwrite to replace it") from None
+            os.unlink(tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------- encode / decode
+@dataclasses.dataclass
+class Encoded:
+    """Result of :func:`encode`: file bytes plus what was measured on the way."""
+
+    data: bytes
+    symbols: np.ndarray  # [D] int32
+    latent: np.ndarray  # [D] float32, the dequantized latent the decoder will see
+    image: np.ndarray  # [*shape, C] reconstruction from ``latent``
+    psnr: float  # PSNR of ``image`` against the input
+    psnr_unquantized: float  # PSNR before quantization
+    bpp: float  # file bits per pixel (header included)
+    payload_bpp: float  # payload bits per pixel
+
+
+def refine(latents, images, render, quantizer: Quantizer, steps: int, lr: float = 0.1) -> np.ndarray:
+    """Quantization-aware refinement (COIN++): Adam on latents through the straight-through quantizer.
+
+    ``latents``: ``[n, D]`` (or one ``[D]``); ``images``: ``[n, *shape, C]`` (or one);
+    ``render(latent [D]) -> [*shape, C]``, differentiable in JAX. The Adam rate is ``lr``
+    quantizer steps per dimension (small, so the latent stays near the cells it had and
+    the rate barely grows: refinement optimizes distortion only). Returns float32 latents
+    (same shape as ``latents``), each the iterate whose *quantized* reconstruction had the
+    lowest MSE among the start and all ``steps`` updates, so refinement never makes the
+    result worse.
+    """
+    latents = np.asarray(latents, np.float32)
+    single = latents.ndim == 1
+    images = np.asarray(images, np.float32)
+    if single:
+        latents, images = latents[None], images[None]
+    if int(steps) < 1:
+        return latents[0] if single else latents
+    out = np.asarray(_refiner(render, quantizer, int(steps), float(lr))(latents, images))
+    return out[0] if single else out
+
+
+@functools.lru_cache(maxsize=16)
+def _refiner(render, quantizer: Quantizer, steps: int, lr: float):
+    """Jitted ``(latents [n, D], images [n, ...]) -> [n, D]``, cached per render function and quantizer."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    step = jnp.asarray(quantizer.step)
+    opt = optax.adam(1.0)
+
+    def one(z0, target):
+        def loss(z):
+            return jnp.mean((render(quantizer.ste(z)) - target) ** 2)
+
+        def body(carry, _):
+            z, state, best_z, best = carry
+            value, g = jax.value_and_grad(loss)(z)  # quantized loss at z, before the update
+            better = value < best
+            best_z, best = jnp.where(better, z, best_z), jnp.where(better, value, best)
+            upd, state = opt.update(g, state)
+            return (z + lr * step * upd, state, best_z, best), None
+
+        init = (z0, opt.init(z0), z0, jnp.asarray(jnp.inf, jnp.float32))
+        (z, _, best_z, best), _ = jax.lax.scan(body, init, None, length=steps)
+        return jnp.where(loss(z) < best, z, best_z)
+
+    return jax.jit(jax.vmap(one))
+
+
+def check_image(image, shape, channels) -> np.ndarray:
+    """Returns ``image`` as float32 ``[*shape, channels]`` on [0, 1]; ``ValueError`` otherwise."""
+    image = np.asarray(image)
+    want = tuple(shape) + (channels,)
+    if image.shape != want:
+        raise ValueError(f"image has shape {image.shape}, but the model takes {'x'.join(map(str, want))} "
+                         "(resize or crop it first)")
+    image = image.astype(np.float32)
+    if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
+        raise ValueError("image values must be finite and on [0, 1]")
+    return image
+
+
+def encode(image, codec: Codec, model_id_: bytes, fit, render, refine_steps: int = 0,
+           refine_lr: float = 0.1, render_jax=None) -> Encoded:
+    """Compresses one signal.
+
+    ``image``: ``[*shape, C]`` on [0, 1]; ``fit(image) -> [D]`` latent;
+    ``render(latent [D]) -> [*shape, C]``; ``render_jax``: a differentiable JAX version
+    of ``render`` for the refinement (default ``render``). ``model_id_`` must be the id
+    the codec was fitted for (the network's :func:`model_id`).
+    """
+    from asmr_jax import metrics
+
+    if bytes(model_id_) != codec.model_id:
+        raise ValueError(f"codec was fitted for network {codec.model_id.hex()}, this network is "
+                         f"{bytes(model_id_).hex()}; refit it with `asmr codec-fit`")
+    image = np.asarray(image, np.float32)
+    latent = np.asarray(fit(image), np.float32).reshape(-1)
+    if latent.shape != (codec.dim,):
+        raise ValueError(f"the network's latent has {latent.size} dims, the codec expects {codec.dim}")
+    psnr_float = metrics.psnr(np.asarray(render(latent)), image)
+    if refine_steps:
+        latent = refine(latent, image, render_jax or render, codec.quantizer, refine_steps, refine_lr)
+    payload, symbols = codec.encode_latent(latent)
+    data = pack(Header(bytes(model_id_), codec.codec_id, codec.bits, codec.dim, tuple(image.shape[:-1]),
+                       int(image.shape[-1]), payload))
+    deq = codec.quantizer.dequantize(symbols)
+    recon = np.asarray(render(deq))
+    pixels = int(np.prod(image.shape[:-1]))
+    return Encoded(data, symbols, deq, recon, metrics.psnr(recon, image), psnr_float,
+                   8 * len(data) / pixels, 8 * len(payload) / pixels)
+
+
+def decode(data: bytes, codec: Codec, model_id_: bytes, render, name: str = "input"):
+    """Decompresses file bytes -> ``(image [*shape, C], latent [D], header)``.
+
+    Raises ``ValueError`` for a truncated or corrupt file, or one written for another
+    network or codec.
+    """
+    header = unpack(data, name)
+    if header.model_id != bytes(model_id_):
+        raise ValueError(f"{name} was encoded with network {header.model_id.hex()}, but the given model is "
+                         f"{bytes(model_id_).hex()}; decode it with the checkpoint it was encoded with")
+    if header.codec_id != codec.codec_id or header.bits != codec.bits or header.dim != codec.dim:
+        raise ValueError(f"{name} was encoded with codec {header.codec_id.hex()} ({header.bits} bits, "
+                         f"D={header.dim}),"
+                         f" the codec found is {codec.codec_id.hex()} ({codec.bits} bits, D={codec.dim})")
+    latent = codec.decode_latent(header.payload)
+    image = np.asarray(render(latent))
+    if image.shape != tuple(header.shape) + (header.channels,):
+        raise ValueError(f"{name}: the network renders {image.shape}, the file says "
+                         f"{tuple(header.shape) + (header.channels,)}")
+    return image, latent, header
+
+
+# ----------------------------------------------------------------------------- meta-learned networks
+class MetaNetwork:
+    """A meta-learned checkpoint (``meta.functa``) seen as ``fit``/``render`` functions.
+
+    ``fit(image [H, W, C]) -> [D]`` runs ``steps`` inner steps (default the checkpoint's
+    ``k``); ``render(latent [D]) -> [H, W, C]`` (numpy, clipped to [0, 1]);
+    ``render_jax`` is the same, traceable and differentiable. ``id`` is :func:`model_id`
+    of the shared parameters and the meta config.
+    """
+
+    def __init__(self, path, steps: int | None = None):
+        from meta import functa
+
+        self.path = os.fspath(path)
+        self.meta, self.params = functa.load_meta_checkpoint(self.path)
+        self.steps = self.meta.inner_steps if steps is None else int(steps)
+        if self.steps < 0:
+            raise ValueError(f"--steps must be >= 0, got {self.steps}")
+        self.id = model_id(self.params, self.meta.config())
+        self._functa = functa
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.meta.shape)
+
+    @property
+    def channels(self) -> int:
+        return int(self.meta.channels)
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta.latent_dim)
+
+    def fit_many(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """``[n, H, W, C]`` -> ``(latents [n, D], psnrs [n])``."""
+        return self._functa.fit_latents(self.meta, self.params, images, self.steps)
+
+    def fit(self, image) -> np.ndarray:
+        return self.fit_many(np.asarray(image)[None])[0][0]
+
+    def render_many(self, latents) -> np.ndarray:
+        """``[n, D]`` -> ``[n, H, W, C]``."""
+        return self._functa.render_latents(self.meta, self.params, latents)
+
+    def render(self, latent) -> np.ndarray:
+        return self.render_many(np.asarray(latent)[None])[0]
+
+    @functools.cached_property
+    def render_jax(self):
+        import jax.numpy as jnp
+
+        functa, meta, params = self._functa, self.meta, self.params
+        return lambda z: jnp.clip(functa.render(meta, params, z), 0.0, 1.0)
+
+
+def codec_path(checkpoint, bits: int) -> str:
+    """Default codec location: ``CHECKPOINT/codec/bits{bits}.npz``."""
+    return os.path.join(os.fspath(checkpoint), "codec", f"bits{check_bits(bits)}.npz")
+
+
+def load_codec_for(net: MetaNetwork, bits: int, path=None) -> Codec:
+    """Loads the codec for ``net`` at ``bits`` (default :func:`codec_path`); clear errors if missing/stale."""
+    path = path or codec_path(net.path, bits)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {bits}-bit codec at {path}; create it with "
+                                f"`asmr codec-fit {net.path} --bits {bits} --functaset TRAIN.npz` "
+                                f"(or --dataset NAME to fit latents of a training split)")
+    codec = Codec.load(path)
+    if codec.bits != bits:
+        raise ValueError(f"codec {path} is for {codec.bits} bits, {bits} were asked for")
+    if codec.model_id != net.id:
+        raise ValueError(f"codec {path} was fitted for network {codec.model_id.hex()}, but {net.path} is now "
+                         f"{net.id.hex()} (trained further?); refit it with `asmr codec-fit --overwrite`")
+    if codec.dim != net.dim:
+        raise ValueError(f"codec {path} has latent dim {codec.dim}, the network {net.dim}")
+    return codec

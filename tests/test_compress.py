@@ -1,0 +1,405 @@
+"""Latent compression: quantizer bounds, exact entropy coding, file format and its failure modes."""
+
+import os
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meta import compress as C
+
+D = 24
+SHAPE, CHANNELS = (6, 5), 3
+
+
+def synthetic_latents(n, dim=D, seed=0):
+    """[n, dim] latents with per-dimension offsets and scales, a heavy-ish tail, one constant dim."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_t(5, size=(n, dim)) * rng.uniform(0.05, 2.0, dim) + rng.normal(size=dim)
+    z[:, -1] = 0.25
+    return z.astype(np.float32)
+
+
+class LinearNet:
+    """A tiny stand-in for a meta-learned network: image = sigmoid(z @ A + b), [D] -> [6, 5, 3]."""
+
+    def __init__(self, seed=0):
+        k1, k2 = jax.random.split(jax.random.key(seed))
+        self.params = {"A": 0.3 * jax.random.normal(k1, (D, 90)), "b": 0.1 * jax.random.normal(k2, (90,))}
+        self.id = C.model_id(self.params, {"kind": "linear", "dim": D})
+
+    def render(self, z):
+        return jax.nn.sigmoid(jnp.asarray(z) @ self.params["A"] + self.params["b"]).reshape(*SHAPE, CHANNELS)
+
+    def fit(self, image, steps=60):
+        z = jnp.zeros(D)
+        loss = lambda z: jnp.mean((self.render(z) - image) ** 2)
+        grad = jax.jit(jax.grad(loss))
+        for _ in range(steps):
+            z = z - 20.0 * grad(z)
+        return np.asarray(z)
+
+
+@pytest.fixture(scope="module")
+def net():
+    return LinearNet()
+
+
+@pytest.fixture(scope="module")
+def codec(net):
+    return C.fit_codec(synthetic_latents(300), 6, net.id)
+
+
+@pytest.fixture(scope="module")
+def image(net):
+    z = synthetic_latents(1, seed=7)[0]
+    return np.asarray(net.render(z))
+
+
+# ----------------------------------------------------------------------------- quantizer
+@pytest.mark.parametrize("bits", [1, 2, 5, 8, 16])
+@pytest.mark.parametrize("per_dim", [True, False])
+def test_quantize_error_at_most_half_a_step_inside_clip(bits, per_dim):
+    train = synthetic_latents(200)
+    q = C.fit_quantizer(train, bits, clip=2.5, per_dim=per_dim)
+    rng = np.random.default_rng(1)
+    x = (q.low + rng.uniform(0, 1, (500, D)) * (q.step * q.levels)).astype(np.float32)
+    x[0], x[1] = q.low, q.low + q.step * q.levels  # both ends of the range
+    sym = q.quantize(x)
+    assert sym.dtype == np.int32 and sym.min() >= 0 and sym.max() <= q.levels - 1
+    err = np.abs(q.dequantize(sym) - x)
+    rounding = 4 * np.finfo(np.float32).eps * (np.abs(x) + np.abs(q.low))  # float32 arithmetic
+    assert np.all(err <= q.step / 2 + rounding)
+    # dequantize is exact: the representative quantizes to its own symbol
+    np.testing.assert_array_equal(q.quantize(q.dequantize(sym)), sym)
+
+
+def test_quantizer_clips_outside_range_and_fits_statistics():
+    train = synthetic_latents(400)
+    q = C.fit_quantizer(train, 4, clip=3.0)
+    np.testing.assert_allclose(q.center, train.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(q.scale[:-1], train.std(0)[:-1], rtol=1e-5)
+    assert q.scale[-1] > 0  # the constant dimension still has a positive step
+    far = np.stack([q.center - 100 * q.scale, q.center + 100 * q.scale])
+    np.testing.assert_array_equal(q.quantize(far), [[0] * D, [15] * D])
+    g = C.fit_quantizer(train, 4, per_dim=False)
+    assert np.unique(g.scale).size == 1 and np.unique(g.center).size == 1
+
+
+def test_quantizer_jax_path_matches_numpy_and_straight_through_gradient():
+    q = C.fit_quantizer(synthetic_latents(100), 5)
+    x = synthetic_latents(3, seed=3)
+    np.testing.assert_array_equal(np.asarray(q.quantize(jnp.asarray(x), jnp)), q.quantize(x))
+    np.testing.assert_allclose(np.asarray(q.ste(jnp.asarray(x))), q.round_trip(x), rtol=1e-6, atol=1e-6)
+    g = jax.grad(lambda z: jnp.sum(q.ste(z) * jnp.arange(D)))(jnp.asarray(x[0]))
+    np.testing.assert_allclose(np.asarray(g), np.arange(D))
+
+
+@pytest.mark.parametrize("bits", [0, 17, -1, 2.5, True])
+def test_bits_out_of_range(bits):
+    with pytest.raises(ValueError, match="bits must be an integer in 1..16"):
+        C.fit_quantizer(synthetic_latents(10), bits)
+
+
+# ----------------------------------------------------------------------------- entropy coder
+@settings(max_examples=25, deadline=None)
+@given(bits=st.integers(1, 16), shared=st.booleans(), seed=st.integers(0, 2**16))
+def test_entropy_coder_round_trip_exact(bits, shared, seed):
+    levels = 1 << bits
+    rng = np.random.default_rng(seed)
+    probs = rng.gamma(0.3, size=(1 if shared else D, levels)) + 1e-6
+    model = C.SymbolModel((probs / probs.sum(-1, keepdims=True)).astype(np.float32))
+    symbols = rng.integers(0, levels, D).astype(np.int32)  # includes improbable symbols
+    payload = model.encode(symbols)
+    assert isinstance(payload, bytes)
+    np.testing.assert_array_equal(model.decode(payload, D), symbols)
+    assert model.encode(model.decode(payload, D)) == payload  # bytes reproduce too
+
+
+def test_symbol_model_codes_unseen_symbols_and_compresses_seen_ones():
+    train = synthetic_latents(300)
+    codec = C.fit_codec(train, 8, b"\0" * 8)
+    sym = codec.quantizer.quantize(train)
+    assert np.all(codec.symbols.probs > 0)
+    never = np.setdiff1d(np.arange(256), np.unique(sym))
+    assert never.size > 0
+    msg = np.full(D, never[0], np.int32)
+    np.testing.assert_array_equal(codec.symbols.decode(codec.symbols.encode(msg), D), msg)
+    # held-out latents of the same distribution cost less than the raw bits, and the real
+    # byte count is within a few bytes of the ideal code length
+    dim = 128
+    latents = synthetic_latents(400, dim=dim)
+    codec4 = C.fit_codec(latents[:300], 4, b"\0" * 8)
+    test = codec4.quantizer.quantize(latents[300:])
+    sizes = np.array([len(codec4.symbols.encode(s)) for s in test])
+    ideal = codec4.symbols.bits(test).sum(-1) / 8
+    assert ideal.mean() < 0.95 * dim * 4 / 8
+    assert np.all(sizes <= np.ceil(ideal) + 6)
+    assert sizes.mean() < dim * 4 / 8
+
+
+def test_symbol_model_per_dim_choice_follows_the_data():
+    rng = np.random.default_rng(0)
+    # every dimension concentrated on its own symbol: per-dimension tables must win
+    skewed = (np.arange(D)[None] % 16 + (rng.uniform(size=(400, D)) < 0.05)).astype(np.int32)
+    assert not C.fit_symbol_model(skewed, 32).shared
+    iid = rng.integers(0, 32, (400, D))
+    assert C.fit_symbol_model(iid, 32).shared
+    assert C.fit_symbol_model(iid, 32, per_dim=True).probs.shape == (D, 32)
+
+
+def test_payload_trailing_zero_trim_is_exact():
+    words = np.array([0x12345678, 0xAB000000, 0, 0x00000100], np.uint32)
+    for n in range(1, 5):
+        w = words[:n]
+        np.testing.assert_array_equal(C._bytes_to_words(C._words_to_bytes(w)), w)
+
+
+# ----------------------------------------------------------------------------- codec file
+def test_codec_save_load_round_trip(tmp_path, codec):
+    path = codec.save(tmp_path / "codec.npz")
+    back = C.Codec.load(path)
+    assert back.codec_id == codec.codec_id and back.model_id == codec.model_id
+    np.testing.assert_array_equal(back.symbols.probs, codec.symbols.probs)
+    with pytest.raises(FileExistsError):
+        codec.save(path)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable codec"):
+        C.Codec.load(tmp_path / "junk.npz")
+
+
+def test_codec_id_changes_with_any_table(codec):
+    q = codec.quantizer
+    other = C.Codec(C.Quantizer(q.bits, q.center, q.scale * 1.001, q.clip), codec.symbols, codec.model_id)
+    assert other.codec_id != codec.codec_id
+
+
+def test_model_id_depends_on_weights_and_config(net):
+    p2 = jax.tree.map(lambda x: x.at[0].add(1e-6), net.params)
+    assert C.model_id(p2, {"kind": "linear", "dim": D}) != net.id
+    assert C.model_id(net.params, {"kind": "linear", "dim": D + 1}) != net.id
+    assert C.model_id(jax.tree.map(np.asarray, net.params), {"kind": "linear", "dim": D}) == net.id
+
+
+# ----------------------------------------------------------------------------- encode / decode
+def test_encode_decode_round_trip(net, codec, image):
+    enc = C.encode(image, codec, net.id, net.fit, net.render)
+    out, latent, header = C.decode(enc.data, codec, net.id, net.render)
+    np.testing.assert_array_equal(latent, enc.latent)  # bit-exact dequantized latent
+    np.testing.assert_array_equal(latent, codec.quantizer.dequantize(enc.symbols))
+    assert header.shape == SHAPE and header.channels == CHANNELS and header.bits == 6
+    from asmr_jax.metrics import psnr
+
+    assert psnr(out, image) == pytest.approx(enc.psnr, abs=1e-9)
+    assert enc.psnr > 20.0 and enc.psnr <= enc.psnr_unquantized + 1.0
+    pixels = np.prod(SHAPE)
+    assert enc.bpp == 8 * len(enc.data) / pixels
+    assert enc.payload_bpp == 8 * (len(enc.data) - C.header_size(2)) / pixels
+
+
+def test_refinement_never_hurts(net, image):
+    codec = C.fit_codec(synthetic_latents(300), 3, net.id)
+    plain = C.encode(image, codec, net.id, net.fit, net.render)
+    refined = C.encode(image, codec, net.id, net.fit, net.render, refine_steps=15)
+    assert refined.psnr >= plain.psnr - 1e-6
+    _, latent, _ = C.decode(refined.data, codec, net.id, net.render)
+    np.testing.assert_array_equal(latent, refined.latent)
+
+
+def test_wrong_network_is_rejected(net, codec, image):
+    enc = C.encode(image, codec, net.id, net.fit, net.render)
+    other = LinearNet(seed=1)
+    with pytest.raises(ValueError, match="encoded with network .* decode it with the checkpoint"):
+        C.decode(enc.data, codec, other.id, other.render)
+    with pytest.raises(ValueError, match="codec was fitted for network"):
+        C.encode(image, codec, other.id, other.fit, other.render)
+
+
+def test_wrong_codec_is_rejected(net, codec, image):
+    enc = C.encode(image, codec, net.id, net.fit, net.render)
+    codec4 = C.fit_codec(synthetic_latents(300), 4, net.id)
+    with pytest.raises(ValueError, match="encoded with codec"):
+        C.decode(enc.data, codec4, net.id, net.render)
+
+
+def test_truncated_corrupt_and_foreign_files(net, codec, image):
+    data = C.encode(image, codec, net.id, net.fit, net.render).data
+    for n in (0, 5, C.header_size(2) - 1, len(data) - 1):
+        with pytest.raises(ValueError, match="truncated|too short"):
+            C.unpack(data[:n])
+    with pytest.raises(ValueError, match="trailing bytes"):
+        C.unpack(data + b"\0")
+    for pos in (4, 20, len(data) - 6, len(data) - 1):  # header, shape, payload, checksum itself
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        with pytest.raises(ValueError, match="checksum mismatch|truncated|trailing"):
+            C.decode(bytes(bad), codec, net.id, net.render)
+    with pytest.raises(ValueError, match="not a functa-compressed file"):
+        C.unpack(b"\x89PNG" + data[4:])
+    future = bytearray(data)
+    future[3] = 9
+    with pytest.raises(ValueError, match="version 9"):
+        C.unpack(bytes(future))
+
+
+def test_corrupt_byte_with_recomputed_crc_still_caught_by_ids(net, codec, image):
+    data = bytearray(C.encode(image, codec, net.id, net.fit, net.render).data)
+    data[5] ^= 1  # model id byte, checksum fixed up: the id check must still catch it
+    body = bytes(data[:-4])
+    fixed = body + zlib.crc32(body).to_bytes(4, "big")
+    with pytest.raises(ValueError, match="encoded with network"):
+        C.decode(fixed, codec, net.id, net.render)
+
+
+def test_image_the_model_cannot_take():
+    with pytest.raises(ValueError, match=r"image has shape \(8, 5, 3\), but the model takes 6x5x3"):
+        C.check_image(np.zeros((8, 5, 3)), SHAPE, CHANNELS)
+    with pytest.raises(ValueError, match="on \\[0, 1\\]"):
+        C.check_image(np.full((6, 5, 3), 2.0), SHAPE, CHANNELS)
+
+
+def test_atomic_write_never_clobbers_or_leaves_partial_files(tmp_path):
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"original")
+    with pytest.raises(FileExistsError):
+        C.atomic_write(path, lambda f: f.write(b"new"))
+    assert path.read_bytes() == b"original"
+
+    def fail(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        C.atomic_write(path, fail, overwrite=True)
+    assert path.read_bytes() == b"original"
+    assert sorted(os.listdir(tmp_path)) == ["out.bin"]  # no temporary left behind
+    C.atomic_write(path, lambda f: f.write(b"new"), overwrite=True)
+    assert path.read_bytes() == b"new"
+
+
+# ----------------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def meta_ckpt(tmp_path_factory):
+    """A tiny (untrained) meta-learning checkpoint, its training functaset, and a test image."""
+    from asmr_jax.asmr import ASMR
+    from asmr_jax.io import write_png
+    from meta import functa
+
+    root = tmp_path_factory.mktemp("meta")
+    meta = functa.MetaModel(ASMR((8, 8), 3, levels=2, widths=16), latent_dim=8, inner_steps=3, inner_lr=1.0)
+    ckpt = functa.save_meta(root / "ckpt", meta, meta.init(jax.random.key(0)))
+    functa.save_meta(root / "other", meta, meta.init(jax.random.key(1)))
+    rng = np.random.default_rng(0)
+    yy, xx = np.meshgrid(np.linspace(0, 1, 8), np.linspace(0, 1, 8), indexing="ij")
+    images = np.stack([np.clip(0.5 + 0.4 * np.sin(3 * a * yy + b * xx)[..., None] * rng.uniform(0.3, 1, 3),
+                               0, 1)
+                       for a, b in rng.uniform(0, 2, (40, 2))]).astype(np.float32)
+    latents, psnr = functa.fit_latents(meta, functa.load_meta_checkpoint(ckpt)[1], images[:32])
+    np.savez(root / "train.npz", latents=latents, psnr=psnr)
+    write_png(root / "img.png", images[35])
+    write_png(root / "big.png", np.zeros((9, 8, 3)))
+    return root
+
+
+def run_cli(capsys, *argv):
+    from asmr_jax.cli import main
+
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_cli_codec_fit_encode_decode(meta_ckpt, capsys):
+    from PIL import Image
+
+    r = meta_ckpt
+    rc, out = run_cli(capsys, "codec-fit", r / "ckpt", "--bits", "4", "6", "--functaset", r / "train.npz")
+    assert rc == 0, out
+    assert (r / "ckpt/codec/bits4.npz").is_file() and (r / "ckpt/codec/bits6.npz").is_file()
+    before = (r / "ckpt/codec/bits4.npz").read_bytes()
+    rc, out = run_cli(capsys, "codec-fit", r / "ckpt", "--bits", "4", "--functaset", r / "train.npz",
+                      "--clip", "2")
+    assert rc == 2 and "already exists" in out
+    assert (r / "ckpt/codec/bits4.npz").read_bytes() == before
+
+    rc, out = run_cli(capsys, "encode", r / "img.png", "--model", r / "ckpt", "--bits", "4", "--out",
+                      r / "img.afz",
+                      "--refine", "3")
+    assert rc == 0, out
+    enc_psnr = out.split("PSNR ")[1].split(" dB")[0]
+    data = (r / "img.afz").read_bytes()
+    assert f"{len(data)} bytes" in out
+    rc, out = run_cli(capsys, "decode", r / "img.afz", "--model", r / "ckpt", "--out", r / "dec.png",
+                      "--reference", r / "img.png")
+    assert rc == 0, out
+    assert out.split("PSNR ")[1].split(" dB")[0] == enc_psnr  # the decoder sees what the encoder measured
+
+    # the PNG holds exactly the render of the dequantized latent
+    net = C.MetaNetwork(r / "ckpt")
+    codec = C.load_codec_for(net, 4)
+    image, latent, header = C.decode(data, codec, net.id, net.render)
+    from asmr_jax.io import to_uint8
+
+    np.testing.assert_array_equal(np.asarray(Image.open(r / "dec.png")), to_uint8(image))
+    assert header.shape == (8, 8) and header.bits == 4 and latent.shape == (8,)
+
+
+def test_cli_errors_leave_files_untouched(meta_ckpt, capsys):
+    r = meta_ckpt
+    if not (r / "ckpt/codec/bits4.npz").exists():
+        assert run_cli(capsys, "codec-fit", r / "ckpt", "--bits", "4", "--functaset", r / "train.npz")[0] == 0
+    assert run_cli(capsys, "encode", r / "img.png", "--model", r / "ckpt", "--bits", "4", "--out",
+                   r / "e.afz")[0] == 0
+    good = (r / "e.afz").read_bytes()
+    (r / "keep.png").write_bytes(b"precious")
+
+    def fails(pattern, *argv):
+        rc, out = run_cli(capsys, *argv)
+        assert rc == 2, out
+        assert pattern in out, out
+
+    fails("already exists", "encode", r / "img.png", "--model", r / "ckpt", "--bits", "4", "--out",
+          r / "e.afz")
+    assert (r / "e.afz").read_bytes() == good
+    fails("bits must be an integer in 1..16", "encode", r / "img.png", "--model", r / "ckpt", "--bits", "17",
+          "--out", r / "x.afz")
+    fails("no 5-bit codec", "encode", r / "img.png", "--model", r / "ckpt", "--bits", "5", "--out",
+          r / "x.afz")
+    fails("but the model takes 8x8x3", "encode", r / "big.png", "--model", r / "ckpt", "--bits", "4",
+          "--out", r / "x.afz")
+    assert not (r / "x.afz").exists()
+
+    fails("encoded with network", "decode", r / "e.afz", "--model", r / "other", "--out", r / "d.png")
+    (r / "trunc.afz").write_bytes(good[:-3])
+    fails("truncated", "decode", r / "trunc.afz", "--model", r / "ckpt", "--out", r / "d.png")
+    bad = bytearray(good)
+    bad[-6] ^= 0xFF
+    (r / "bad.afz").write_bytes(bytes(bad))
+    fails("checksum mismatch", "decode", r / "bad.afz", "--model", r / "ckpt", "--out", r / "keep.png",
+          "--overwrite")
+    assert not (r / "d.png").exists()
+    assert (r / "keep.png").read_bytes() == b"precious"
+    fails("already exists", "decode", r / "e.afz", "--model", r / "ckpt", "--out", r / "keep.png")
+    assert (r / "keep.png").read_bytes() == b"precious"
+    # a codec fitted for another network is refused, not silently used
+    fails("was fitted for network", "encode", r / "img.png", "--model", r / "other", "--bits", "4",
+          "--codec", r / "ckpt/codec/bits4.npz", "--out", r / "x.afz")
+
+
+def test_cli_codec_fit_from_a_dataset_split(tmp_path, capsys):
+    from asmr_jax.asmr import ASMR
+    from meta import functa
+
+    meta = functa.MetaModel(ASMR((8, 8), 1, levels=2, widths=16), latent_dim=4, inner_lr=1.0)
+    ckpt = functa.save_meta(tmp_path / "gray", meta, meta.init(jax.random.key(0)))
+    rc, out = run_cli(capsys, "codec-fit", ckpt, "--bits", "3", "--dataset", "lfw", "--limit", "24")
+    assert rc == 0, out
+    assert "24 lfw/train images" in out
+    codec = C.Codec.load(C.codec_path(ckpt, 3))
+    assert codec.dim == 4 and codec.bits == 3 and codec.model_id == C.MetaNetwork(ckpt).id
+    rc, out = run_cli(capsys, "codec-fit", ckpt, "--bits", "3")
+    assert rc == 2 and "--functaset TRAIN.npz or --dataset NAME" in out

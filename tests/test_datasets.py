@@ -1,0 +1,87 @@
+"""asmr_jax.datasets: bundled patches and faces, TFDS through mock data, batching."""
+
+import numpy as np
+import pytest
+
+from asmr_jax import datasets
+
+
+@pytest.mark.parametrize("res", [16, 32])
+def test_patches_shapes_and_disjoint_photo_split(res):
+    tr = datasets.load_dataset("patches", "train", res)
+    te = datasets.load_dataset("patches", "test", res)
+    assert tr.shape == te.shape == (res, res) and tr.channels == te.channels == 3
+    assert len(tr) > 5 * len(te) > 0
+    x = te.get([0, len(te) - 1])
+    assert x.shape == (2, res, res, 3) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert set(tr.sources) == set(datasets.PATCH_TRAIN_PHOTOS)
+    assert set(te.sources) == set(datasets.PATCH_TEST_PHOTOS)
+    assert not set(tr.sources) & set(te.sources)
+    # no test patch equals a training patch
+    big = tr.get(np.arange(len(tr))).reshape(len(tr), -1)
+    for p in te.get(np.arange(len(te))).reshape(len(te), -1)[:20]:
+        assert np.abs(big - p).max(axis=1).min() > 0
+    # deterministic, and no near-constant patches
+    again = datasets.load_dataset("patches", "test", res)
+    np.testing.assert_array_equal(again.get(np.arange(len(te))), te.get(np.arange(len(te))))
+    assert te.get(np.arange(len(te))).reshape(len(te), -1).std(axis=1).min() >= 0.02
+
+
+def test_lfw_split_and_labels():
+    tr = datasets.load_dataset("lfw", "train", 32)
+    te = datasets.load_dataset("lfw", "test", 32)
+    assert (len(tr), len(te)) == (160, 40) and tr.channels == 1
+    assert te.get([0]).shape == (1, 32, 32, 1)
+    assert not set(tr.indices) & set(te.indices)
+    assert te.labels.sum() == 20 and tr.labels.sum() == 80  # 100 faces, 100 non-faces
+
+
+def test_batches_are_a_function_of_the_step():
+    ds = datasets.from_array(np.random.default_rng(0).uniform(size=(10, 4, 4, 3)), "toy")
+    seen = [ds.batch_indices(s, 3, seed=1) for s in range(3)]
+    assert sorted(np.concatenate(seen).tolist()) == sorted(set(np.concatenate(seen).tolist()))  # one epoch: no repeats
+    assert ds.steps_per_epoch(3) == 3
+    stream = list(ds.batches(3, seed=1, epochs=2))
+    assert len(stream) == 6
+    resumed = list(ds.batches(3, seed=1, epochs=2, start_step=4))
+    for a, b in zip(stream[4:], resumed):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(ds.batch_indices(0, 3, seed=1), ds.batch_indices(3, 3, seed=1))
+    ordered = list(ds.batches(4, shuffle=False, drop_remainder=False, epochs=1))
+    assert [len(b) for b in ordered] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate(ordered), ds.get(np.arange(10)))
+
+
+def test_bad_requests():
+    with pytest.raises(ValueError, match="splits"):
+        datasets.load_dataset("patches", "validation")
+    with pytest.raises(ValueError, match="empty"):
+        datasets.load_dataset("patches", "train", 32, photos={"train": ()})
+    with pytest.raises(ValueError, match="resolution"):
+        datasets.load_dataset("patches", "train", 1)
+    with pytest.raises(ValueError, match="empty"):
+        datasets.load_dataset("patches", "test", 512)
+    ds = datasets.load_dataset("lfw", "test", 8)
+    with pytest.raises(IndexError):
+        ds.get([len(ds)])
+    with pytest.raises(ValueError, match="exceeds"):
+        next(ds.batches(len(ds) + 1))
+
+
+def test_tfds_missing_dataset_says_how_to_prepare(tmp_path):
+    with pytest.raises(ValueError, match="tfds build cifar10"):
+        datasets.load_dataset("cifar10", "train", 32, data_dir=str(tmp_path))
+
+
+def test_tfds_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        ds = datasets.load_dataset("cifar10", "train", 16)
+        x = ds.get(np.arange(8))
+        assert len(ds) == 8 and x.shape == (8, 16, 16, 3) and 0 <= x.min() and x.max() <= 1
+        assert ds.labels[np.arange(3)].shape == (3,)
+        celeb = datasets.load_dataset("celeb_a", "test", 8)  # 218x178 -> center square -> 8x8
+        assert celeb.get([0]).shape == (1, 8, 8, 3)
+    with tfds.testing.mock_data(num_examples=0, policy=tfds.testing.MockPolicy.USE_CODE):
+        with pytest.raises(ValueError, match="empty"):
+            datasets.load_dataset("cifar10", "train", 16)

@@ -1,0 +1,164 @@
+"""Each paper-experiment script runs end to end in smoke mode and writes its results."""
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from experiments import common, figures, table3_natural, table4_audio, table5_megapixel, video  # noqa: E402
+
+SCRIPTS = [table3_natural, table4_audio, table5_megapixel, video, figures]
+
+
+def _read(out, name):
+    with open(os.path.join(out, f"{name}.json")) as f:
+        payload = json.load(f)
+    with open(os.path.join(out, f"{name}.md")) as f:
+        md = f.read()
+    return payload, md
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.__name__.split(".")[-1])
+def test_config_builds_and_rejects_unknown(script):
+    full, smoke = script.get_config(), script.get_config("smoke")
+    assert full.keys() == smoke.keys()
+    assert smoke["steps"] < full["steps"]
+    with pytest.raises(ValueError, match="unknown config"):
+        script.get_config("huge")
+
+
+def test_table3_smoke(tmp_path):
+    payload = table3_natural.main(["--smoke", "--out", str(tmp_path)])
+    saved, md = _read(tmp_path, "table3_natural")
+    assert {r["model"] for r in saved["rows"]} == {"asmr", "siren", "ffn"}
+    assert all(math.isfinite(r["psnr"]) and r["render_seconds"] > 0 for r in saved["rows"])
+    params = [payload["summary"][k]["params"] for k in ("asmr", "siren", "ffn")]
+    assert max(params) / min(params) < 1.3  # the modulators weigh more at the smoke width 16
+    assert "| ASMR |" in md and "Paper" in md
+    assert saved["summary"]["asmr"]["paper_macs"] < saved["summary"]["siren"]["paper_macs"]
+
+
+def test_table3_contenders_match_params_at_paper_width():
+    cfg = table3_natural.get_config()
+    for shape in [(512, 768), (52, 78)]:
+        params = [table3_natural.build(kind, shape, cfg).num_params() for kind in cfg["models"]]
+        assert max(params) / min(params) < 1.02
+
+
+def test_table3_target_shape_keeps_aspect_and_never_upscales():
+    assert table3_natural.target_shape((300, 451), 10**6) == (300, 451)
+    h, w = table3_natural.target_shape((512, 768), 64 * 96)
+    assert h * w <= 64 * 96 and abs(w / h - 1.5) < 0.05
+
+
+def test_table4_smoke(tmp_path):
+    table4_audio.main(["--smoke", "--out", str(tmp_path)])
+    saved, md = _read(tmp_path, "table4_audio")
+    labels = [r["model"] for r in saved["rows"]]
+    assert labels[0] == "ASMR" and labels[1].startswith("SIREN")
+    assert all(math.isfinite(r["psnr"]) for r in saved["rows"])
+    assert "Paper" in md
+
+
+def test_audio_siren_is_a_siren_with_a_faster_first_layer(key):
+    from asmr_jax import coords
+    from asmr_jax.siren import SIREN
+
+    fast = table4_audio.AudioSIREN((40,), 1, widths=(8, 8), first_w0=3000.0)
+    plain = SIREN((40,), 1, widths=(8, 8))
+    params = fast.init(key)
+    assert fast.num_params() == plain.num_params()
+    np.testing.assert_allclose(fast.render(params), fast.apply(params, coords.grid_coords((40,))), atol=1e-5)
+    # first-layer pre-activation at the last sample is 100x the plain SIREN's
+    w = params["layers"][0]["w"]
+    np.testing.assert_allclose(fast.normalize(np.array([[39]])) @ w, 100 * (plain.normalize(np.array([[39]])) @ w))
+    params = common.with_output_bias(params, np.array([0.25]))
+    assert float(params["layers"][-1]["b"][0]) == 0.25
+
+
+def test_table4_committed_clip_is_real_speech():
+    cfg = table4_audio.get_config()
+    clip = table4_audio.load_clip(cfg)  # the committed WAV: no espeak needed
+    assert clip.shape == (32000, 1)
+    assert 0.0 <= clip.min() and clip.max() <= 1.0
+    assert np.std(clip) > 0.02  # not silence
+    assert os.path.getsize(cfg["wav"]) < 200_000
+
+
+def test_table4_missing_espeak_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(table4_audio.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="apt-get install -y espeak-ng"):
+        table4_audio.synthesize(str(tmp_path / "x.wav"))
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_table5_smoke(tmp_path):
+    table5_megapixel.main(["--smoke", "--out", str(tmp_path)])
+    saved, md = _read(tmp_path, "table5_megapixel")
+    assert [f["model"] for f in saved["fits"]] == ["ASMR", "SIREN"]
+    (render,) = saved["renders"]
+    assert render["ran"] and render["finite"] and render["shape"] == [256, 256, 3]
+    assert render["max_rss_mb"] > 0 and render["xla_gb"] > 0
+
+
+def test_table5_render_refused_above_memory_limit():
+    r = table5_megapixel.render_child(64, (4, 4, 4), 8, 1, max_gb=1e-6)
+    assert r["ran"] is False and "limit" in r["reason"]
+
+
+def test_video_smoke(tmp_path):
+    video.main(["--smoke", "--out", str(tmp_path)])
+    saved, _ = _read(tmp_path, "video")
+    assert {(r["clip"], r["model"]) for r in saved["rows"]} == {
+        ("gif", "ASMR"),
+        ("gif", "SIREN"),
+        ("pan", "ASMR"),
+        ("pan", "SIREN"),
+    }
+    assert all(len(r["shape"]) == 3 for r in saved["rows"])
+
+
+def test_pan_video_moves_over_the_photo():
+    clip = video.pan_video("astronaut", 32, frames=3, size=8, step=2)
+    assert clip.shape == (3, 8, 8, 3)
+    np.testing.assert_allclose(clip[1, :-2, :-2], clip[0, 2:, 2:])  # frame t+1 is frame t shifted by `step`
+    with pytest.raises(ValueError, match="pan_source"):
+        video.pan_video("astronaut", 16, frames=8, size=8, step=2)
+
+
+def test_figures_smoke(tmp_path):
+    figures.main(["--smoke", "--out", str(tmp_path)])
+    saved, _ = _read(tmp_path, "figures")
+    for png in ("fig2_mac_params.png", "fig3_mac_psnr.png"):
+        with open(tmp_path / png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    by = {(p["kind"], p["width"], p["depth"]): p for p in saved["fig2"]}
+    # Figure 2's claims: SIREN's MACs grow with depth, ASMR's stay two orders lower
+    assert by[("siren", 256, 7)]["paper_macs"] > 2 * by[("siren", 256, 3)]["paper_macs"]
+    assert all(by[("asmr", 256, d)]["paper_macs"] < by[("siren", 256, d)]["paper_macs"] / 25 for d in range(3, 8))
+    assert abs(by[("asmr", 256, 4)]["paper_macs"] - 1353.75) < 1e-6  # the paper's Cameraman ASMR-4
+
+
+def test_figure_bases_multiply_to_the_size():
+    for depth in range(2, 8):
+        b = figures.figure_bases(512, depth)
+        assert len(b) == depth and math.prod(b) == 512 and b[-1] == 8
+    with pytest.raises(ValueError, match="multiple"):
+        figures.figure_bases(100, 3, finest=8)
+
+
+def test_write_results_is_atomic_and_json_safe(tmp_path):
+    common.write_results(str(tmp_path), "x", {"a": np.float32(1.5), "b": float("nan"), "c": (1, 2)}, "# t")
+    payload, md = _read(tmp_path, "x")
+    assert payload["a"] == 1.5 and payload["b"] is None and payload["c"] == [1, 2]
+    assert md == "# t\n"
+    assert sorted(os.listdir(tmp_path)) == ["x.json", "x.md"]
+    with pytest.raises(ValueError, match="--steps"):
+        common.positive_int(0, "--steps")

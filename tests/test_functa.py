@@ -1,0 +1,243 @@
+"""meta.functa: inner loop, outer step, sharding, latents for new images, checkpoints."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from asmr_jax import io, metrics, sharding
+from asmr_jax.asmr import ASMR
+from asmr_jax.siren import SIREN
+from meta import functa
+
+SHAPE = (8, 8)
+
+
+def tiny(kind="asmr", latent_dim=6, **kw):
+    net = ASMR(SHAPE, 3, bases=(2, 4), widths=8) if kind == "asmr" else SIREN(SHAPE, 3, widths=(8,))
+    return functa.MetaModel(net, latent_dim, **kw)
+
+
+def init(meta, seed):
+    return jax.jit(meta.init)(jax.random.key(seed))
+
+
+def smooth_images(n, seed=0):
+    """Smooth random RGB images [n, 8, 8, 3] on [0, 1]."""
+    rng = np.random.default_rng(seed)
+    y, x = np.meshgrid(np.linspace(0, 1, 8), np.linspace(0, 1, 8), indexing="ij")
+    out = []
+    for _ in range(n):
+        a, b, c = rng.uniform(0.5, 3, size=3), rng.uniform(0, 6, size=3), rng.uniform(0.2, 0.8, size=3)
+        out.append(np.stack([c[i] + 0.2 * np.sin(a[i] * x * 3 + b[i] * y) for i in range(3)], -1))
+    return np.clip(np.stack(out), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["asmr", "siren"])
+def test_inner_loop_lowers_loss(kind):
+    meta = tiny(kind)
+    params = init(meta, 1)
+    image = jnp.asarray(smooth_images(1)[0])
+    zero = jnp.zeros(meta.latent_dim)
+    mse = jax.jit(functa.image_mse, static_argnums=0)
+    before = mse(meta, params, zero, image)
+    phi = jax.jit(functa.inner_loop, static_argnums=(0, 3))(meta, params, image, 3)
+    after = mse(meta, params, phi, image)
+    assert phi.shape == (meta.latent_dim,)
+    assert float(after) < float(before)
+
+
+def test_zero_latent_renders_the_shared_network():
+    meta = tiny()
+    params = init(meta, 0)
+    np.testing.assert_allclose(functa.render(meta, params, jnp.zeros(meta.latent_dim)),
+                               meta.model.render(params["model"]), atol=1e-6)
+
+
+def test_shifts_split_by_layer():
+    net = ASMR((8, 8), 1, bases=(2, 2, 2), widths=(5, 7))
+    meta = functa.MetaModel(net, 3)
+    params = init(meta, 0)
+    shifts = functa.latent_to_shifts(meta, params, jnp.ones(3))
+    assert [s.shape for s in shifts] == [(5,), (7,)]
+
+
+@pytest.mark.parametrize("kind", ["asmr", "siren"])
+def test_vmap_equals_python_loop(kind):
+    meta = tiny(kind)
+    params = init(meta, 2)
+    images = jnp.asarray(smooth_images(3))
+    loss, per_image = jax.jit(functa.outer_loss, static_argnums=0)(meta, params, images)
+    one = jax.jit(lambda p, im: functa.image_mse(meta, p, functa.inner_loop(meta, p, im), im))
+    loop = [one(params, im) for im in images]
+    np.testing.assert_allclose(per_image, np.array(loop), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(loss, np.mean(loop), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["asmr", "siren"])
+def test_outer_gradients_finite_and_nonzero(kind):
+    meta = tiny(kind)
+    params = init(meta, 3)
+    grads = jax.jit(jax.grad(lambda p: functa.outer_loss(meta, p, jnp.asarray(smooth_images(2)))[0]))(params)
+    leaves = jax.tree_util.tree_leaves_with_path(grads)
+    assert len(leaves) == len(jax.tree.leaves(params))
+    for path, g in leaves:
+        g = np.asarray(g)
+        assert np.isfinite(g).all(), jax.tree_util.keystr(path)
+        assert np.abs(g).max() > 0, f"zero gradient for {jax.tree_util.keystr(path)}"
+
+
+def test_second_order_gradient_flows_through_inner_loop():
+    meta = tiny()
+    params = init(meta, 4)
+    images = jnp.asarray(smooth_images(2))
+    # meta-SGD rates only act through the inner loop: their gradient is the second-order path
+    g = jax.jit(jax.grad(lambda p: functa.outer_loss(meta, p, images)[0]))(params)["meta_sgd_lr"]
+    assert np.abs(np.asarray(g)).max() > 0
+
+
+def test_meta_step_does_not_recompile_and_learns():
+    meta = tiny()
+    params = init(meta, 5)
+    opt = functa.make_optimizer(1e-3)
+    state = opt.init(params)
+    step = functa.make_meta_step(meta, opt)
+    images = jnp.asarray(smooth_images(4))
+    p1, s1, m1 = step(params, state, images)
+    p2, s2, m2 = step(p1, s1, jnp.asarray(smooth_images(4, seed=1)))
+    assert step._cache_size() == 1
+    losses = [float(m1["loss"])]
+    p, s = p2, s2
+    for _ in range(15):
+        p, s, m = step(p, s, images)
+    losses.append(float(jax.jit(functa.outer_loss, static_argnums=0)(meta, p, images)[0]))
+    assert losses[-1] < losses[0]
+    assert step._cache_size() == 1
+
+
+def test_meta_sgd_rates_stay_in_unit_interval():
+    meta = tiny()
+    params = init(meta, 6)
+    lr0 = np.asarray(params["meta_sgd_lr"])
+    assert lr0.min() >= functa.META_SGD_INIT[0] and lr0.max() <= functa.META_SGD_INIT[1]
+    params["meta_sgd_lr"] = jnp.linspace(-0.5, 1.5, meta.latent_dim)
+    opt = functa.make_optimizer(0.5)
+    step = functa.make_meta_step(meta, opt)
+    state = opt.init(params)
+    for seed in range(3):
+        params, state, _ = step(params, state, jnp.asarray(smooth_images(2, seed)))
+        lr = np.asarray(params["meta_sgd_lr"])
+        assert lr.min() >= 0.0 and lr.max() <= 1.0
+
+
+@pytest.mark.parametrize("kind", ["asmr", "siren"])
+def test_sharded_step_equals_single_device(kind):
+    assert len(jax.devices()) == 8
+    meta = tiny(kind)
+    params = init(meta, 7)
+    opt = functa.make_optimizer(1e-3)
+    state = opt.init(params)
+    images = smooth_images(8)
+    p1, _, m1 = functa.make_meta_step(meta, opt)(params, state, jnp.asarray(images))
+    mesh = sharding.data_mesh()
+    step8 = functa.make_meta_step(meta, opt, mesh)
+    p8, _, m8 = step8(sharding.replicate(params, mesh), sharding.replicate(state, mesh),
+                      sharding.shard_batch(images, mesh))
+    assert len(jax.tree.leaves(p8)[0].sharding.device_set) == 8
+    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_and_render_latents():
+    meta = tiny()
+    params = init(meta, 8)
+    images = smooth_images(5)
+    latents, psnrs = functa.fit_latents(meta, params, images, steps=3, chunk=2)
+    assert latents.shape == (5, meta.latent_dim) and psnrs.shape == (5,)
+    recon = functa.render_latents(meta, params, latents, chunk=3)
+    assert recon.shape == images.shape and recon.min() >= 0 and recon.max() <= 1
+    for r, im, p in zip(recon, images, psnrs):
+        assert abs(metrics.psnr(r, im) - p) < 1e-3
+    # one image at a time gives the same latents as chunked fitting
+    one, _ = functa.fit_latents(meta, params, images[3])
+    np.testing.assert_allclose(one[0], latents[3], rtol=1e-5, atol=1e-6)
+    # zero steps = zero latents
+    z0, _ = functa.fit_latents(meta, params, images, steps=0)
+    assert np.all(z0 == 0)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="latent_dim"):
+        tiny(latent_dim=0)
+    with pytest.raises(ValueError, match="inner_steps"):
+        tiny(inner_steps=-1)
+    with pytest.raises(ValueError, match="axis"):
+        ASMR((32, 32), 3, bases=(2, 4), widths=8)  # bases multiply to 8, not 32
+    meta = tiny()
+    params = init(meta, 0)
+    with pytest.raises(ValueError, match="expects"):
+        functa.fit_latents(meta, params, np.zeros((2, 16, 16, 3), np.float32))
+    nan = smooth_images(2)
+    nan[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        functa.fit_latents(meta, params, nan)
+    with pytest.raises(ValueError, match=r"\[n, 6\]"):
+        functa.render_latents(meta, params, np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="2-D"):
+        functa.MetaModel(SIREN((64,), 1, widths=(8,)), 4)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax reader of the damaged file
+def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path):
+    meta = tiny()
+    params = init(meta, 9)
+    path = tmp_path / "meta"
+    functa.save_meta(path, meta, params)
+    meta2, params2 = functa.load_meta_checkpoint(path)
+    assert meta2 == meta
+    for a, b in zip(jax.tree.leaves(params2), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)
+    # an existing checkpoint is never replaced silently
+    before = open(path / functa.META_JSON).read()
+    with pytest.raises(FileExistsError):
+        functa.save_meta(path, meta, init(meta, 10))
+    assert open(path / functa.META_JSON).read() == before
+    _, again = functa.load_meta_checkpoint(path)
+    np.testing.assert_array_equal(again["meta_sgd_lr"], params["meta_sgd_lr"])
+
+    with pytest.raises(ValueError, match="meta-learning checkpoint"):
+        functa.load_meta_checkpoint(tmp_path / "missing")
+    fit_ckpt = tmp_path / "fit"
+    io.save_model(fit_ckpt, meta.model, params["model"])
+    with pytest.raises(ValueError, match="single-model checkpoint"):
+        functa.load_meta_checkpoint(fit_ckpt)
+    corrupt = tmp_path / "corrupt"
+    os.makedirs(corrupt)
+    (corrupt / functa.META_JSON).write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt"):
+        functa.load_meta_checkpoint(corrupt)
+    foreign = tmp_path / "foreign"
+    os.makedirs(foreign)
+    (foreign / functa.META_JSON).write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="format"):
+        functa.load_meta_checkpoint(foreign)
+    # damaged parameter files
+    broken = tmp_path / "broken"
+    functa.save_meta(broken, meta, params)
+    for root, _, files in os.walk(broken / "params"):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+    with pytest.raises(ValueError, match="cannot restore"):
+        functa.load_meta_checkpoint(broken)
+    # a checkpoint of another architecture does not load into the recorded one
+    mismatch = tmp_path / "mismatch"
+    functa.save_meta(mismatch, meta, params)
+    other = tiny(latent_dim=7)
+    functa.write_meta_json(mismatch, other)
+    with pytest.raises(ValueError, match="cannot restore"):
+        functa.load_meta_checkpoint(mismatch)

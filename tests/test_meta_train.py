@@ -1,0 +1,177 @@
+"""meta.train, meta.functaset, meta.cli: runs, resume, divergence, functasets, CLI."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from asmr_jax import cli
+from asmr_jax.datasets import from_array
+from meta import functa, functaset
+from meta import train as train_lib
+
+TINY = dict(resolution=8, model="asmr", width=8, levels=2, latent_dim=4, batch_size=4, eval_images=4,
+            eval_every=2, eval_more_steps=4, progress=False, log=lambda *a: None)
+
+
+def images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.2, 0.8, size=(n, 1, 1, 3))
+    y, x = np.meshgrid(np.linspace(0, 1, 8), np.linspace(0, 1, 8), indexing="ij")
+    wave = 0.15 * np.sin(rng.uniform(1, 4, size=(n, 1, 1, 1)) * (x + y)[None, :, :, None] * 3)
+    return np.clip(base + wave, 0, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return from_array(images(12), "toy", "train"), from_array(images(6, 1), "toy", "test")
+
+
+def leaves_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_gives_identical_params(tmp_path, data):
+    train_ds, test_ds = data
+    kw = dict(TINY, dataset=train_ds, test_dataset=test_ds, checkpoint_every=3, plots=False)
+    full = train_lib.train(workdir=tmp_path / "full", steps=5, **kw)
+    part = train_lib.train(workdir=tmp_path / "part", steps=3, **kw)
+    assert part.step == 3
+    resumed = train_lib.train(workdir=tmp_path / "part", steps=5, resume=True, **kw)
+    assert full.status == resumed.status == "done" and resumed.step == 5
+    leaves_equal(full.params, resumed.params)
+    # 3 epochs of 12 images / batch 4: the data order crosses an epoch boundary
+    assert train_ds.batch_indices(3, 4).tolist() != train_ds.batch_indices(0, 4).tolist()
+    meta, params = functa.load_meta_checkpoint(tmp_path / "part")
+    leaves_equal(params, full.params)
+    assert meta == full.meta
+
+
+def test_outputs_and_metrics(tmp_path, data):
+    train_ds, test_ds = data
+    r = train_lib.train(workdir=tmp_path / "run", dataset=train_ds, test_dataset=test_ds, steps=4, **TINY)
+    for f in ("meta.json", "history.json", "metrics.json", "psnr.png", "reconstructions.png"):
+        assert (tmp_path / "run" / f).is_file(), f
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["status"] == "done" and m["step"] == 4
+    assert set(m["test_psnr"]) == {"3", "4"} and all(np.isfinite(v) for v in m["test_psnr"].values())
+    assert [h["step"] for h in r.history] == [1, 2, 3, 4]
+    assert "test_psnr_3" in r.history[1] and "test_psnr_3" not in r.history[0]
+
+
+def test_existing_workdir_and_config_change_refused(tmp_path, data):
+    train_ds, test_ds = data
+    kw = dict(TINY, dataset=train_ds, test_dataset=test_ds, plots=False)
+    train_lib.train(workdir=tmp_path / "w", steps=2, checkpoint_every=2, **kw)
+    listing = sorted(os.listdir(tmp_path / "w" / functa.CHECKPOINTS))
+    _, before = functa.load_meta_checkpoint(tmp_path / "w")
+    with pytest.raises(FileExistsError, match="resume"):
+        train_lib.train(workdir=tmp_path / "w", steps=4, **kw)
+    with pytest.raises(ValueError, match="latent_dim"):
+        train_lib.train(workdir=tmp_path / "w", steps=4, resume=True, **{**kw, "latent_dim": 5})
+    with pytest.raises(ValueError, match="no checkpoints"):
+        train_lib.train(workdir=tmp_path / "nothing", steps=4, resume=True, **kw)
+    assert sorted(os.listdir(tmp_path / "w" / functa.CHECKPOINTS)) == listing
+    leaves_equal(functa.load_meta_checkpoint(tmp_path / "w")[1], before)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
+    train_ds, test_ds = data
+    real = functa.make_meta_step
+
+    def poisoned(meta, opt, mesh=None):
+        step, calls = real(meta, opt, mesh), []
+
+        def wrapped(params, state, imgs):
+            calls.append(1)
+            p, s, m = step(params, state, imgs)
+            if len(calls) == 4:
+                m = {**m, "loss": m["loss"] * np.nan}
+            return p, s, m
+
+        return wrapped
+
+    monkeypatch.setattr(functa, "make_meta_step", poisoned)
+    messages = []
+    r = train_lib.train(workdir=tmp_path / "nan", dataset=train_ds, test_dataset=test_ds, steps=6,
+                        checkpoint_every=2, **{**TINY, "log": messages.append})
+    assert r.status == "diverged" and r.step == 3
+    assert any("nan" in m.lower() and "step 2" in m for m in messages)
+    mgr = functa.checkpoint_manager(tmp_path / "nan")
+    assert mgr.latest_step() == 2
+    mgr.close()
+    assert json.loads((tmp_path / "nan" / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_bad_datasets(tmp_path):
+    bad = images(4)
+    bad[1, 2, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        from_array(bad)
+    with pytest.raises(ValueError, match="empty"):
+        from_array(np.zeros((0, 8, 8, 3)))
+    ds = from_array(images(4))
+    with pytest.raises(ValueError, match="resolution"):
+        train_lib.train(workdir=tmp_path / "r", dataset=ds, steps=1, **{**TINY, "resolution": 16})
+    with pytest.raises(ValueError, match="batch size 8 exceeds"):
+        train_lib.train(workdir=tmp_path / "b", dataset=ds, steps=1, **{**TINY, "batch_size": 8})
+    with pytest.raises(ValueError, match="axis"):
+        train_lib.train(workdir=tmp_path / "c", dataset=ds, steps=1, **{**TINY, "bases": (2, 2)})
+    assert not os.path.exists(tmp_path / "c" / functa.CHECKPOINTS)
+
+
+def test_tfds_end_to_end_under_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        r = train_lib.train(workdir=tmp_path / "cifar", dataset="cifar10", steps=2, plots=False, **TINY)
+    assert r.status == "done" and r.step == 2 and r.meta.channels == 3
+    assert np.isfinite(r.metrics["test_psnr"]["3"])
+
+
+def test_cli_train_encode_decode(tmp_path, capsys):
+    work, npz, out = tmp_path / "work", tmp_path / "f.npz", tmp_path / "dec"
+    flags = ["--dataset", "lfw", "--resolution", "8", "--width", "8", "--levels", "2", "--latent-dim", "4",
+             "--batch-size", "8", "--steps", "2", "--eval-every", "2", "--eval-images", "8", "--no-progress"]
+    assert cli.main(["meta-train", *flags, "--workdir", str(work)]) == 0
+    assert cli.main(["meta-encode", str(work), "--split", "test", "--out", str(npz), "--limit", "10",
+                     "--no-progress"]) == 0
+    with np.load(npz, allow_pickle=False) as z:
+        assert str(z["format"]) == functaset.FORMAT and int(z["version"]) == functaset.VERSION
+        assert z["latents"].shape == (10, 4) and z["latents"].dtype == np.float32
+        assert z["psnr"].shape == (10,) and z["labels"].tolist() == [1] * 10  # lfw test: faces first
+        cfg = json.loads(str(z["config"]))
+        assert cfg["split"] == "test" and cfg["meta"]["latent_dim"] == 4
+    # encoding into an existing file is refused and leaves it as it was
+    before = npz.read_bytes()
+    assert cli.main(["meta-encode", str(work), "--out", str(npz), "--no-progress"]) == 2
+    assert npz.read_bytes() == before
+    assert cli.main(["meta-decode", str(npz), "--ckpt", str(work), "--out", str(out)]) == 0
+    assert len([f for f in os.listdir(out) if f[0].isdigit()]) == 10 and (out / "grid.png").is_file()
+    # decoded images equal rendering the stored latents
+    meta, params = functa.load_meta_checkpoint(work)
+    data = functaset.load_functaset(npz)
+    imgs = functa.render_latents(meta, params, data["latents"])
+    from PIL import Image
+
+    png = np.asarray(Image.open(out / "00003.png"), np.float32) / 255.0
+    np.testing.assert_allclose(png, imgs[3, ..., 0], atol=1 / 255 + 1e-6)
+    # a foreign checkpoint and a corrupt functaset give clear errors
+    assert cli.main(["meta-encode", str(tmp_path), "--out", str(tmp_path / "x.npz"), "--no-progress"]) == 2
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    assert cli.main(["meta-decode", str(tmp_path / "bad.npz"), "--ckpt", str(work), "--out",
+                     str(tmp_path / "d2")]) == 2
+    err = capsys.readouterr().err
+    assert "not a meta-learning checkpoint" in err and "cannot read functaset" in err
+    assert not os.path.exists(tmp_path / "d2")
+
+
+def test_cli_help_lists_meta_commands(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["meta-train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--dataset", "--model", "--latent-dim", "--inner-steps", "--batch-size", "--steps",
+                 "--resolution", "--width", "--depth", "--levels", "--workdir", "--resume", "--data-dir"):
+        assert flag in text
