@@ -4,9 +4,10 @@
 targets carry a leading signal axis ``[n, ...]``; one jitted step ``jax.vmap``-s the
 single-signal full-batch step (:func:`asmr_jax.fit.full_batch_loss`, Adam from
 :func:`asmr_jax.fit.make_optimizer`) over that axis, and steps run in ``lax.scan`` chunks.
-Signal ``i`` starts from ``fit.init_params(model, split(fold_in(key, index_i))[0], signal_i)``
-(the output bias at the signal's mean), where ``index_i`` is its global index (its position in the dataset), so a signal's fit does not depend on
-which other signals share its batch, on the chunk size or on the device count, and it
+Signal ``i`` starts from ``fit.init_params(model, split(fold_in(key, index_i))[0],
+signal_i)`` (the output bias at the signal's mean), where ``index_i`` is its global
+index (its position in the dataset), so a signal's fit does not depend on which other
+signals share its batch, on the chunk size or on the device count, and it
 equals ``asmr_jax.fit.fit(model, signal_i, key=fold_in(key, index_i))``, up to float32
 rounding (XLA may block a batched matmul differently for another per-device batch size,
 and long runs at high learning rates amplify such differences). With
@@ -81,7 +82,7 @@ import optax
 from tqdm.auto import tqdm
 
 from asmr_jax import fit as fit_lib
-from asmr_jax import models, sharding
+from asmr_jax import io, models, sharding
 
 FORMAT = "asmr-jax-batch-store"
 VERSION = 1
@@ -461,16 +462,7 @@ def _read_manifest(out_dir) -> dict:
     path = os.path.join(out_dir, STORE_JSON)
     if not os.path.isfile(path):
         raise ValueError(f"{out_dir} is not a batch store (no {STORE_JSON} inside)")
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is unreadable: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a batch store manifest (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"{path} has version {meta.get('version')}, this library reads version {VERSION}")
-    return meta
+    return io.read_format_json(path, FORMAT, VERSION, "a batch store manifest")
 
 
 def _verify_chunk(out_dir, entry: dict):

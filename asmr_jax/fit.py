@@ -69,9 +69,14 @@ def init_params(model, key, signal=None) -> dict:
     params = model.init(key)
     if signal is None:
         return params
-    mean = jnp.mean(jnp.reshape(signal, (-1, signal.shape[-1])), axis=0)  # [C]
+    return set_output_bias(params, jnp.mean(jnp.reshape(signal, (-1, signal.shape[-1])), axis=0))
+
+
+def set_output_bias(params: dict, value) -> dict:
+    """``params`` with the output layer's bias ``[C]`` replaced by ``value`` (the rest shared)."""
     layers = list(params["layers"])
-    layers[-1] = {**layers[-1], "b": mean.astype(layers[-1]["b"].dtype)}
+    b = layers[-1]["b"]
+    layers[-1] = {**layers[-1], "b": jnp.reshape(jnp.asarray(value, b.dtype), b.shape)}
     return {**params, "layers": layers}
 
 

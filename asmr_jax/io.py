@@ -80,16 +80,26 @@ def read_model_json(path) -> dict:
     meta_path = os.path.join(path, "model.json")
     if not os.path.isdir(path) or not os.path.isfile(meta_path):
         raise ValueError(f"{path} is not an asmr-jax model checkpoint (no model.json inside)")
+    return read_format_json(meta_path, FORMAT, VERSION, "an asmr-jax model file")
+
+
+def read_format_json(path, fmt: str, version: int, what: str) -> dict:
+    """Reads a JSON header whose ``format``/``version`` must be ``fmt``/``version``.
+
+    Errors name the file and say whether it is unreadable, ``what`` it is not, or of
+    another version.
+    """
     try:
-        with open(meta_path) as f:
-            meta = json.load(f)
+        with open(path) as f:
+            body = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{meta_path} is corrupt: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path} is not an asmr-jax model file (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"{meta_path} has version {meta.get('version')}, this library reads {VERSION}")
-    return meta
+        raise ValueError(f"{path} is corrupt: {e}") from None
+    if not isinstance(body, dict) or body.get("format") != fmt:
+        got = body.get("format") if isinstance(body, dict) else type(body).__name__
+        raise ValueError(f"{path} is not {what} (format {got!r}, expected {fmt!r})")
+    if body.get("version") != version:
+        raise ValueError(f"{path} has version {body.get('version')}, this library reads version {version}")
+    return body
 
 
 def load_model(path):

@@ -149,11 +149,19 @@ def write_results(out_dir: str, name: str, payload: dict, markdown: str) -> tupl
     return json_path, md_path
 
 
-def with_output_bias(params: dict, mean) -> dict:
-    """``params`` with the output layer's bias ``[C]`` set to ``mean [C]`` (the rest untouched)."""
-    layers = list(params["layers"])
-    layers[-1] = dict(layers[-1], b=np.asarray(mean, np.float32).reshape(layers[-1]["b"].shape))
-    return dict(params, layers=layers)
+def parse_config(doc: str, get_config, argv=None, extra=None):
+    """The shared CLI of the experiment scripts: ``(args, cfg)`` from ``--smoke/--steps/--out``.
+
+    ``extra(parser)`` may add script-specific flags.
+    """
+    p = parser(doc.split("\n")[0])
+    if extra is not None:
+        extra(p)
+    args = p.parse_args(argv)
+    cfg = get_config("smoke" if args.smoke else None)
+    if args.steps is not None:
+        cfg["steps"] = positive_int(args.steps, "--steps")
+    return args, cfg
 
 
 def write_partial(out_dir: str, name: str, payload: dict) -> str:

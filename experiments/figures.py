@@ -34,7 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from asmr_jax import coords, data, macs, models  # noqa: E402
-from asmr_jax.fit import fit  # noqa: E402
+from asmr_jax.fit import fit, set_output_bias  # noqa: E402
 from experiments import common  # noqa: E402
 
 NAME = "figures"
@@ -152,7 +152,7 @@ def figure3(cfg: dict, out_dir: str) -> list[dict]:
             model = build(kind, n, cfg["fig3_width"], depth, cfg["fig3_finest"])
             params = model.init(jax.random.key(cfg["seed"]))
             if cfg["bias_to_mean"]:
-                params = common.with_output_bias(params, img.reshape(-1, img.shape[-1]).mean(axis=0))
+                params = set_output_bias(params, img.reshape(-1, img.shape[-1]).mean(axis=0))
             res = fit(
                 model, img, cfg["steps"], lr=cfg["lr"], params=params, key=jax.random.key(cfg["seed"]), progress=False
             )
@@ -279,10 +279,7 @@ def to_markdown(payload) -> str:
 
 
 def main(argv=None) -> dict:
-    args = common.parser(__doc__.split("\n")[0]).parse_args(argv)
-    cfg = get_config("smoke" if args.smoke else None)
-    if args.steps is not None:
-        cfg["steps"] = common.positive_int(args.steps, "--steps")
+    args, cfg = common.parse_config(__doc__, get_config, argv)
     return run(cfg, args.out)
 
 

@@ -278,12 +278,10 @@ def to_markdown(payload) -> str:
 
 
 def main(argv=None) -> dict:
-    p = common.parser(__doc__.split("\n")[0])
-    p.add_argument("--resume", action="store_true", help="reuse the fits an interrupted run saved")
-    args = p.parse_args(argv)
-    cfg = get_config("smoke" if args.smoke else None)
-    if args.steps is not None:
-        cfg["steps"] = common.positive_int(args.steps, "--steps")
+    args, cfg = common.parse_config(
+        __doc__, get_config, argv,
+        lambda p: p.add_argument("--resume", action="store_true", help="reuse the fits an interrupted run saved"),
+    )
     return run(cfg, args.out, resume=args.resume)
 
 

@@ -44,7 +44,7 @@ if __package__ in (None, ""):
 
 from asmr_jax import data, io, macs  # noqa: E402
 from asmr_jax.asmr import ASMR  # noqa: E402
-from asmr_jax.fit import fit  # noqa: E402
+from asmr_jax.fit import fit, set_output_bias  # noqa: E402
 from asmr_jax.siren import SIREN, mlp_apply  # noqa: E402
 from experiments import common  # noqa: E402
 
@@ -153,7 +153,7 @@ def run(cfg: dict, out_dir: str) -> dict:
     for label, model in contenders:
         params = model.init(jax.random.key(cfg["seed"]))
         if cfg["bias_to_mean"]:
-            params = common.with_output_bias(params, clip.mean(axis=0))
+            params = set_output_bias(params, clip.mean(axis=0))
         res = fit(
             model,
             clip,
@@ -233,12 +233,10 @@ def to_markdown(payload) -> str:
 
 
 def main(argv=None) -> dict:
-    p = common.parser(__doc__.split("\n")[0])
-    p.add_argument("--regenerate", action="store_true", help=f"re-synthesize {WAV} with espeak-ng first")
-    args = p.parse_args(argv)
-    cfg = get_config("smoke" if args.smoke else None)
-    if args.steps is not None:
-        cfg["steps"] = common.positive_int(args.steps, "--steps")
+    args, cfg = common.parse_config(
+        __doc__, get_config, argv,
+        lambda p: p.add_argument("--regenerate", action="store_true", help=f"re-synthesize {WAV} with espeak-ng first"),
+    )
     if args.regenerate:
         print("wrote", synthesize(cfg["wav"]))
     return run(cfg, args.out)

@@ -171,10 +171,7 @@ def to_markdown(payload) -> str:
 
 
 def main(argv=None) -> dict:
-    args = common.parser(__doc__.split("\n")[0]).parse_args(argv)
-    cfg = get_config("smoke" if args.smoke else None)
-    if args.steps is not None:
-        cfg["steps"] = common.positive_int(args.steps, "--steps")
+    args, cfg = common.parse_config(__doc__, get_config, argv)
     return run(cfg, args.out)
 
 

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from asmr_jax import models, sharding
+from asmr_jax import io, models, sharding
 from asmr_jax.datasets import check_images
 
 FORMAT = "asmr-jax-meta"
@@ -324,16 +324,7 @@ def read_meta_json(directory) -> dict:
         if os.path.isfile(os.path.join(directory, "model.json")):
             raise ValueError(f"{directory} is a single-model checkpoint (asmr fit), not a meta-learning checkpoint")
         raise ValueError(f"{directory} is not a meta-learning checkpoint (no {META_JSON} inside)")
-    try:
-        with open(path) as f:
-            body = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is corrupt: {e}") from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
-        got = body.get("format") if isinstance(body, dict) else type(body).__name__
-        raise ValueError(f"{path} is not an asmr-jax meta-learning file (format {got!r}, expected {FORMAT!r})")
-    if body.get("version") != VERSION:
-        raise ValueError(f"{path} has version {body.get('version')}, this library reads version {VERSION}")
+    body = io.read_format_json(path, FORMAT, VERSION, "an asmr-jax meta-learning file")
     return body
 
 
