@@ -45,7 +45,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_one(name: str, steps: int, size: int, width: int) -> dict:
+def run_one(name: str, steps: int, size: int, width: int, cosine: bool = False) -> dict:
     """Fits one model (in this process) and measures it."""
     import jax
     import numpy as np
@@ -61,11 +61,11 @@ def run_one(name: str, steps: int, size: int, width: int) -> dict:
         cfg = {"levels": len(cfg.pop("bases"))}
     model = models.build(kind, img.shape, 1, width=width, **cfg)
     cost = macs.count(model)
-    res = fit.fit(model, img.data, steps, progress=False, chunk=max(1, min(100, steps // 10)))
+    res = fit.fit(model, img.data, steps, cosine=cosine, progress=False, chunk=max(1, min(100, steps // 10)))
     render = jax.jit(model.render)
     t_render = macs.median_time(lambda: render(res.params).block_until_ready(), repeats=5)
     return {
-        "name": name, "steps": steps, "params": model.num_params(), "mac_paper": cost.paper_macs,
+        "name": name, "steps": steps, "cosine": cosine, "params": model.num_params(), "mac_paper": cost.paper_macs,
         "mac_render": cost.render_macs, "transcendentals": cost.transcendentals,
         "psnr": res.psnr, "ssim": res.ssim, "step_s": res.step_seconds, "render_s": t_render,
         "fit_s": res.fit_seconds, "peak_rss_mib": peak_rss_mib(),
@@ -122,8 +122,9 @@ def markdown(res: dict) -> str:
              "step ms | render ms | peak RSS MiB | paper PSNR |", "|" + "---|" * 11]
     for row in res["rows"]:
         ssim = "-" if row["ssim"] is None else f"{row['ssim']:.4f}"
+        name = row["name"] + (" (cosine lr)" if row.get("cosine") else "")
         lines.append(
-            f"| {row['name']} | {row['params']:,} | {row['mac_paper']:,.2f} | {row['mac_render']:,.2f} | "
+            f"| {name} | {row['params']:,} | {row['mac_paper']:,.2f} | {row['mac_render']:,.2f} | "
             f"{row['steps']} | {row['psnr']:.2f} | {ssim} | {1e3 * row['step_s']:.1f} | "
             f"{1e3 * row['render_s']:.2f} | {row['peak_rss_mib']:.0f} | {PAPER[row['name']][2]} |")
     lines.append("")
@@ -144,6 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=50, help="steps for every model, side by side (default 50)")
     p.add_argument("--long-steps", type=int, default=10000, help="steps for the ASMR models (paper: 10000)")
     p.add_argument("--long-models", default="ASMR-4,ASMR-3", help="models also run for --long-steps")
+    p.add_argument("--cosine", action="store_true",
+                   help="cosine-decay the rate to 1e-5 in the --long-steps runs (the official code's option)")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--big", type=int, default=8192, help="size of the tiled render check (0 to skip)")
     p.add_argument("--smoke", action="store_true", help="tiny crop, few steps, no big render")
@@ -155,7 +158,7 @@ def main(argv=None) -> int:
 
     if args.one:  # child process: one model
         name, steps, size = args.one
-        print(json.dumps(run_one(name, int(steps), int(size), args.width)))
+        print(json.dumps(run_one(name, int(steps), int(size), args.width, args.cosine)))
         return 0
     if args.ratio:
         which = args.ratio[0]
@@ -178,7 +181,7 @@ def main(argv=None) -> int:
     res = {"steps": steps, "long_steps": long_steps, "size": size, "rows": [], "render_ratios": {}}
     for name in [n for n in args.long_models.split(",") if n]:  # the paper-length runs first
         if long_steps > steps:
-            row = subprocess_json(["--one", name, str(long_steps), str(size), *width])
+            row = subprocess_json(["--one", name, str(long_steps), str(size), *width] + ["--cosine"] * args.cosine)
             print(f"{name}: {long_steps} steps, PSNR {row['psnr']:.2f} dB", flush=True)
             res["rows"].append(row)
     side = []
