@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from asmr_jax.fit import set_output_bias  # noqa: E402
 from experiments import common, figures, table3_natural, table4_audio, table5_megapixel, video  # noqa: E402
 
 SCRIPTS = [table3_natural, table4_audio, table5_megapixel, video, figures]
@@ -79,7 +80,7 @@ def test_audio_siren_is_a_siren_with_a_faster_first_layer(key):
     # first-layer pre-activation at the last sample is 100x the plain SIREN's
     w = params["layers"][0]["w"]
     np.testing.assert_allclose(fast.normalize(np.array([[39]])) @ w, 100 * (plain.normalize(np.array([[39]])) @ w))
-    params = common.with_output_bias(params, np.array([0.25]))
+    params = set_output_bias(params, np.array([0.25]))
     assert float(params["layers"][-1]["b"][0]) == 0.25
 
 
