@@ -149,6 +149,14 @@ def write_results(out_dir: str, name: str, payload: dict, markdown: str) -> tupl
     return json_path, md_path
 
 
+def report(out_dir: str, name: str, payload: dict, to_markdown) -> str:
+    """Prints ``to_markdown(payload)`` and writes ``<name>.json`` / ``<name>.md``; returns the markdown."""
+    md = to_markdown(payload)
+    print(md)
+    write_results(out_dir, name, payload, md)
+    return md
+
+
 def parse_config(doc: str, get_config, argv=None, extra=None):
     """The shared CLI of the experiment scripts: ``(args, cfg)`` from ``--smoke/--steps/--out``.
 

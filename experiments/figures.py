@@ -215,9 +215,7 @@ def run(cfg: dict, out_dir: str) -> dict:
     fig2 = figure2(cfg, out_dir)
     fig3 = figure3(cfg, out_dir)
     payload = dict(config=cfg, fig2=fig2, fig3=fig3, runtime_seconds=time.perf_counter() - t_start)
-    md = to_markdown(payload)
-    print(md)
-    common.write_results(out_dir, NAME, payload, md)
+    common.report(out_dir, NAME, payload, to_markdown)
     return payload
 
 

@@ -173,9 +173,7 @@ def run(cfg: dict, out_dir: str, resume: bool = False) -> dict:
         kodak_latency=kodak,
         runtime_seconds=time.perf_counter() - t_start,
     )
-    md = to_markdown(payload)
-    print(md)
-    common.write_results(out_dir, NAME, payload, md)
+    common.report(out_dir, NAME, payload, to_markdown)
     common.remove_partial(out_dir, NAME)
     return payload
 

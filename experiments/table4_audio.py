@@ -182,9 +182,7 @@ def run(cfg: dict, out_dir: str) -> dict:
         )
     mean_psnr = float(-10.0 * np.log10(np.mean((clip - clip.mean(axis=0)) ** 2)))
     payload = dict(config=cfg, rows=rows, mean_predictor_psnr=mean_psnr, runtime_seconds=time.perf_counter() - t_start)
-    md = to_markdown(payload)
-    print(md)
-    common.write_results(out_dir, NAME, payload, md)
+    common.report(out_dir, NAME, payload, to_markdown)
     return payload
 
 

@@ -205,9 +205,7 @@ def run(cfg: dict, out_dir: str) -> dict:
         renders.append(r)
         print("render", json.dumps(r), flush=True)
     payload = dict(config=cfg, shape=shape, fits=fits, renders=renders, runtime_seconds=time.perf_counter() - t_start)
-    md = to_markdown(payload)
-    print(md)
-    common.write_results(out_dir, NAME, payload, md)
+    common.report(out_dir, NAME, payload, to_markdown)
     return payload
 
 
