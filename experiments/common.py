@@ -13,13 +13,14 @@ import math
 import os
 import platform
 import resource
-import statistics
 import sys
 import tempfile
-import time
 
 import jax
 import numpy as np
+
+from asmr_jax import fit as fit_lib
+from asmr_jax import macs
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -48,13 +49,30 @@ def block(tree):
 def render_latency(model, params, repeats: int = 5) -> float:
     """Median seconds of one jitted ``model.render(params)`` (compiled once beforehand)."""
     fn = jax.jit(model.render)
-    block(fn(params))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        block(fn(params))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return macs.median_time(lambda: block(fn(params)), repeats=repeats)
+
+
+def fit_row(model, signal, cfg: dict, latency_repeats: int | None = None, **fit_kw):
+    """Fits ``model`` with the config's steps/lr/seed and measures it.
+
+    Returns ``(FitResult, row)``; the row holds the columns every table shares (params,
+    MACs, PSNR/SSIM, step and fit time, render latency when ``latency_repeats`` is set).
+    """
+    fit_kw = {"key": jax.random.key(cfg["seed"]), **fit_kw}
+    res = fit_lib.fit(model, signal, cfg["steps"], lr=cfg["lr"], progress=False, **fit_kw)
+    cost = macs.count(model)
+    row = dict(
+        params=model.num_params(),
+        paper_macs=cost.paper_macs,
+        render_macs=cost.render_macs,
+        psnr=res.psnr,
+        ssim=res.ssim,
+        step_seconds=res.step_seconds,
+        fit_seconds=res.fit_seconds,
+        render_seconds=render_latency(model, res.params, latency_repeats) if latency_repeats else None,
+        bases=[list(b) for b in getattr(model, "bases", ())] or None,
+    )
+    return res, row
 
 
 def mean_std(values) -> tuple[float, float]:

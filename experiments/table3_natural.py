@@ -27,7 +27,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from asmr_jax import data, macs, models  # noqa: E402
-from asmr_jax.fit import fit  # noqa: E402
 from experiments import common  # noqa: E402
 
 NAME = "table3_natural"
@@ -126,24 +125,15 @@ def run(cfg: dict, out_dir: str, resume: bool = False) -> dict:
             if any(r["image"] == name and r["model"] == kind for r in rows):
                 continue
             model = build(kind, shape, cfg)
-            res = fit(model, img, cfg["steps"], lr=cfg["lr"], key=jax.random.key(cfg["seed"]), progress=False)
-            cost = macs.count(model)
-            lat = common.render_latency(model, res.params, cfg["latency_repeats"])
+            res, row = common.fit_row(model, img, cfg, cfg["latency_repeats"])
+            lat = row["render_seconds"]
             rows.append(
                 dict(
                     image=name,
                     native_shape=photo.shape[:2],
                     shape=shape,
                     model=kind,
-                    params=model.num_params(),
-                    paper_macs=cost.paper_macs,
-                    render_macs=cost.render_macs,
-                    psnr=res.psnr,
-                    ssim=res.ssim,
-                    step_seconds=res.step_seconds,
-                    fit_seconds=res.fit_seconds,
-                    render_seconds=lat,
-                    bases=getattr(model, "bases", None),
+                    **row,
                 )
             )
             print(

@@ -42,9 +42,9 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from asmr_jax import data, io, macs  # noqa: E402
+from asmr_jax import data, io  # noqa: E402
 from asmr_jax.asmr import ASMR  # noqa: E402
-from asmr_jax.fit import fit, set_output_bias  # noqa: E402
+from asmr_jax.fit import set_output_bias  # noqa: E402
 from asmr_jax.siren import SIREN, mlp_apply  # noqa: E402
 from experiments import common  # noqa: E402
 
@@ -154,28 +154,9 @@ def run(cfg: dict, out_dir: str) -> dict:
         params = model.init(jax.random.key(cfg["seed"]))
         if cfg["bias_to_mean"]:
             params = set_output_bias(params, clip.mean(axis=0))
-        res = fit(
-            model,
-            clip,
-            cfg["steps"],
-            lr=cfg["lr"],
-            params=params,
-            key=jax.random.key(cfg["seed"]),
-            progress=False,
-        )
-        cost = macs.count(model)
-        lat = common.render_latency(model, res.params, cfg["latency_repeats"])
-        rows.append(
-            dict(
-                model=label,
-                params=model.num_params(),
-                paper_macs=cost.paper_macs,
-                psnr=res.psnr,
-                step_seconds=res.step_seconds,
-                render_seconds=lat,
-                history=res.history,
-            )
-        )
+        res, row = common.fit_row(model, clip, cfg, cfg["latency_repeats"], params=params)
+        lat = row["render_seconds"]
+        rows.append(dict(model=label, **row, history=res.history))
         print(
             f"{label:16s} PSNR {res.psnr:6.2f} step {res.step_seconds * 1e3:7.1f} ms render {lat * 1e3:7.2f} ms",
             flush=True,

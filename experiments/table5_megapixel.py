@@ -35,7 +35,6 @@ if __package__ in (None, ""):
 
 from asmr_jax import data, macs  # noqa: E402
 from asmr_jax.asmr import ASMR  # noqa: E402
-from asmr_jax.fit import fit  # noqa: E402
 from asmr_jax.siren import SIREN  # noqa: E402
 from experiments import common  # noqa: E402
 
@@ -170,29 +169,11 @@ def run(cfg: dict, out_dir: str) -> dict:
         ("SIREN", SIREN(shape, 3, widths=(cfg["width"],) * (cfg["levels"] - 1))),
     ]
     for label, model in contenders:
-        res = fit(
-            model,
-            img,
-            cfg["steps"],
-            lr=cfg["lr"],
-            batch_size=cfg["batch_size"],
-            key=jax.random.key(cfg["seed"]),
-            progress=False,
+        res, row = common.fit_row(
+            model, img, cfg, 1 if cfg["fit_render_latency"] else None, batch_size=cfg["batch_size"]
         )
-        cost = macs.count(model)
-        lat = common.render_latency(model, res.params, 1) if cfg["fit_render_latency"] else None
-        fits.append(
-            dict(
-                model=label,
-                params=model.num_params(),
-                paper_macs=cost.paper_macs,
-                psnr=res.psnr,
-                ssim=res.ssim,
-                step_seconds=res.step_seconds,
-                render_seconds=lat,
-                bases=[list(b) for b in getattr(model, "bases", ())] or None,
-            )
-        )
+        lat = row["render_seconds"]
+        fits.append(dict(model=label, **row))
         print(
             f"{label:6s} PSNR {res.psnr:6.2f} SSIM {res.ssim:.3f} step {res.step_seconds * 1e3:8.1f} ms "
             f"render {common.fmt(lat, 2)} s",

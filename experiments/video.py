@@ -24,15 +24,13 @@ import os
 import sys
 import time
 
-import jax
 import numpy as np
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from asmr_jax import data, macs  # noqa: E402
+from asmr_jax import data  # noqa: E402
 from asmr_jax.asmr import ASMR  # noqa: E402
-from asmr_jax.fit import fit  # noqa: E402
 from asmr_jax.siren import SIREN  # noqa: E402
 from experiments import common  # noqa: E402
 
@@ -99,22 +97,9 @@ def run(cfg: dict, out_dir: str) -> dict:
             ("SIREN", SIREN(shape, c, widths=(cfg["width"],) * (cfg["levels"] - 1))),
         ]
         for label, model in contenders:
-            res = fit(model, clip, cfg["steps"], lr=cfg["lr"], key=jax.random.key(cfg["seed"]), progress=False)
-            cost = macs.count(model)
-            lat = common.render_latency(model, res.params, cfg["latency_repeats"])
-            rows.append(
-                dict(
-                    clip=clip_name,
-                    shape=shape,
-                    model=label,
-                    params=model.num_params(),
-                    paper_macs=cost.paper_macs,
-                    psnr=res.psnr,
-                    step_seconds=res.step_seconds,
-                    render_seconds=lat,
-                    bases=[list(b) for b in getattr(model, "bases", ())] or None,
-                )
-            )
+            res, row = common.fit_row(model, clip, cfg, cfg["latency_repeats"])
+            lat = row["render_seconds"]
+            rows.append(dict(clip=clip_name, shape=shape, model=label, **row))
             print(
                 f"{clip_name:4s} {str(shape):14s} {label:6s} PSNR {res.psnr:6.2f} "
                 f"step {res.step_seconds * 1e3:7.1f} ms render {lat * 1e3:7.2f} ms",
