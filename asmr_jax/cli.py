@@ -40,7 +40,6 @@ def model_from_args(args, shape, channels):
 
 def cmd_fit(args) -> int:
     import jax
-    import numpy as np
 
     from asmr_jax import data, fit, io, macs
 
@@ -56,7 +55,7 @@ def cmd_fit(args) -> int:
     result = fit.fit(model, signal.data, args.steps, lr=args.lr, cosine=args.cosine, batch_size=args.batch_size,
                      key=jax.random.key(args.seed), progress=not args.no_progress)
     render = jax.jit(model.render)
-    recon = np.asarray(render(result.params))
+    recon = result.reconstruction
     t_render = macs.median_time(lambda: render(result.params).block_until_ready(), repeats=5)
     summary = {
         "source": args.source, "model": model.config(), "params": model.num_params(),

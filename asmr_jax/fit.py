@@ -190,6 +190,7 @@ class FitResult:
     fit_seconds: float
     step_seconds: float
     history: list
+    reconstruction: np.ndarray  # the final full render, [*shape, C]
 
 
 def fit(
@@ -279,4 +280,5 @@ def fit(
         fit_seconds=fit_seconds,
         step_seconds=float(np.median(steady)),
         history=history,
+        reconstruction=recon,
     )

@@ -46,9 +46,7 @@ def build(kind: str, shape, channels: int, *, width: int = 256, depth: int | Non
         levels = levels if levels is not None else depth
         if bases is None and levels is None:
             levels = 4
-        if bases is not None:
-            return ASMR(tuple(shape), channels, bases=bases, widths=width, w0=w0, modulator=modulator)
-        return ASMR(tuple(shape), channels, widths=width, w0=w0, modulator=modulator, levels=levels)
+        return ASMR(tuple(shape), channels, bases=bases, widths=width, w0=w0, modulator=modulator, levels=levels)
     if kind == "siren":
         depth = depth if depth is not None else (levels if levels is not None else 4)
         if depth < 2:
