@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import coords as coords_lib
+from asmr_jax import sine
 from asmr_jax.siren import init_linear, init_mlp, mlp_apply
 
 MODULATORS = ("linear", "nonlinear")
@@ -174,7 +175,7 @@ class ASMR:
         for i in range(1, self.levels):
             if shifts is not None:
                 h = h + shifts[i - 1]
-            z = jnp.sin(self.w0 * (h + self.modulation(params, i, xs[i])))
+            z = sine.sin(self.w0 * (h + self.modulation(params, i, xs[i])))
             h = z @ layers[i]["w"] + layers[i]["b"]
         return h
 
@@ -230,8 +231,15 @@ class ASMR:
                 y = _factorized_output(h, m, layers[-1], self.w0)  # [*coarse, C, *B[:, -1]]
                 break
             lead = h.ndim - 1
-            h = h.reshape(h.shape[:-1] + (1,) * d + h.shape[-1:]) + m.reshape((1,) * lead + m.shape)
-            z = jnp.sin(self.w0 * h)  # [*B[:, :i+1] level-major, K]
+            h_cells = h.reshape(h.shape[:-1] + (1,) * d + h.shape[-1:])
+            m = m.reshape((1,) * lead + m.shape)
+            if use_angle_sum(h.size // h.shape[-1], m.size // m.shape[-1]):
+                # sin(a + m) = sin a cos m + cos a sin m: sines on the two small tables only.
+                sa, ca = _sincos(self.w0 * h_cells, h)
+                sm, cm = _sincos(self.w0 * m, h)
+                z = sa * cm + ca * sm
+            else:
+                z = sine.sin(self.w0 * (h_cells + m))  # [*B[:, :i+1] level-major, K]
             h = z @ layers[i]["w"] + layers[i]["b"]
         else:
             y = jnp.moveaxis(h, -1, (nlev - 1) * d)  # [*coarse, C, *B[:, -1]]
@@ -240,6 +248,29 @@ class ASMR:
         if crop:
             y = y[tuple(slice(0, s) for s in self.shape)]
         return y
+
+
+def use_angle_sum(cells: int, digits: int) -> bool:
+    """Whether a hidden level evaluates ``sin(w0 (a + m))`` by angle addition.
+
+    The direct form takes ``cells * digits`` sines per unit, the angle-addition form
+    ``2 * (cells + digits)`` (plus three flops per output value), so it wins once both
+    tables have more than a couple of rows.
+    """
+    return 2 * (cells + digits) < cells * digits
+
+
+def _sincos(x, like):
+    """``(sin x, cos x)``, each computed once and stored.
+
+    XLA counts sine and cosine as cheap and would otherwise fuse them into the broadcast
+    consumer, recomputing them for every element of the big table. Dividing by a
+    runtime one (``1 + 0 * like``, which the compiler cannot fold for floats) is an
+    exact no-op that XLA treats as expensive, so the two small tables are materialized.
+    """
+    one = 1 + 0 * like.reshape(-1)[0]
+    s, c = sine.sincos(x)
+    return s / one, c / one
 
 
 def _factorized_output(a, m, out_layer, w0):
@@ -260,10 +291,9 @@ def _factorized_output(a, m, out_layer, w0):
     c = w.shape[-1]
     wa = w0 * a.reshape(-1, k)  # [P, K]
     wm = w0 * m.reshape(-1, k)  # [Q, K]
-    left = jnp.concatenate([jnp.sin(wa), jnp.cos(wa)], axis=-1)  # [P, 2K]
-    right = jnp.concatenate(
-        [jnp.cos(wm)[:, None, :] * w.T[None], jnp.sin(wm)[:, None, :] * w.T[None]], axis=-1
-    )  # [Q, C, 2K]
+    left = jnp.concatenate(sine.sincos(wa), axis=-1)  # [P, 2K]
+    sm, cm = _sincos(wm, a)
+    right = jnp.concatenate([cm[:, None, :] * w.T[None], sm[:, None, :] * w.T[None]], axis=-1)  # [Q, C, 2K]
     y = left @ right.reshape(-1, 2 * k).T  # [P, Q*C]
     y = y.reshape(wa.shape[0], wm.shape[0], c).transpose(0, 2, 1) + b[None, :, None]  # [P, C, Q]
     return y.reshape(a.shape[:-1] + (c,) + m.shape[:-1])

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asmr_jax import sine
+
 
 def init_linear(key, fan_in: int, fan_out: int, w_bound: float, bias: bool = True) -> dict:
     """``w ~ U(-w_bound, w_bound)``; ``b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (PyTorch default)."""
@@ -45,7 +47,7 @@ def mlp_apply(layers: Sequence[dict], x, w0: float, shifts=None):
         pre = x @ layer["w"] + layer["b"]
         if shifts is not None:
             pre = pre + shifts[i]
-        x = jnp.sin(w0 * pre)
+        x = sine.sin(w0 * pre)
     return x @ layers[-1]["w"] + layers[-1]["b"]
 
 

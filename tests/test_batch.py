@@ -53,6 +53,11 @@ def assert_trees_close(a, b, atol=2e-5):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-4)
 
 
+def max_abs_diff(a, b) -> float:
+    return max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
 def row(tree, i):
     return jax.tree.map(lambda x: x[i], tree)
 
@@ -120,27 +125,23 @@ def test_shared_init_starts_every_signal_there(many):
 
 
 def test_target_psnr_freezes_signals():
-    easy = np.full((8, 8, 1), 0.05, np.float32)  # reached within a few steps
+    easy = np.full((8, 8, 1), 0.05, np.float32)  # reaches 20 dB after about 16 steps
     start = MODEL.init(jax.random.key(7))  # shared plain init: the output bias has to move
-    hard = X[0]  # random pixels: 49 parameters cannot reach 25 dB
-    fast = 1e-2  # Adam at this rate is chaotic after ~10 steps at w0 = 30; the checks below stay short
-    res = run_many(np.stack([easy, hard]), target_psnr=25.0, lr=fast, init=start)
+    hard = X[0]  # random pixels: 49 parameters cannot reach 20 dB
+    lr = 3e-3
+    res = run_many(np.stack([easy, hard]), target_psnr=20.0, lr=lr, init=start)
     assert res.stopped.tolist() == [True, False]
     assert 0 < res.steps[0] < STEPS and res.steps[1] == STEPS
-    assert res.psnr[0] >= 25.0 - 0.05 and res.psnr[1] < 25.0
-    # The frozen parameters are exactly those after the recorded number of steps.
-    short = fit.fit(
-        MODEL,
-        easy,
-        int(res.steps[0]),
-        lr=fast,
-        params=start,
-        chunk=PER_CALL,
-        progress=False,
-    )
-    # (Adam at 1e-2 moves every weight ~1e-2 a step, so 2e-3 still tells the steps apart)
-    assert_trees_close(row(res.params, 0), short.params, atol=2e-3)
-    free = run_many(np.stack([easy, hard]), lr=fast, init=start)
+    assert res.psnr[0] >= 20.0 - 0.05 and res.psnr[1] < 20.0
+    # The frozen parameters are those after the recorded number of steps, not one more or
+    # one fewer (Adam moves every weight by about lr per step).
+    n = int(res.steps[0])
+    dist = {}
+    for k in (n - 1, n, n + 1):
+        single = fit.fit(MODEL, easy, k, lr=lr, params=start, chunk=PER_CALL, progress=False).params
+        dist[k] = max_abs_diff(row(res.params, 0), single)
+    assert dist[n] < 2e-5 and min(dist[n - 1], dist[n + 1]) > 0.3 * lr, dist
+    free = run_many(np.stack([easy, hard]), lr=lr, init=start)
     assert free.psnr[0] > res.psnr[0]  # without the target it keeps training
     assert_trees_close(row(free.params, 1), row(res.params, 1))
 
