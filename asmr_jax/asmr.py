@@ -22,7 +22,11 @@ Two forward paths compute the same function:
   coarse cells and ``M`` the finest modulation table,
   ``sin(w0 (a + m)) = sin(w0 a) cos(w0 m) + cos(w0 a) sin(w0 m)``, so the output is one
   GEMM ``[cells * C, 2K] @ [2K, digits]`` and the render needs
-  ``O(N * C + cells * K)`` memory instead of ``O(N * K)``.
+  ``O(N * C + cells * K)`` memory instead of ``O(N * K)``. The other hidden levels use
+  the same identity when it saves sines (:func:`use_angle_sum`): sines and cosines of
+  the two small tables, then three flops per value of the level's activation.
+
+All sines go through :mod:`asmr_jax.sine`, a vectorized polynomial.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ single-signal full-batch step (:func:`asmr_jax.fit.full_batch_loss`, Adam from
 Signal ``i`` starts from ``fit.init_params(model, split(fold_in(key, index_i))[0],
 signal_i)`` (the output bias at the signal's mean), where ``index_i`` is its global
 index (its position in the dataset), so a signal's fit does not depend on which other
-signals share its batch, on the chunk size or on the device count, and it
-equals ``asmr_jax.fit.fit(model, signal_i, key=fold_in(key, index_i))``, up to float32
+signals share its batch, on the chunk size or on the device count, and it equals
+``asmr_jax.fit.fit(model, signal_i, key=fold_in(key, index_i), keep_best=False)``, up to float32
 rounding (XLA may block a batched matmul differently for another per-device batch size,
 and long runs at high learning rates amplify such differences). With
 ``init=params`` every signal starts from that shared (e.g. meta-learned) initialization.

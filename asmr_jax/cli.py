@@ -53,7 +53,7 @@ def cmd_fit(args) -> int:
     print(f"{model.kind}: shape {signal.shape} x {signal.channels}, {model.num_params():,} params, "
           f"{cost.paper_macs:,.2f} MAC/sample" + (f", bases {model.bases}" if model.kind == "asmr" else ""))
     result = fit.fit(model, signal.data, args.steps, lr=args.lr, cosine=args.cosine, batch_size=args.batch_size,
-                     key=jax.random.key(args.seed), progress=not args.no_progress)
+                     key=jax.random.key(args.seed), progress=not args.no_progress, keep_best=not args.keep_last)
     render = jax.jit(model.render)
     recon = result.reconstruction
     t_render = macs.median_time(lambda: render(result.params).block_until_ready(), repeats=5)
@@ -61,7 +61,7 @@ def cmd_fit(args) -> int:
         "source": args.source, "model": model.config(), "params": model.num_params(),
         "mac_per_sample": cost.paper_macs, "render_mac_per_sample": cost.render_macs,
         "psnr": result.psnr, "ssim": result.ssim, "steps": args.steps, "fit_seconds": result.fit_seconds,
-        "step_seconds": result.step_seconds, "render_seconds": t_render,
+        "step_seconds": result.step_seconds, "render_seconds": t_render, "best_step": result.best_step,
     }
     with io.atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         io.save_model(os.path.join(tmp, "checkpoint"), model, result.params,
@@ -73,6 +73,8 @@ def cmd_fit(args) -> int:
     print(f"{'params':>10} {'MAC/sample':>11} {'PSNR dB':>8} {'SSIM':>7} {'fit s':>8} {'step ms':>8} {'render ms':>10}")
     print(f"{model.num_params():>10,} {cost.paper_macs:>11,.1f} {result.psnr:>8.2f} {ssim:>7} "
           f"{result.fit_seconds:>8.1f} {1e3 * result.step_seconds:>8.2f} {1e3 * t_render:>10.2f}")
+    if result.best_step != args.steps:
+        print(f"kept the parameters after step {result.best_step} (best PSNR seen; --keep-last keeps the final ones)")
     print(f"wrote {os.path.join(args.out, os.path.basename(out_file))}, {args.out}/checkpoint, {args.out}/metrics.json")
     return 0
 
@@ -131,6 +133,8 @@ def add_commands(sub):
     g.add_argument("--batch-size", type=int, default=None,
                    help="points per step (block sampler); default full batch when the signal fits")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--keep-last", action="store_true",
+                   help="keep the final parameters; by default a full-batch fit keeps the best PSNR seen")
     g.add_argument("--crop", type=int, default=None, help="center-crop every spatial axis to this size first")
     p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace --out (only once the new one is complete)")

@@ -148,18 +148,42 @@ def sampled_loss(model, params, target, coords, mask, shifts=None):
     return jnp.sum(err * w) / (jnp.sum(w) * err.shape[-1])
 
 
+def _render_losses(model, params, target):
+    """MSE of the render (what is trained) and of the render clipped to [0, 1] (what PSNR sees)."""
+    pred = model.render(params)
+    return jnp.mean((pred - target) ** 2), jnp.mean((jnp.clip(pred, 0.0, 1.0) - target) ** 2)
+
+
+def start_best(params):
+    """The best-so-far record :func:`run_full_batch` carries: params, clipped MSE, step."""
+    return params, jnp.asarray(jnp.inf, jnp.float32), jnp.asarray(-1, jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "tx", "n"))
-def run_full_batch(model, tx, params, opt_state, target, n: int):
-    """``n`` full-batch Adam steps in one ``lax.scan``; returns params, state, losses ``[n]``."""
+def run_full_batch(model, tx, params, opt_state, target, n: int, best=None, start=0):
+    """``n`` full-batch Adam steps in one ``lax.scan``, the first being step ``start``.
 
-    def step(carry, _):
-        params, opt_state = carry
-        loss, grads = jax.value_and_grad(full_batch_loss, argnums=1)(model, params, target)
+    Every step's forward pass also gives the clipped-prediction MSE of the parameters it
+    starts from, so the best parameters seen are kept without an extra render (the
+    official code likewise keeps its best-PSNR model). Returns ``params, opt_state,
+    losses [n], best``, with ``best = (params, clipped_mse, step)`` updated from ``best``
+    (default: nothing seen yet); ``step`` counts the updates those params had.
+    """
+    best = start_best(params) if best is None else best
+
+    def step(carry, t):
+        params, opt_state, (best_params, best_err, best_step) = carry
+        (loss, err), grads = jax.value_and_grad(
+            lambda p: _render_losses(model, p, target), has_aux=True)(params)
+        better = err < best_err
+        best = (jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best_params),
+                jnp.where(better, err, best_err), jnp.where(better, t, best_step))
         updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        return (optax.apply_updates(params, updates), opt_state, best), loss
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), None, length=n)
-    return params, opt_state, losses
+    steps = start + jnp.arange(n, dtype=jnp.int32)
+    (params, opt_state, best), losses = jax.lax.scan(step, (params, opt_state, best), steps)
+    return params, opt_state, losses, best
 
 
 @functools.partial(jax.jit, static_argnames=("model", "tx", "sampler", "n"))
@@ -190,7 +214,8 @@ class FitResult:
     fit_seconds: float
     step_seconds: float
     history: list
-    reconstruction: np.ndarray  # the final full render, [*shape, C]
+    reconstruction: np.ndarray  # the full render of ``params``, [*shape, C]
+    best_step: int = 0  # updates ``params`` had (``steps`` unless an earlier step was better)
 
 
 def fit(
@@ -205,6 +230,7 @@ def fit(
     params=None,
     chunk: int = 100,
     progress: bool = True,
+    keep_best: bool = True,
 ) -> FitResult:
     """Fits ``model`` to one signal.
 
@@ -220,9 +246,12 @@ def fit(
         the output bias at the signal's mean).
       chunk: steps per jitted ``lax.scan`` call (one progress-bar update each).
       progress: show a progress bar with the current PSNR.
+      keep_best: (full batch) return the parameters with the best PSNR seen during
+        training rather than the last ones, as the official code reports; the step
+        they come from is ``FitResult.best_step``. Sampled fits always return the last.
 
     Returns:
-      :class:`FitResult` with final PSNR/SSIM measured on a full render.
+      :class:`FitResult` with PSNR/SSIM measured on a full render of the returned params.
     """
     target_np = check_signal(model, signal)
     if steps < 1:
@@ -241,6 +270,7 @@ def fit(
         chunk = sampler.steps_per_epoch if chunk is None else min(chunk, sampler.steps_per_epoch)
 
     history, times = [], []
+    best = start_best(params) if sampler is None else None
     done, t_start = 0, time.perf_counter()
     bar = tqdm(total=steps, disable=not progress, desc=f"fit {model.kind}", unit="step", leave=False)
     epoch_key, pos = k_data, 0
@@ -252,7 +282,7 @@ def fit(
             n = min(n, sampler.steps_per_epoch - pos)
         t0 = time.perf_counter()
         if sampler is None:
-            params, opt_state, losses = run_full_batch(model, tx, params, opt_state, target, n)
+            params, opt_state, losses, best = run_full_batch(model, tx, params, opt_state, target, n, best, done)
         else:
             params, opt_state, losses = run_sampled(
                 model, tx, sampler, params, opt_state, target, epoch_key, pos, n
@@ -270,6 +300,12 @@ def fit(
     bar.close()
     fit_seconds = time.perf_counter() - t_start
     recon = np.asarray(jax.jit(model.render)(params))
+    best_step = steps
+    if keep_best and best is not None:
+        final_err = float(np.mean((np.clip(recon, 0.0, 1.0) - target_np) ** 2))
+        if float(best[1]) < final_err:
+            params, best_step = best[0], int(best[2])
+            recon = np.asarray(jax.jit(model.render)(params))
     steady = times[1:] if len(times) > 1 else times
     return FitResult(
         model=model,
@@ -281,4 +317,5 @@ def fit(
         step_seconds=float(np.median(steady)),
         history=history,
         reconstruction=recon,
+        best_step=best_step,
     )

@@ -12,13 +12,23 @@ pre-activations ``w0 * (x W + b)``.
 
 Both functions carry their own derivative (``d sin = cos``, ``d cos = -sin``), so
 gradients of any order use the same polynomial rather than differentiating it.
+
+Set the environment variable ``ASMR_JAX_SINE=xla`` before importing to use ``jnp.sin``
+and ``jnp.cos`` instead (for comparisons, or on a backend whose own sine is faster).
 """
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+IMPLEMENTATIONS = ("poly", "xla")
+IMPL = os.environ.get("ASMR_JAX_SINE", "poly")
+if IMPL not in IMPLEMENTATIONS:
+    raise ValueError(f"ASMR_JAX_SINE must be one of {IMPLEMENTATIONS}, got {IMPL!r}")
 
 # Elementwise flops per value as XLA's cost analysis counts them (tested): a lone sine
 # evaluates both polynomials and selects one; a (sin, cos) pair shares the reduction.
@@ -39,7 +49,7 @@ def _sincos(x):
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.float32)
-    if x.dtype != jnp.float32:  # the polynomial is tuned for float32; keep wider types exact
+    if IMPL == "xla" or x.dtype != jnp.float32:  # the polynomial is tuned for float32
         return jnp.sin(x), jnp.cos(x)
     q = jnp.round(x * _TWO_OVER_PI)
     r = ((x - q * _PIO2_A) - q * _PIO2_B) - q * _PIO2_C

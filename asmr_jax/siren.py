@@ -18,12 +18,11 @@ from asmr_jax import sine
 
 
 def init_linear(key, fan_in: int, fan_out: int, w_bound: float, bias: bool = True) -> dict:
-    """``w ~ U(-w_bound, w_bound)``; ``b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (PyTorch default)."""
+    """``w`` and ``b`` both ``~ U(-w_bound, w_bound)`` (SIREN initializes biases like weights)."""
     kw, kb = jax.random.split(key)
     out = {"w": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -w_bound, w_bound)}
     if bias:
-        bb = 1.0 / math.sqrt(fan_in)
-        out["b"] = jax.random.uniform(kb, (fan_out,), jnp.float32, -bb, bb)
+        out["b"] = jax.random.uniform(kb, (fan_out,), jnp.float32, -w_bound, w_bound)
     return out
 
 

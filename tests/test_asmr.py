@@ -103,12 +103,14 @@ def test_jit_and_vmap_over_param_sets_match_loop():
 def test_siren_init_ranges(key):
     model = SIREN((16, 16), 3, widths=(64, 64, 64), w0=30.0)
     layers = model.init(key)["layers"]
-    assert float(jnp.abs(layers[0]["w"]).max()) <= 1.0 / 2
-    assert float(jnp.abs(layers[0]["w"]).max()) > 0.4  # U(-1/2, 1/2) actually spans the range
+    # weights and biases share the bound (SIREN); U(-1/2, 1/2) for the 2-input first layer
+    assert 0.4 < float(jnp.abs(layers[0]["w"]).max()) <= 1.0 / 2
+    assert 0.4 < float(jnp.abs(layers[0]["b"]).max()) <= 1.0 / 2
+    bound = math.sqrt(6.0 / 64) / 30.0
     for layer in layers[1:]:
-        bound = math.sqrt(6.0 / 64) / 30.0
-        assert float(jnp.abs(layer["w"]).max()) <= bound
-        assert float(jnp.abs(layer["w"]).max()) > 0.9 * bound
+        assert 0.75 * bound < float(jnp.abs(layer["w"]).max()) <= bound
+        assert float(jnp.abs(layer["b"]).max()) <= bound
+    assert float(jnp.abs(layers[1]["b"]).max()) > 0.75 * bound  # 64 draws span the range
     assert model.num_params() == sum(x.size for x in jax.tree.leaves(model.init(key)))
 
 

@@ -80,7 +80,8 @@ def test_vmap_fit_equals_separate_fits(many):
     base = jax.random.key(0)
     for i in (0, 3):
         one = fit.fit(
-            MODEL, X[i], STEPS, lr=LR, key=jax.random.fold_in(base, i), chunk=PER_CALL, progress=False
+            MODEL, X[i], STEPS, lr=LR, key=jax.random.fold_in(base, i), chunk=PER_CALL, progress=False,
+            keep_best=False,
         )
         assert_trees_close(row(many.params, i), one.params)
         assert abs(float(many.psnr[i]) - one.psnr) < 1e-3
@@ -112,7 +113,7 @@ def test_second_call_does_not_recompile(many):
 def test_shared_init_starts_every_signal_there(many):
     init = row(many.params, 0)
     res = run_many(X[:2], init=init)
-    one = fit.fit(MODEL, X[1], STEPS, lr=LR, params=init, chunk=PER_CALL, progress=False)
+    one = fit.fit(MODEL, X[1], STEPS, lr=LR, params=init, chunk=PER_CALL, progress=False, keep_best=False)
     assert_trees_close(row(res.params, 1), one.params)
     zero_steps = run_many(X[:2], init=init, target_psnr=-50.0)  # reached at once: nothing moves
     assert zero_steps.steps.tolist() == [0, 0] and zero_steps.stopped.all()
@@ -125,10 +126,10 @@ def test_shared_init_starts_every_signal_there(many):
 
 
 def test_target_psnr_freezes_signals():
-    easy = np.full((8, 8, 1), 0.05, np.float32)  # reaches 20 dB after about 16 steps
+    easy = np.full((8, 8, 1), 0.15, np.float32)  # reaches 20 dB after about 11 steps
     start = MODEL.init(jax.random.key(7))  # shared plain init: the output bias has to move
     hard = X[0]  # random pixels: 49 parameters cannot reach 20 dB
-    lr = 3e-3
+    lr = 5e-3
     res = run_many(np.stack([easy, hard]), target_psnr=20.0, lr=lr, init=start)
     assert res.stopped.tolist() == [True, False]
     assert 0 < res.steps[0] < STEPS and res.steps[1] == STEPS
@@ -138,7 +139,7 @@ def test_target_psnr_freezes_signals():
     n = int(res.steps[0])
     dist = {}
     for k in (n - 1, n, n + 1):
-        single = fit.fit(MODEL, easy, k, lr=lr, params=start, chunk=PER_CALL, progress=False).params
+        single = fit.fit(MODEL, easy, k, lr=lr, params=start, chunk=PER_CALL, progress=False, keep_best=False).params
         dist[k] = max_abs_diff(row(res.params, 0), single)
     assert dist[n] < 2e-5 and min(dist[n - 1], dist[n + 1]) > 0.3 * lr, dist
     free = run_many(np.stack([easy, hard]), lr=lr, init=start)

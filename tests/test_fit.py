@@ -36,9 +36,9 @@ def test_fit_step_does_not_recompile(crop):
     params = model.init(jax.random.key(0))
     state = tx.init(params)
     target = jax.numpy.asarray(crop)
-    params, state, _ = fit.run_full_batch(model, tx, params, state, target, 3)
+    params, state, _, best = fit.run_full_batch(model, tx, params, state, target, 3, fit.start_best(params), 0)
     size = fit.run_full_batch._cache_size()
-    params, state, losses = fit.run_full_batch(model, tx, params, state, target + 0.0, 3)
+    params, state, losses, best = fit.run_full_batch(model, tx, params, state, target + 0.0, 3, best, 3)
     assert fit.run_full_batch._cache_size() == size
     assert losses.shape == (3,)
 
@@ -70,3 +70,16 @@ def test_init_params_centres_output_on_signal_mean(crop):
     plain = model.init(jax.random.key(0))
     for a, b in zip(jax.tree.leaves(params["layers"][:-1]), jax.tree.leaves(plain["layers"][:-1])):
         np.testing.assert_array_equal(a, b)
+
+
+def test_keep_best_returns_the_best_parameters_seen(crop):
+    model = models.build("asmr", (32, 32), 1, width=16, bases=(4, 8))
+    kw = dict(lr=3e-2, progress=False, chunk=25)  # a rate at which the PSNR oscillates
+    last = fit.fit(model, crop, 100, keep_best=False, **kw)
+    best = fit.fit(model, crop, 100, **kw)
+    assert last.best_step == 100 and 1 <= best.best_step < 100
+    assert best.psnr > last.psnr
+    # the kept parameters are exactly those after best_step updates
+    again = fit.fit(model, crop, best.best_step, keep_best=False, **kw)
+    assert again.psnr == pytest.approx(best.psnr, abs=1e-3)
+    assert max(p for _, p in best.history) <= best.psnr + 1e-3  # no chunk end was better
