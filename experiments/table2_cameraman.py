@@ -28,6 +28,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, os.path.dirname(HERE))  # the repository, for runs without an install
 
 CONFIGS = {
     "SIREN-3": dict(kind="siren", depth=3),
@@ -45,7 +46,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_one(name: str, steps: int, size: int, width: int, cosine: bool = False) -> dict:
+def run_one(name: str, steps: int, size: int, width: int, cosine: bool = False, seed: int = 0,
+            lr: float = 1e-4) -> dict:
     """Fits one model (in this process) and measures it."""
     import jax
     import numpy as np
@@ -61,11 +63,13 @@ def run_one(name: str, steps: int, size: int, width: int, cosine: bool = False) 
         cfg = {"levels": len(cfg.pop("bases"))}
     model = models.build(kind, img.shape, 1, width=width, **cfg)
     cost = macs.count(model)
-    res = fit.fit(model, img.data, steps, cosine=cosine, progress=False, chunk=max(1, min(100, steps // 10)))
+    res = fit.fit(model, img.data, steps, lr=lr, cosine=cosine, progress=False, key=jax.random.key(seed),
+                  chunk=max(1, min(100, steps // 10)))
     render = jax.jit(model.render)
     t_render = macs.median_time(lambda: render(res.params).block_until_ready(), repeats=5)
     return {
-        "name": name, "steps": steps, "cosine": cosine, "params": model.num_params(), "mac_paper": cost.paper_macs,
+        "name": name, "steps": steps, "cosine": cosine, "seed": seed, "lr": lr, "best_step": res.best_step,
+        "params": model.num_params(), "mac_paper": cost.paper_macs,
         "mac_render": cost.render_macs, "transcendentals": cost.transcendentals,
         "psnr": res.psnr, "ssim": res.ssim, "step_s": res.step_seconds, "render_s": t_render,
         "fit_s": res.fit_seconds, "peak_rss_mib": peak_rss_mib(),
@@ -118,16 +122,19 @@ def subprocess_json(args: list[str]) -> dict:
 
 
 def markdown(res: dict) -> str:
-    lines = ["| model | params | MAC/px (paper conv.) | MAC/px (our render) | steps | PSNR dB | SSIM | "
-             "step ms | render ms | peak RSS MiB | paper PSNR |", "|" + "---|" * 11]
+    lines = ["| model | params | MAC/px (paper conv.) | MAC/px (our render) | steps | lr | seed | PSNR dB | SSIM | "
+             "step ms | render ms | peak RSS MiB | paper PSNR |", "|" + "---|" * 13]
     for row in res["rows"]:
         ssim = "-" if row["ssim"] is None else f"{row['ssim']:.4f}"
-        name = row["name"] + (" (cosine lr)" if row.get("cosine") else "")
+        lr = f"{row.get('lr', 1e-4):g}" + (" cosine" if row.get("cosine") else "")
         lines.append(
-            f"| {name} | {row['params']:,} | {row['mac_paper']:,.2f} | {row['mac_render']:,.2f} | "
-            f"{row['steps']} | {row['psnr']:.2f} | {ssim} | {1e3 * row['step_s']:.1f} | "
+            f"| {row['name']} | {row['params']:,} | {row['mac_paper']:,.2f} | {row['mac_render']:,.2f} | "
+            f"{row['steps']} | {lr} | {row.get('seed', 0)} | {row['psnr']:.2f} | {ssim} | {1e3 * row['step_s']:.1f} | "
             f"{1e3 * row['render_s']:.2f} | {row['peak_rss_mib']:.0f} | {PAPER[row['name']][2]} |")
     lines.append("")
+    for name, psnrs in res.get("long_summary", {}).items():
+        lines.append(f"- {name}, {res['long_steps']} steps over seeds {res['seeds']}: median "
+                     f"{sorted(psnrs)[len(psnrs) // 2]:.2f} dB, best {max(psnrs):.2f} dB (paper {PAPER[name][2]})")
     for key, r in res["render_ratios"].items():
         lines.append(f"- render {key} {r['shape']}x{r['channels']}: SIREN-4 {1e3 * r['siren_render_s']:.1f} ms, "
                      f"ASMR-4 {1e3 * r['asmr_render_s']:.2f} ms, ratio **{r['ratio']:.1f}x**")
@@ -147,18 +154,20 @@ def main(argv=None) -> int:
     p.add_argument("--long-models", default="ASMR-4,ASMR-3", help="models also run for --long-steps")
     p.add_argument("--cosine", action="store_true",
                    help="cosine-decay the rate to 1e-5 in the --long-steps runs (the official code's option)")
+    p.add_argument("--long-lr", type=float, default=1e-4, help="peak Adam rate of the --long-steps runs (paper 1e-4)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds of the --long-steps runs (default 0)")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--big", type=int, default=8192, help="size of the tiled render check (0 to skip)")
     p.add_argument("--smoke", action="store_true", help="tiny crop, few steps, no big render")
     p.add_argument("--out", default=RESULTS, help="results folder")
-    p.add_argument("--one", nargs=3, metavar=("NAME", "STEPS", "SIZE"), help=argparse.SUPPRESS)
+    p.add_argument("--one", nargs=5, metavar=("NAME", "STEPS", "SIZE", "SEED", "LR"), help=argparse.SUPPRESS)
     p.add_argument("--ratio", nargs=1, metavar="WHICH", help=argparse.SUPPRESS)
     p.add_argument("--big-one", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.one:  # child process: one model
-        name, steps, size = args.one
-        print(json.dumps(run_one(name, int(steps), int(size), args.width, args.cosine)))
+        name, steps, size, seed, lr = args.one
+        print(json.dumps(run_one(name, int(steps), int(size), args.width, args.cosine, int(seed), float(lr))))
         return 0
     if args.ratio:
         which = args.ratio[0]
@@ -178,15 +187,21 @@ def main(argv=None) -> int:
     steps = 5 if args.smoke else args.steps
     long_steps = 10 if args.smoke else args.long_steps
     width = ["--width", str(16 if args.smoke else args.width)]
-    res = {"steps": steps, "long_steps": long_steps, "size": size, "rows": [], "render_ratios": {}}
+    seeds = [int(x) for x in args.seeds.split(",") if x]
+    res = {"steps": steps, "long_steps": long_steps, "size": size, "seeds": seeds, "rows": [], "render_ratios": {},
+           "long_summary": {}}
     for name in [n for n in args.long_models.split(",") if n]:  # the paper-length runs first
-        if long_steps > steps:
-            row = subprocess_json(["--one", name, str(long_steps), str(size), *width] + ["--cosine"] * args.cosine)
-            print(f"{name}: {long_steps} steps, PSNR {row['psnr']:.2f} dB", flush=True)
+        if long_steps <= steps:
+            continue
+        for seed in seeds:
+            row = subprocess_json(["--one", name, str(long_steps), str(size), str(seed), str(args.long_lr), *width]
+                                  + ["--cosine"] * args.cosine)
+            print(f"{name} seed {seed}: {long_steps} steps, PSNR {row['psnr']:.2f} dB", flush=True)
             res["rows"].append(row)
+            res["long_summary"].setdefault(name, []).append(row["psnr"])
     side = []
     for name in CONFIGS:
-        row = subprocess_json(["--one", name, str(steps), str(size), *width])
+        row = subprocess_json(["--one", name, str(steps), str(size), "0", "1e-4", *width])
         print(f"{name}: {steps} steps, PSNR {row['psnr']:.2f} dB, step {1e3 * row['step_s']:.1f} ms, "
               f"render {1e3 * row['render_s']:.2f} ms", flush=True)
         side.append(row)

@@ -163,3 +163,30 @@ def test_write_results_is_atomic_and_json_safe(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["x.json", "x.md"]
     with pytest.raises(ValueError, match="--steps"):
         common.positive_int(0, "--steps")
+
+
+def test_table2_smoke(tmp_path):
+    from experiments import table2_cameraman
+
+    assert table2_cameraman.main(["--smoke", "--out", str(tmp_path), "--seeds", "0,1"]) == 0
+    saved, md = _read(tmp_path, "table2_cameraman_smoke")
+    names = [r["name"] for r in saved["rows"]]
+    assert sorted(set(names)) == ["ASMR-3", "ASMR-4", "SIREN-3", "SIREN-4"]
+    long_rows = [r for r in saved["rows"] if r["steps"] == saved["long_steps"]]
+    assert sorted((r["name"], r["seed"]) for r in long_rows) == [("ASMR-3", 0), ("ASMR-3", 1),
+                                                                 ("ASMR-4", 0), ("ASMR-4", 1)]
+    assert all(math.isfinite(r["psnr"]) and 1 <= r["best_step"] <= r["steps"] for r in saved["rows"])
+    assert saved["render_ratios"]["smoke"]["ratio"] > 0 and saved["step_ratio"] > 0
+    assert "median" in md and "ratio" in md
+
+
+def test_sine_benchmark_smoke(tmp_path):
+    from experiments import sine_benchmark
+
+    assert sine_benchmark.main(["--smoke", "--out", str(tmp_path)]) == 0
+    saved, md = _read(tmp_path, "sine_benchmark_smoke")
+    assert [r["impl"] for r in saved["impls"]] == ["xla", "poly"]
+    assert saved["max_render_diff"] < 1e-4  # the two sines give the same render
+    for r in saved["impls"]:
+        assert r["sin_1m_ms"] > 0 and r["small"]["ratio"] > 0 and math.isfinite(r["asmr_psnr"])
+    assert "speed-up" in md
