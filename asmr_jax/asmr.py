@@ -20,8 +20,8 @@ Two forward paths compute the same function:
   layout is restored once at the end with a generated ``einops`` pattern. The last
   hidden layer is never built at full resolution: with ``A`` its pre-activation on the
   coarse cells and ``M`` the finest modulation table,
-  ``sin(w0 (a + m)) = sin(w0 a) cos(w0 m) + cos(w0 a) sin(w0 m)``, so the output is one
-  GEMM ``[cells * C, 2K] @ [2K, digits]`` and the render needs
+  ``sin(w0 (a + m)) = sin(w0 a) cos(w0 m) + cos(w0 a) sin(w0 m)``, so the output is two
+  GEMMs ``[cells, K] @ [K, digits * C]`` and the render needs
   ``O(N * C + cells * K)`` memory instead of ``O(N * K)``. The other hidden levels use
   the same identity when it saves sines (:func:`use_angle_sum`): sines and cosines of
   the two small tables, then three flops per value of the level's activation.
@@ -286,19 +286,21 @@ def _factorized_output(a, m, out_layer, w0):
       out_layer: ``{"w": [K, C], "b": [C]}``.
 
     Returns:
-      ``[*coarse, C, *digits]``. One GEMM ``[P, 2K] @ [2K, Q*C]``: the readout weights are
-      folded into the small digit side, so memory is ``O(P*K + Q*C*K + P*Q*C)`` and the
-      ``[P, Q, K]`` activation is never built.
+      ``[*coarse, C, *digits]``, from two GEMMs ``[P, K] @ [K, Q*C]`` (``sin(w0 a)``
+      against ``cos(w0 m) * W``, ``cos(w0 a)`` against ``sin(w0 m) * W``): the readout
+      weights are folded into the small digit side, so memory is
+      ``O(P*K + Q*C*K + P*Q*C)`` and the ``[P, Q, K]`` activation is never built.
     """
     k = a.shape[-1]
     w, b = out_layer["w"], out_layer["b"]
     c = w.shape[-1]
     wa = w0 * a.reshape(-1, k)  # [P, K]
     wm = w0 * m.reshape(-1, k)  # [Q, K]
-    left = jnp.concatenate(sine.sincos(wa), axis=-1)  # [P, 2K]
+    sa, ca = sine.sincos(wa)
     sm, cm = _sincos(wm, a)
-    right = jnp.concatenate([cm[:, None, :] * w.T[None], sm[:, None, :] * w.T[None]], axis=-1)  # [Q, C, 2K]
-    y = left @ right.reshape(-1, 2 * k).T  # [P, Q*C]
+    right_c = (cm[:, None, :] * w.T[None]).reshape(-1, k)  # [Q*C, K]
+    right_s = (sm[:, None, :] * w.T[None]).reshape(-1, k)
+    y = sa @ right_c.T + ca @ right_s.T  # [P, Q*C]
     y = y.reshape(wa.shape[0], wm.shape[0], c).transpose(0, 2, 1) + b[None, :, None]  # [P, C, Q]
     return y.reshape(a.shape[:-1] + (c,) + m.shape[:-1])
 

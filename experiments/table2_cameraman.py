@@ -10,7 +10,9 @@ own), one after another on the same machine:
 * render-time ratios SIREN-4 / ASMR-4 on Cameraman and on a 512x768 RGB grid with the
   paper's Kodak bases, and the 8192x8192 RGB render of a 6-level width-512 ASMR.
 
-    python experiments/table2_cameraman.py                 # ~1 h on 2 cores
+    python experiments/table2_cameraman.py --cosine --long-lr 5e-4 --long-models ASMR-4 --seeds 0,1,2
+                                                           # ~30 min on 2 cores
+    python experiments/table2_cameraman.py --renders-only  # re-time the renders of an earlier run
     python experiments/table2_cameraman.py --smoke         # seconds
 
 Results: experiments/results/table2_cameraman.{json,md}.
@@ -29,6 +31,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, os.path.dirname(HERE))  # the repository, for runs without an install
+
+from experiments.common import write_results  # noqa: E402
 
 CONFIGS = {
     "SIREN-3": dict(kind="siren", depth=3),
@@ -160,6 +164,8 @@ def main(argv=None) -> int:
     p.add_argument("--big", type=int, default=8192, help="size of the tiled render check (0 to skip)")
     p.add_argument("--smoke", action="store_true", help="tiny crop, few steps, no big render")
     p.add_argument("--out", default=RESULTS, help="results folder")
+    p.add_argument("--renders-only", action="store_true",
+                   help="re-measure only the render ratios and the big render, updating an earlier run's results")
     p.add_argument("--one", nargs=5, metavar=("NAME", "STEPS", "SIZE", "SEED", "LR"), help=argparse.SUPPRESS)
     p.add_argument("--ratio", nargs=1, metavar="WHICH", help=argparse.SUPPRESS)
     p.add_argument("--big-one", type=int, help=argparse.SUPPRESS)
@@ -188,9 +194,35 @@ def main(argv=None) -> int:
     long_steps = 10 if args.smoke else args.long_steps
     width = ["--width", str(16 if args.smoke else args.width)]
     seeds = [int(x) for x in args.seeds.split(",") if x]
-    res = {"steps": steps, "long_steps": long_steps, "size": size, "seeds": seeds, "rows": [], "render_ratios": {},
-           "long_summary": {}}
-    for name in [n for n in args.long_models.split(",") if n]:  # the paper-length runs first
+    name = "table2_cameraman" + ("_smoke" if args.smoke else "")
+    if args.renders_only:
+        path = os.path.join(args.out, name + ".json")
+        if not os.path.exists(path):
+            raise SystemExit(f"--renders-only updates an earlier run's results, but {path} does not exist")
+        with open(path) as f:
+            res = json.load(f)
+        res.pop("environment", None)
+    else:
+        res = {"steps": steps, "long_steps": long_steps, "size": size, "seeds": seeds, "rows": [],
+               "render_ratios": {}, "long_summary": {}}
+        run_fits(res, args, size, width, seeds)
+    for which in (("smoke",) if args.smoke else ("cameraman", "kodak")):
+        res["render_ratios"][which] = subprocess_json(["--ratio", which, *width])
+    if args.big and not args.smoke:
+        res["big"] = subprocess_json(["--big-one", str(args.big)])
+    elif args.smoke:
+        res["big"] = subprocess_json(["--big-one", "64"])
+    table = markdown(res)
+    paths = write_results(args.out, name, res, table)
+    print(table)
+    print(f"wrote {' and '.join(paths)}")
+    return 0
+
+
+def run_fits(res: dict, args, size: int, width: list, seeds: list) -> None:
+    """The paper-length runs (per seed), then every model side by side for ``res['steps']``."""
+    steps, long_steps = res["steps"], res["long_steps"]
+    for name in [n for n in args.long_models.split(",") if n]:
         if long_steps <= steps:
             continue
         for seed in seeds:
@@ -208,22 +240,6 @@ def main(argv=None) -> int:
     res["rows"] = side + res["rows"]
     by = {r["name"]: r for r in side}
     res["step_ratio"] = by["SIREN-4"]["step_s"] / by["ASMR-4"]["step_s"]
-    for which in (("smoke",) if args.smoke else ("cameraman", "kodak")):
-        res["render_ratios"][which] = subprocess_json(["--ratio", which, *width])
-    if args.big and not args.smoke:
-        res["big"] = subprocess_json(["--big-one", str(args.big)])
-    elif args.smoke:
-        res["big"] = subprocess_json(["--big-one", "64"])
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, "table2_cameraman" + ("_smoke" if args.smoke else ""))
-    with open(stem + ".json", "w") as f:
-        json.dump(res, f, indent=2)
-    table = markdown(res)
-    with open(stem + ".md", "w") as f:
-        f.write(table)
-    print(table)
-    print(f"wrote {stem}.json and {stem}.md")
-    return 0
 
 
 if __name__ == "__main__":
