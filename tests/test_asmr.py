@@ -38,11 +38,12 @@ def asmr_models(draw):
 def test_apply_equals_render_everywhere(model, with_shifts, seed):
     params = model.init(jax.random.key(seed))
     shifts = _shifts(model, seed) if with_shifts else None
-    rendered = model.render(params, shifts)
+    # jitted: one compile per path instead of one per eager op
+    rendered = jax.jit(model.render)(params, shifts)
     assert rendered.shape == model.shape + (model.channels,)
-    points = model.apply(params, coords.grid_coords(model.shape), shifts).reshape(rendered.shape)
+    points = jax.jit(model.apply)(params, coords.grid_coords(model.shape), shifts).reshape(rendered.shape)
     np.testing.assert_allclose(rendered, points, atol=2e-5, rtol=1e-4)
-    direct = model.render(params, shifts, factorized=False)
+    direct = jax.jit(lambda p, s: model.render(p, s, factorized=False))(params, shifts)
     np.testing.assert_allclose(rendered, direct, atol=2e-5, rtol=1e-4)
 
 
