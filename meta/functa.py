@@ -195,11 +195,24 @@ def outer_loss(meta: MetaModel, params, images):
     return jnp.mean(mse), mse
 
 
-def make_optimizer(lr: float = 3e-6) -> optax.GradientTransformation:
-    """Adam on every shared parameter (functa: lr 3e-6 for its width-512 depth-15 SIREN)."""
+OUTER_CLIP = 1.0
+
+
+def make_optimizer(lr: float = 3e-6, clip: float | None = OUTER_CLIP) -> optax.GradientTransformation:
+    """Adam on every shared parameter (functa: lr 3e-6 for its width-512 depth-15 SIREN).
+
+    The outer gradient is first clipped to global norm ``clip`` (``None``: no clipping).
+    At the main job's 100x larger rate, an unclipped ASMR run at 32x32 diverged after about
+    2,400 steps (test PSNR 23.9 -> 8 dB); clipping keeps the rare second-order spikes of
+    the inner loop from throwing the shared weights out of the basin.
+    """
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"outer learning rate must be positive, got {lr}")
-    return optax.adam(lr)
+    if clip is None:
+        return optax.adam(lr)
+    if not (clip > 0 and math.isfinite(clip)):
+        raise ValueError(f"gradient clip norm must be positive, got {clip}")
+    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
 
 
 def meta_step(meta: MetaModel, optimizer, params, opt_state, images):

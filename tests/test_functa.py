@@ -241,3 +241,19 @@ def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path):
     functa.write_meta_json(mismatch, other)
     with pytest.raises(ValueError, match="cannot restore"):
         functa.load_meta_checkpoint(mismatch)
+
+
+def test_outer_gradient_is_clipped_to_global_norm():
+    import optax
+
+    params = {"a": jnp.zeros(2), "b": jnp.zeros(1)}
+    grads = {"a": jnp.array([30.0, 0.0]), "b": jnp.array([40.0])}  # global norm 50
+    for clip, scale in ((1.0, 1.0 / 50.0), (None, 1.0)):
+        opt = functa.make_optimizer(1e-3, clip=clip)
+        _, state = opt.update(grads, opt.init(params), params)
+        adam = [s for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+                if isinstance(s, optax.ScaleByAdamState)][0]
+        np.testing.assert_allclose(adam.mu["a"], 0.1 * scale * np.array([30.0, 0.0]), rtol=1e-6)
+        np.testing.assert_allclose(adam.mu["b"], 0.1 * scale * np.array([40.0]), rtol=1e-6)
+    with pytest.raises(ValueError, match="clip norm"):
+        functa.make_optimizer(1e-3, clip=0.0)
