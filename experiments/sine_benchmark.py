@@ -24,7 +24,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.common import parser, write_results  # noqa: E402
+from experiments.common import parser, render_latency, write_results  # noqa: E402
 
 IMPLS = ("xla", "poly")
 GRIDS = {  # name: (shape, channels, ASMR-4 bases)
@@ -51,19 +51,19 @@ def measure(smoke: bool, render_out: str) -> dict:
     out["sin_1m_ms"] = 1e3 * macs.median_time(lambda: one_sin(x).block_until_ready(), repeats=21)
     out["sincos_1m_ms"] = 1e3 * macs.median_time(lambda: jax.block_until_ready(pair(x)), repeats=21)
 
-    for name, (shape, channels, bases) in (SMOKE_GRIDS if smoke else GRIDS).items():
+    grids = SMOKE_GRIDS if smoke else GRIDS
+    for name, (shape, channels, bases) in grids.items():
         asmr = ASMR(shape, channels, bases=bases, widths=width)
         siren = SIREN(shape, channels, widths=(width,) * 3)
         row = {}
         for tag, model, repeats in (("asmr", asmr, 21), ("siren", siren, 5)):
             params = model.init(jax.random.key(0))
-            render = jax.jit(model.render)
-            row[f"{tag}_render_ms"] = 1e3 * macs.median_time(lambda r=render, p=params: r(p).block_until_ready(),
-                                                            repeats=repeats)
-            if tag == "asmr" and name == next(iter(GRIDS if not smoke else SMOKE_GRIDS)):
-                np.save(render_out, np.asarray(render(params)))
+            row[f"{tag}_render_ms"] = 1e3 * render_latency(model, params, repeats)
         row["ratio"] = row["siren_render_ms"] / row["asmr_render_ms"]
         out[name] = row
+    shape, channels, bases = next(iter(grids.values()))  # the first grid's ASMR render, to compare impls
+    asmr = ASMR(shape, channels, bases=bases, widths=width)
+    np.save(render_out, np.asarray(jax.jit(asmr.render)(asmr.init(jax.random.key(0)))))
 
     img = data.bundled_image("camera").data
     if smoke:

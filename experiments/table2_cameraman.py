@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, os.path.dirname(HERE))  # the repository, for runs without an install
 
-from experiments.common import write_results  # noqa: E402
+from experiments.common import render_latency, write_results  # noqa: E402
 
 CONFIGS = {
     "SIREN-3": dict(kind="siren", depth=3),
@@ -69,8 +69,7 @@ def run_one(name: str, steps: int, size: int, width: int, cosine: bool = False, 
     cost = macs.count(model)
     res = fit.fit(model, img.data, steps, lr=lr, cosine=cosine, progress=False, key=jax.random.key(seed),
                   chunk=max(1, min(100, steps // 10)))
-    render = jax.jit(model.render)
-    t_render = macs.median_time(lambda: render(res.params).block_until_ready(), repeats=5)
+    t_render = render_latency(model, res.params, 5)
     return {
         "name": name, "steps": steps, "cosine": cosine, "seed": seed, "lr": lr, "best_step": res.best_step,
         "params": model.num_params(), "mac_paper": cost.paper_macs,
@@ -92,10 +91,7 @@ def run_render_ratio(shape, channels, bases, width: int, repeats: int) -> dict:
     siren = models.build("siren", shape, channels, width=width, depth=4)
     out = {"shape": list(shape), "channels": channels}
     for tag, model in (("asmr", asmr), ("siren", siren)):
-        params = model.init(jax.random.key(0))
-        render = jax.jit(model.render)
-        out[f"{tag}_render_s"] = macs.median_time(
-            lambda render=render, params=params: render(params).block_until_ready(), repeats=repeats)
+        out[f"{tag}_render_s"] = render_latency(model, model.init(jax.random.key(0)), repeats)
         out[f"{tag}_mac_paper"] = macs.count(model).paper_macs
         out[f"{tag}_mac_render"] = macs.count(model).render_macs
     out["ratio"] = out["siren_render_s"] / out["asmr_render_s"]
