@@ -41,7 +41,7 @@ import numpy as np
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
-from asmr_jax.siren import init_linear, init_mlp, mlp_apply
+from asmr_jax.siren import init_linear, init_mlp, mlp_apply, modulate
 
 MODULATORS = ("linear", "nonlinear")
 NONLINEAR_WIDTH = 32
@@ -162,13 +162,15 @@ class ASMR:
         return self.w0 * mlp_apply(mod, x, self.w0)
 
     # ------------------------------------------------------------------ forward paths
-    def apply(self, params, coords, shifts=None):
+    def apply(self, params, coords, shifts=None, scales=None):
         """Per-point forward.
 
         Args:
           params: from :meth:`init`.
           coords: integer coordinates ``[..., d]`` on the (padded) grid.
-          shifts: optional per-instance shifts, one ``[width_i]`` vector per hidden layer.
+          shifts: optional per-instance shifts, one ``[width_i]`` vector per hidden layer,
+            added to ``z @ W_i + b_i`` (inside ``w0``, next to the level modulation).
+          scales: optional per-instance FiLM scales of ``z @ W_i + b_i``, same layout.
 
         Returns:
           ``[..., channels]``.
@@ -177,18 +179,17 @@ class ASMR:
         layers = params["layers"]
         h = xs[0] @ layers[0]["w"] + layers[0]["b"]  # [..., K1]
         for i in range(1, self.levels):
-            if shifts is not None:
-                h = h + shifts[i - 1]
+            h = modulate(h, i - 1, shifts, scales)
             z = sine.sin(self.w0 * (h + self.modulation(params, i, xs[i])))
             h = z @ layers[i]["w"] + layers[i]["b"]
         return h
 
-    def render(self, params, shifts=None, bases=None, crop: bool = True, factorized: bool = True):
+    def render(self, params, shifts=None, bases=None, crop: bool = True, factorized: bool = True, scales=None):
         """Activation-sharing forward over the whole grid.
 
         Args:
           params: from :meth:`init`.
-          shifts: optional per-instance shifts (as in :meth:`apply`).
+          shifts, scales: optional per-instance modulations (as in :meth:`apply`).
           bases: render with other bases of the same number of levels (e.g. a larger
             finest base to sample the field more densely); default: the model's.
           crop: crop the padded grid to ``shape`` (only with the model's own bases).
@@ -202,7 +203,7 @@ class ASMR:
         bases = self.bases if own else coords_lib.normalize_bases(bases, None, self.levels, self.ndim)
         if len(bases) != self.ndim:
             raise ValueError(f"bases describe {len(bases)} axes, the model has {self.ndim}")
-        return self._render(params, shifts, bases, crop=own and crop, factorized=factorized)
+        return self._render(params, shifts, bases, crop=own and crop, factorized=factorized, scales=scales)
 
     def render_tiled(self, params, shifts=None) -> np.ndarray:
         """The whole grid as a host array, one level-0 cell (tile) at a time.
@@ -220,7 +221,7 @@ class ASMR:
             out[sl] = np.asarray(one(params, shifts, x0))
         return out[tuple(slice(0, s) for s in self.shape)]
 
-    def _render(self, params, shifts, bases, crop, factorized, x0=None):
+    def _render(self, params, shifts, bases, crop, factorized, x0=None, scales=None):
         d, nlev = self.ndim, self.levels
         layers = params["layers"]
 
@@ -228,8 +229,7 @@ class ASMR:
         x0 = jnp.asarray(coords_lib.level_grid(bases, 0) if x0 is None else x0)  # [*B[:, 0], d]
         h = x0 @ layers[0]["w"] + layers[0]["b"]  # [*B[:, 0], K1]
         for i in range(1, nlev):
-            if shifts is not None:
-                h = h + shifts[i - 1]
+            h = modulate(h, i - 1, shifts, scales)
             m = self.modulation(params, i, jnp.asarray(coords_lib.level_grid(bases, i)))  # [*B[:, i], K]
             if factorized and i == nlev - 1:
                 y = _factorized_output(h, m, layers[-1], self.w0)  # [*coarse, C, *B[:, -1]]

@@ -43,6 +43,8 @@ batches an uninterrupted run would.
 from __future__ import annotations
 
 import functools
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -134,6 +136,69 @@ class ImageDataset:
             step += 1
 
 
+class Prefetcher:
+    """Iterates ``(t, make(t))`` for ``t`` in ``[start, stop)``, computing ``depth`` items ahead
+    in a background thread (loading, decoding and host-to-device transfer overlap the
+    consumer's work). Items come in order, exactly as a plain loop would make them; an
+    exception in ``make`` is raised by the iterator at that item. :meth:`close` (or leaving
+    a ``with`` block) stops the thread.
+
+    >>> with Prefetcher(lambda t: t * t, 0, 4) as it:
+    ...     list(it)
+    [(0, 0), (1, 1), (2, 4), (3, 9)]
+    """
+
+    _DONE = object()
+
+    def __init__(self, make: Callable[[int], object], start: int, stop: int, depth: int = 2):
+        if int(depth) < 1:
+            raise ValueError(f"prefetch depth must be >= 1, got {depth}")
+        self._queue: queue.Queue = queue.Queue(maxsize=int(depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(make, int(start), int(stop)), daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, make, start, stop):
+        for t in range(start, stop):
+            try:
+                item = (t, make(t), None)
+            except BaseException as e:  # handed to the consumer
+                self._put((t, None, e))
+                return
+            if not self._put(item):
+                return
+        self._put(self._DONE)
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            t, value, error = item
+            if error is not None:
+                raise error
+            yield t, value
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def from_array(images, name: str = "array", split: str = "train", labels=None) -> ImageDataset:
     """An :class:`ImageDataset` over in-memory images ``[n, H, W, C]`` on ``[0, 1]``."""
     images = np.asarray(images, np.float32)
@@ -143,11 +208,13 @@ def from_array(images, name: str = "array", split: str = "train", labels=None) -
                         lambda idx: images[idx], labels)
 
 
-def check_images(images, what: str = "images"):
-    """Raises ``ValueError`` unless ``images`` is a finite float ``[n, H, W, C]`` batch on ``[0, 1]``."""
+def check_images(images, what: str = "images", spatial_dims: int = 2):
+    """Raises ``ValueError`` unless ``images`` is a finite ``[n, *shape, C]`` batch on ``[0, 1]``
+    with ``spatial_dims`` spatial axes (2 for images: ``[n, H, W, C]``)."""
     images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"{what} must have shape [n, H, W, C], got {images.shape}")
+    if images.ndim != spatial_dims + 2:
+        layout = "[n, H, W, C]" if spatial_dims == 2 else f"[n, <{spatial_dims} spatial axes>, C]"
+        raise ValueError(f"{what} must have shape {layout}, got {images.shape}")
     if images.shape[0] == 0:
         raise ValueError(f"{what} is empty (shape {images.shape})")
     bad = ~np.isfinite(images)

@@ -28,6 +28,40 @@ FORMAT = "asmr-jax-model"
 VERSION = 1
 
 
+def atomic_write(path, data: bytes | str) -> str:
+    """Writes ``data`` to ``path`` atomically: a unique temporary file in the same folder,
+    flushed and fsynced, ``os.replace``-d into place, then the folder fsynced.
+
+    A crash leaves either the old file or the new one, never a mix. Returns the path.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
+        dfd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return path
+
+
+def write_json(path, obj, indent: int = 2) -> str:
+    """``obj`` as JSON at ``path``, atomically (:func:`atomic_write`)."""
+    return atomic_write(path, json.dumps(obj, indent=indent))
+
+
 @contextlib.contextmanager
 def atomic_dir(path, overwrite: bool = False):
     """Yields a temporary directory that replaces ``path`` only if the block succeeds.

@@ -1,12 +1,16 @@
-"""Data parallelism over local devices with a ``Mesh`` and ``NamedSharding``.
+"""Data parallelism over devices and processes with a ``Mesh`` and ``NamedSharding``.
 
-One code path for 1 CPU, forced host devices (tests), a GPU, or a TPU slice: the leading
-(batch/signal) axis of data is split over a 1-D mesh axis ``"data"``, parameters and
-optimizer state are replicated, and ``jax.jit`` inserts the collectives. For multi-host
-runs call ``jax.distributed.initialize()`` first; ``jax.devices()`` then spans all hosts.
+One code path for 1 CPU, forced host devices (tests), a GPU, a TPU slice, or many
+processes: the leading (batch/signal) axis of data is split over a 1-D mesh axis
+``"data"``, parameters and optimizer state are replicated, and ``jax.jit`` inserts the
+collectives. For multi-process runs call :func:`initialize_distributed` first in every
+process; ``jax.devices()`` then spans all processes, and :func:`global_batch` lets each
+process load only the rows its own devices hold.
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 import numpy as np
@@ -45,3 +49,66 @@ def shard_batch(tree, mesh: Mesh):
 def replicate(tree, mesh: Mesh):
     """Places every array of ``tree`` on all devices of the mesh."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, timeout_s: int = 300):
+    """``jax.distributed.initialize`` for this process (call before any other JAX use).
+
+    With no arguments the cluster is detected from the environment (TPU pods, SLURM,
+    Open MPI, ...); otherwise give all three (``coordinator`` is ``HOST:PORT`` of process
+    0). The values may also come from ``ASMR_COORDINATOR``, ``ASMR_NUM_PROCESSES`` and
+    ``ASMR_PROCESS_ID``. On CPU, cross-process collectives use gloo.
+    """
+    coordinator = coordinator or os.environ.get("ASMR_COORDINATOR")
+    if num_processes is None and os.environ.get("ASMR_NUM_PROCESSES"):
+        num_processes = int(os.environ["ASMR_NUM_PROCESSES"])
+    if process_id is None and os.environ.get("ASMR_PROCESS_ID"):
+        process_id = int(os.environ["ASMR_PROCESS_ID"])
+    given = [v is not None for v in (coordinator, num_processes, process_id)]
+    if any(given) and not all(given):
+        raise ValueError(f"multi-process launch needs all of coordinator, num_processes and process_id "
+                         f"(got {coordinator!r}, {num_processes!r}, {process_id!r}), or none of them")
+    if num_processes is not None and not 0 <= process_id < num_processes:
+        raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # used only by the CPU backend
+    jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=int(timeout_s))
+
+
+def local_rows(mesh: Mesh, batch: int) -> slice:
+    """The rows ``[a, b)`` of a ``[batch, ...]`` array that this process's devices hold."""
+    check_divisible(batch, mesh)
+    spans = batch_sharding(mesh).addressable_devices_indices_map((batch,)).values()
+    starts = [s[0].start or 0 for s in spans]
+    stops = [batch if s[0].stop is None else s[0].stop for s in spans]
+    a, b = min(starts), max(stops)
+    if b - a != len(set(starts)) * (batch // mesh.size):
+        raise ValueError("this process's devices do not hold one contiguous block of the batch")
+    return slice(a, b)
+
+
+def global_batch(load_rows, batch: int, mesh: Mesh):
+    """A global ``[batch, ...]`` array split over ``mesh``, of which this process loads only its rows.
+
+    ``load_rows(slice) -> array [rows, ...]`` (or a pytree of them) is called once with
+    :func:`local_rows`; in a single process that is the whole batch.
+    """
+    rows = local_rows(mesh, batch)
+    local = load_rows(rows)
+    bs = batch_sharding(mesh)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(bs, np.asarray(x), (batch,) + np.shape(x)[1:]), local)
+
+
+def to_host(tree):
+    """Host numpy copies of a pytree of replicated (possibly multi-process) arrays."""
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if not x.is_fully_replicated:
+                from jax.experimental import multihost_utils
+
+                return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)

@@ -40,13 +40,23 @@ def init_mlp(key, sizes: Sequence[int], w0: float) -> list[dict]:
     ]
 
 
-def mlp_apply(layers: Sequence[dict], x, w0: float, shifts=None):
-    """Sine MLP on ``x [..., in]`` -> ``[..., out]``; ``shifts[i]`` adds to hidden layer ``i``."""
+def modulate(pre, i: int, shifts=None, scales=None):
+    """FiLM modulation of hidden layer ``i``'s pre-activation: ``scales[i] * pre + shifts[i]``.
+
+    Both are added inside the sine's ``w0`` scaling, as in functa: ``sin(w0 * (s * pre + t))``.
+    """
+    if scales is not None:
+        pre = pre * scales[i]
+    if shifts is not None:
+        pre = pre + shifts[i]
+    return pre
+
+
+def mlp_apply(layers: Sequence[dict], x, w0: float, shifts=None, scales=None):
+    """Sine MLP on ``x [..., in]`` -> ``[..., out]``; hidden layer ``i`` is
+    ``sin(w0 * (scales[i] * (x @ w + b) + shifts[i]))`` (either may be ``None``)."""
     for i, layer in enumerate(layers[:-1]):
-        pre = x @ layer["w"] + layer["b"]
-        if shifts is not None:
-            pre = pre + shifts[i]
-        x = sine.sin(w0 * pre)
+        x = sine.sin(w0 * modulate(x @ layer["w"] + layer["b"], i, shifts, scales))
     return x @ layers[-1]["w"] + layers[-1]["b"]
 
 
@@ -106,11 +116,11 @@ class SIREN:
         denom = np.maximum(np.array(self.shape, np.float32) - 1, 1)
         return jnp.asarray(coords).astype(jnp.float32) / denom * 2.0 - 1.0
 
-    def apply(self, params, coords, shifts=None):
+    def apply(self, params, coords, shifts=None, scales=None):
         """Per-point forward: integer ``coords [..., d]`` -> ``[..., channels]``."""
-        return mlp_apply(params["layers"], self.normalize(coords), self.w0, shifts)
+        return mlp_apply(params["layers"], self.normalize(coords), self.w0, shifts, scales)
 
-    def render(self, params, shifts=None, shape=None):
+    def render(self, params, shifts=None, shape=None, scales=None):
         """The whole grid ``[*shape, channels]`` (default: the model's shape).
 
         A different ``shape`` samples the same continuous field on a finer or coarser grid.
@@ -118,7 +128,7 @@ class SIREN:
         shape = self.shape if shape is None else tuple(shape)
         axes = [np.linspace(-1.0, 1.0, s, dtype=np.float32) if s > 1 else np.zeros(1, np.float32) for s in shape]
         x = jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=-1)  # [*shape, d]
-        return mlp_apply(params["layers"], x, self.w0, shifts)
+        return mlp_apply(params["layers"], x, self.w0, shifts, scales)
 
     def num_params(self) -> int:
         sizes = (self.ndim,) + self.widths + (self.channels,)

@@ -4,26 +4,108 @@ from __future__ import annotations
 
 import argparse
 
-from meta import defaults
+# Help for the meta-train fields; every field of meta.train.train gets a flag, typed by
+# its default (its value comes from the config file unless the flag is given).
+FIELD_HELP = {
+    "dataset": "'patches' (bundled photo patches), 'lfw' (bundled faces), 'folder:DIR' (your images) or a "
+               "TFDS name (cifar10, celeb_a, ...) prepared under --data-dir",
+    "data_dir": "TFDS data directory (array_record files)",
+    "resolution": "image side (square)",
+    "model": "network family: asmr or siren",
+    "width": "hidden width",
+    "depth": "SIREN layers incl. output (default: --levels)",
+    "levels": "ASMR levels = layers (also SIREN depth when --depth is not given)",
+    "bases": "ASMR bases, e.g. '2,2,2,4' (overrides --levels)",
+    "w0": "sine frequency",
+    "latent_dim": "latent values per image (D)",
+    "inner_steps": "inner SGD steps (k)",
+    "lr_scale": "multiplies the meta-SGD rates in the inner step (functa: 1); without meta-SGD, the inner rate",
+    "modulate_shift": "latent drives FiLM shifts (functa: on)",
+    "modulate_scale": "latent drives FiLM scales (functa's CelebA config: off)",
+    "latent_init_scale": "start latent ~ U(-s, s), drawn once and shared (functa: 0)",
+    "l2_weight": "weight of sum(latent^2) in the inner and outer loss (functa: 0)",
+    "noise_std": "Gaussian noise on fitted latents before the outer loss (functa: 0)",
+    "functa_init": "hidden biases 0 and output bias 0.5 at init, as functa",
+    "meta_sgd": "learn per-dimension inner rates (functa: on)",
+    "batch_size": "images per outer step (global, over all devices and processes)",
+    "steps": "total outer steps",
+    "lr": "outer Adam learning rate (functa: 3e-6 for 500k steps)",
+    "clip": "global-norm clip of the outer gradient (functa: none)",
+    "seed": "init and data-order seed",
+    "remat": "recompute each inner step in the backward pass (less memory, slower)",
+    "microbatch": "sum gradients over chunks of this many images (less memory, same result)",
+    "eval_every": "test evaluation period (steps)",
+    "eval_images": "test images used by evaluations",
+    "eval_more_steps": "also report test PSNR after this many inner steps",
+    "checkpoint_every": "checkpoint period",
+    "keep": "checkpoints kept",
+    "log_every": "steps between metric fetches from the device",
+    "prefetch": "batches loaded ahead in the background",
+    "max_seconds": "stop (and checkpoint) after this much training time",
+}
+NONE_TYPES = {"depth": int, "data_dir": str, "bases": str, "microbatch": int, "max_seconds": float, "clip": float,
+              "levels": int}
+SKIP = ("eval_at",)
+
+
+def add_distributed_flags(p: argparse.ArgumentParser):
+    g = p.add_argument_group("multi-process (jax.distributed)")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run: from the cluster environment (TPU pod, SLURM, Open MPI) or "
+                        "from the three flags below / ASMR_COORDINATOR, ASMR_NUM_PROCESSES, ASMR_PROCESS_ID")
+    g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    g.add_argument("--num-processes", type=int, default=None, help="number of processes")
+    g.add_argument("--process-id", type=int, default=None, help="this process's index")
+
+
+def start_distributed(args):
+    if getattr(args, "distributed", False):
+        from asmr_jax import sharding
+
+        sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+
+
+def config_from_args(args):
+    """The run's ConfigDict: ``--config`` file, then ``--set`` overrides, then explicit flags."""
+    from asmr_jax import coords
+    from meta import configs
+
+    config = configs.load(args.config, args.set or ())
+    for field in config:
+        value = getattr(args, field, None)
+        if value is None:
+            continue
+        if field == "bases":
+            value = coords.parse_bases(value)
+        config[field] = float(value) if isinstance(config[field], float) else value
+    return config
 
 
 def cmd_train(args) -> int:
-    from asmr_jax import coords
+    start_distributed(args)
+    import jax
+
+    from meta import configs
     from meta.train import train
 
-    bases = coords.parse_bases(args.bases) if args.bases else None
-    result = train(
-        workdir=args.workdir, dataset=args.dataset, data_dir=args.data_dir, resolution=args.resolution,
-        model=args.model, width=args.width, depth=args.depth, levels=args.levels, bases=bases, w0=args.w0,
-        latent_dim=args.latent_dim, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
-        batch_size=args.batch_size, steps=args.steps, lr=args.lr, seed=args.seed, resume=args.resume,
-        eval_every=args.eval_every, eval_images=args.eval_images, eval_more_steps=args.eval_more_steps,
-        checkpoint_every=args.checkpoint_every, keep=args.keep, max_seconds=args.max_seconds,
-        progress=not args.no_progress)
+    config = config_from_args(args)
+    kwargs = configs.to_kwargs(config)
+    if args.memory_estimate:
+        est = configs.memory_estimate(config)
+        if not est:
+            print(f"the {jax.default_backend()} backend reports no memory analysis")
+            return 1
+        print(f"XLA memory plan of one meta step (batch {config.batch_size} on one {jax.default_backend()} "
+              f"device): {est['peak'] / 2**30:.2f} GiB peak (arguments {est['arguments'] / 2**30:.2f}, "
+              f"temporaries {est['temporaries'] / 2**30:.2f} GiB)")
+        return 0
+    result = train(workdir=args.workdir, resume=args.resume, progress=not args.no_progress, **kwargs)
     m = result.metrics
-    psnr = ", ".join(f"{k} steps {v:.2f} dB" for k, v in m["test_psnr"].items() if v is not None)
-    print(f"{result.status} at step {result.step}: test PSNR {psnr}; {m['images_per_second']:.1f} images/s; "
-          f"wrote {result.workdir}/{{metrics.json,psnr.png,reconstructions.png,checkpoints/}}")
+    if jax.process_index() == 0:
+        psnr = ", ".join(f"{k} steps {v:.2f} dB" for k, v in m["test_psnr"].items() if v is not None)
+        ips = "-" if m["images_per_second"] is None else f"{m['images_per_second']:.1f}"
+        print(f"{result.status} at step {result.step}: test PSNR {psnr}; {ips} images/s; "
+              f"wrote {result.workdir}/{{metrics.json,psnr.png,reconstructions.png,checkpoints/}}")
     return 0 if result.status != "diverged" else 1
 
 
@@ -48,48 +130,35 @@ def cmd_decode(args) -> int:
 
 
 def add_commands(sub):
-    d = defaults.TRAIN
+    from meta import configs
+
     p = sub.add_parser(
-        "meta-train", help="functa-style meta-learning of ASMR/SIREN over an image dataset",
-        description="Meta-learn shared ASMR/SIREN weights, a latent->shift map and meta-SGD rates so that "
-                    "k SGD steps on a per-image latent fit a new image (Functa, Dupont et al. 2022). "
+        "meta-train", help="meta-learn a functa (shared weights + latent map + meta-SGD rates)",
+        description="Meta-learn shared network weights, a latent-to-modulation map and per-dimension rates so "
+                    "that k SGD steps on a per-image latent fit a new image (Functa, Dupont et al. 2022). "
+                    "Settings come from --config (a Python file with get_config(arg); shipped: "
+                    f"{', '.join(configs.shipped())}), then --set key=value, then the flags below. "
                     "Writes WORKDIR/{meta.json, checkpoints/, history.json, metrics.json, psnr.png, "
                     "reconstructions.png}.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=d["dataset"],
-                   help="'patches' (bundled photo patches), 'lfw' (bundled faces), or a TFDS name "
-                        "(cifar10, celeb_a, ...) prepared under --data-dir")
-    g.add_argument("--data-dir", default=None, help="TFDS data directory (array_record files)")
-    g.add_argument("--resolution", type=int, default=d["resolution"], help="image side (square)")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", choices=("asmr", "siren"), default=d["model"], help="network family")
-    g.add_argument("--width", type=int, default=d["width"], help="hidden width")
-    g.add_argument("--depth", type=int, default=None, help="SIREN layers incl. output (default: --levels)")
-    g.add_argument("--levels", type=int, default=d["levels"], help="ASMR levels = layers (also SIREN depth "
-                   "when --depth is not given)")
-    g.add_argument("--bases", default=None, help="ASMR bases, e.g. '2,2,2,4' (overrides --levels)")
-    g.add_argument("--w0", type=float, default=30.0, help="sine frequency")
-    g = p.add_argument_group("meta-learning")
-    g.add_argument("--latent-dim", type=int, default=d["latent_dim"], help="latent values per image (D)")
-    g.add_argument("--inner-steps", type=int, default=d["inner_steps"], help="inner SGD steps (k)")
-    g.add_argument("--inner-lr", type=float, default=d["inner_lr"],
-                   help="base inner rate on the per-pixel MSE, times the meta-SGD rates in [0, 1] "
-                        "(functa uses 1e-2 with a 500k-step schedule; see experiments/notes/meta.md)")
-    g.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per outer step")
-    g.add_argument("--steps", type=int, default=d["steps"], help="total outer steps")
-    g.add_argument("--lr", type=float, default=d["lr"], help="outer Adam learning rate")
-    g.add_argument("--seed", type=int, default=0, help="init and data-order seed")
-    g = p.add_argument_group("run")
-    g.add_argument("--workdir", required=True, help="output folder (checkpoints, metrics, pictures)")
-    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --workdir")
-    g.add_argument("--eval-every", type=int, default=d["eval_every"], help="test evaluation period (steps)")
-    g.add_argument("--eval-images", type=int, default=64, help="test images used by evaluations")
-    g.add_argument("--eval-more-steps", type=int, default=10, help="also report test PSNR after this many steps")
-    g.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"], help="checkpoint period")
-    g.add_argument("--keep", type=int, default=3, help="checkpoints kept")
-    g.add_argument("--max-seconds", type=float, default=None, help="stop (and checkpoint) after this much time")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--config", default="cpu", help="FILE[:ARG]: a config file or a name in meta/configs/")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field (repeatable)")
+    p.add_argument("--workdir", required=True, help="output folder (checkpoints, metrics, pictures)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --workdir")
+    p.add_argument("--memory-estimate", action="store_true",
+                   help="print XLA's memory plan of one meta step and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("config fields (default: the config file's value)")
+    for field, default in configs.defaults().items():
+        if field in SKIP:
+            continue
+        flag = "--" + field.replace("_", "-")
+        if isinstance(default, bool):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=FIELD_HELP.get(field))
+        else:
+            kind = NONE_TYPES.get(field, str) if default is None else type(default)
+            g.add_argument(flag, type=kind, default=None, help=FIELD_HELP.get(field))
+    add_distributed_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

@@ -1,37 +1,45 @@
 """Functa-style meta-learning (Dupont et al., 2022) over ASMR or SIREN (SPEC section 4).
 
-Each image ``x`` gets a latent ``phi`` of ``D`` values; a shared linear map turns it
-into one shift vector per hidden layer of the network, and ``k`` SGD steps from
-``phi = 0`` fit it (the inner loop)::
+Every knob means what it means in DeepMind's ``functa`` (``function_reps.py``,
+``helpers.py``). Each signal ``x`` gets a latent ``phi`` of ``D`` values; one shared
+linear map turns it into FiLM modulations of every hidden layer, added **inside** the
+sine's ``w0`` scaling::
 
-    shifts(phi) = split((phi @ W + b) / w0)                  [D] -> [sum(shift_widths)]
-    phi_{j+1}   = phi_j - inner_lr * clip(alpha, 0, 1) * grad_phi MSE(render(theta, shifts(phi_j)), x)
+    mods(phi)  = phi @ W + b                                   [D] -> [L_h * n_mod * width]
+    hidden i   : sin(w0 * (scale_i * (z W_i + b_i) + shift_i))  (ASMR: + M_i(x^i) inside too)
+    phi_{j+1}  = phi_j - lr_scale * clip(alpha, 0, 1) * grad_phi [MSE + l2_weight * |phi_j|^2]
 
-``theta`` (every network weight, the modulators, ``W``, ``b``) and the meta-SGD rates
-``alpha [D]`` are shared and meta-learned with Adam on the MSE after the ``k`` steps,
-differentiated through them (second order). The division by ``w0`` makes ``W phi``
-the shift of the sine's argument ``w0 (z W_i + b_i + s_i)``, as in functa, where the
-shift is added after the ``w0`` scaling; ``W ~ N(0, 1/D)`` (functa's default dense
-init), ``b = 0``, so the network starts as its own init for every image; ``alpha ~
-U(0.005, 0.1)``, clipped to ``[0, 1]`` wherever it is used and after every update.
+``k`` steps start from ``phi_0`` (zeros, or ``U(-s, s)`` drawn once at init with
+``latent_init_scale = s``, shared and never meta-learned, as functa's ``LatentVector``).
+``theta`` (every network weight, ASMR's modulators, ``W``, ``b``) and the meta-SGD rates
+``alpha [D]`` are meta-learned with Adam on the loss after the ``k`` steps (with
+``noise_std``: of ``phi_k + noise_std * N(0, 1)``), differentiated through them (second
+order). Layout of ``mods``: per hidden layer, ``[scale - 1, shift]`` when both are
+modulated (functa adds 1 to the scale part), else just the one kind.
 
-``inner_lr`` defaults to 300, not functa's 1e-2: with SIREN-initialised output weights
-(``~sqrt(6/K)/w0``) the latent gradient of the per-pixel MSE is ~1e-5 at init, and at
-1e-2 the inner loop changed the test PSNR by < 0.01 dB after 150 outer steps here;
-functa compensates with a 500k-step outer schedule, a CPU budget cannot (see
-``experiments/notes/meta.md`` for the measurements). Pass ``inner_lr=1e-2`` for
-functa's exact setting.
+Initialization as functa: ``W`` truncated normal (two standard deviations) with stddev
+``1/sqrt(D)`` and ``b = 0`` (haiku ``Linear``'s default), ``alpha ~ U(0.005, 0.1)``. With
+``functa_init`` the network's hidden biases start at 0 (haiku's default, where our SIREN
+init draws them like the weights) and its output bias at 0.5 (functa adds ``+0.5`` to
+the output; a bias starting at 0.5 is the same function and the same training).
+
+Differences from functa, all on purpose: the rates are clipped to ``[0, 1]`` wherever they
+are used and after every outer update (functa declares this clip but never applies it
+in training); ``lr_scale`` (default 1) multiplies them; and the outer gradient is clipped
+to global norm 1 by default (:func:`make_optimizer`). SIREN's coordinates span
+``[-1, 1]`` over pixel corners (functa: ``[0, 1]`` over pixel centres).
 
 Everything is a pure function of explicit pytrees; the network is seen only through
-``model.render(params, shifts)``. Shared parameters are a dict::
+``model.render(params, shifts, scales=...)``. Shared parameters are a dict::
 
     {"model": model.init(key), "latent_to_shift": {"w": [D, S], "b": [S]}, "meta_sgd_lr": [D]}
+    (+ "latent_init": [D] when latent_init_scale > 0)
 
 The API used downstream (compression, functasets):
 
 * :func:`load_meta_checkpoint` ``(path) -> (meta, params)``.
-* :func:`fit_latents` ``(meta, params, images [n, H, W, C], steps) -> (latents [n, D], psnrs [n])``.
-* :func:`render_latents` ``(meta, params, latents [n, D]) -> images [n, H, W, C]`` on ``[0, 1]``.
+* :func:`fit_latents` ``(meta, params, signals [n, *shape, C], steps) -> (latents [n, D], psnrs [n])``.
+* :func:`render_latents` ``(meta, params, latents [n, D]) -> signals [n, *shape, C]`` on ``[0, 1]``.
 
 >>> from asmr_jax.asmr import ASMR
 >>> meta = MetaModel(ASMR((32, 32), 3, levels=3, widths=32), latent_dim=16)
@@ -46,7 +54,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 
@@ -55,11 +62,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from asmr_jax import io, models, sharding
+from asmr_jax import io, metrics, models, sharding
 from asmr_jax.datasets import check_images
 
 FORMAT = "asmr-jax-meta"
-VERSION = 1
+VERSION = 2
 META_JSON = "meta.json"
 CHECKPOINTS = "checkpoints"
 META_SGD_INIT = (0.005, 0.1)
@@ -70,34 +77,60 @@ class MetaModel:
     """A network plus the functa latent machinery (static facts only; hashable).
 
     Args:
-      model: an ASMR or SIREN (anything with ``render(params, shifts)``,
-        ``shift_widths``, ``init``, ``config``, ``w0``).
-      latent_dim: ``D``, values per image.
+      model: an ASMR or SIREN of any dimension (anything with ``render(params, shifts,
+        scales=None)``, ``shift_widths``, ``init``, ``config``, ``w0``).
+      latent_dim: ``D``, values per signal (functa: 128..1024 for CelebA-HQ).
       inner_steps: ``k``, SGD steps of the inner loop (functa: 3).
-      inner_lr: base inner learning rate, scaled per latent dim by the meta-SGD rates.
+      lr_scale: multiplies the meta-SGD rates in the inner step (functa: 1, implicit).
+      modulate_shift, modulate_scale: which FiLM modulations the latent drives
+        (functa's CelebA config: shift only).
+      latent_init_scale: ``phi_0 ~ U(-s, s)``, drawn once at init, shared (functa: 0).
+      l2_weight: ``l2_weight * sum(phi^2)`` added to the inner and outer loss (functa: 0).
+      noise_std: Gaussian noise added to fitted latents before the outer loss, in
+        training only (functa: 0).
+      functa_init: hidden biases 0 and output bias 0.5 at init, as functa.
+      meta_sgd: learn one inner rate per latent dim (functa's ``use_meta_sgd``); without
+        it the inner step is plain SGD at ``lr_scale`` (functa's ``opt_inner.lr``).
     """
 
     model: object
     latent_dim: int
     inner_steps: int = 3
-    inner_lr: float = 300.0
+    lr_scale: float = 1.0
+    modulate_shift: bool = True
+    modulate_scale: bool = False
+    latent_init_scale: float = 0.0
+    l2_weight: float = 0.0
+    noise_std: float = 0.0
+    functa_init: bool = False
+    meta_sgd: bool = True
 
     def __post_init__(self):
         if int(self.latent_dim) < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
         if int(self.inner_steps) < 0:
             raise ValueError(f"inner_steps must be >= 0, got {self.inner_steps}")
-        if not (self.inner_lr > 0 and math.isfinite(self.inner_lr)):
-            raise ValueError(f"inner_lr must be a positive number, got {self.inner_lr}")
-        if getattr(self.model, "ndim", None) != 2:
-            raise ValueError(f"meta-learning here is on images: the model must be 2-D, got shape "
-                             f"{getattr(self.model, 'shape', None)}")
+        if not (self.lr_scale > 0 and math.isfinite(self.lr_scale)):
+            raise ValueError(f"lr_scale must be a positive number, got {self.lr_scale}")
+        for name in ("latent_init_scale", "l2_weight", "noise_std"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+        if not (self.modulate_shift or self.modulate_scale):
+            raise ValueError("at least one of modulate_shift and modulate_scale must be on")
+        if not hasattr(self.model, "shift_widths") or not hasattr(self.model, "render"):
+            raise ValueError(f"{type(self.model).__name__} cannot be modulated: it has no shift_widths/render")
+        if self.modulate_scale and getattr(self.model, "kind", None) not in ("asmr", "siren"):
+            raise ValueError(f"modulate_scale needs an ASMR or SIREN, got {getattr(self.model, 'kind', None)!r}")
         object.__setattr__(self, "latent_dim", int(self.latent_dim))
         object.__setattr__(self, "inner_steps", int(self.inner_steps))
-        object.__setattr__(self, "inner_lr", float(self.inner_lr))
+        for name in ("lr_scale", "latent_init_scale", "l2_weight", "noise_std"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("modulate_shift", "modulate_scale", "functa_init", "meta_sgd"):
+            object.__setattr__(self, name, bool(getattr(self, name)))
 
     @property
-    def shape(self) -> tuple[int, int]:
+    def shape(self) -> tuple[int, ...]:
         return tuple(self.model.shape)
 
     @property
@@ -105,94 +138,174 @@ class MetaModel:
         return int(self.model.channels)
 
     @property
+    def mods_per_unit(self) -> int:
+        return int(self.modulate_scale) + int(self.modulate_shift)
+
+    @property
     def shift_dim(self) -> int:
-        return int(sum(self.model.shift_widths))
+        """``S``: outputs of the latent map (every modulation of every hidden unit)."""
+        return int(sum(self.model.shift_widths)) * self.mods_per_unit
 
     def init(self, key) -> dict:
         """Shared parameters (see the module docstring)."""
-        k_model, k_map, k_lr = jax.random.split(key, 3)
+        k_model, k_map, k_lr, k_lat = jax.random.split(key, 4)
         d, s = self.latent_dim, self.shift_dim
-        return {
-            "model": self.model.init(k_model),
+        net = self.model.init(k_model)
+        if self.functa_init:
+            net = functa_network_init(net)
+        out = {
+            "model": net,
             "latent_to_shift": {
-                "w": jax.random.normal(k_map, (d, s), jnp.float32) / math.sqrt(d),
+                # haiku Linear's default: truncated normal at 2 stddev, stddev 1/sqrt(fan_in)
+                "w": jax.random.truncated_normal(k_map, -2.0, 2.0, (d, s), jnp.float32) / math.sqrt(d),
                 "b": jnp.zeros((s,), jnp.float32),
             },
-            "meta_sgd_lr": jax.random.uniform(k_lr, (d,), jnp.float32, *META_SGD_INIT),
         }
+        if self.meta_sgd:
+            out["meta_sgd_lr"] = jax.random.uniform(k_lr, (d,), jnp.float32, *META_SGD_INIT)
+        if self.latent_init_scale > 0:
+            s0 = self.latent_init_scale
+            out["latent_init"] = jax.random.uniform(k_lat, (d,), jnp.float32, -s0, s0)
+        return out
 
     def num_params(self) -> int:
-        """Shared scalars: network + latent map + meta-SGD rates."""
+        """Meta-learned scalars: network + latent map + meta-SGD rates."""
         d, s = self.latent_dim, self.shift_dim
-        return int(self.model.num_params()) + d * s + s + d
+        return int(self.model.num_params()) + d * s + s + d * self.meta_sgd
 
     def config(self) -> dict:
-        return {"model": self.model.config(), "latent_dim": self.latent_dim,
-                "inner_steps": self.inner_steps, "inner_lr": self.inner_lr}
+        return {"model": self.model.config(), **{f.name: getattr(self, f.name)
+                                                 for f in dataclasses.fields(self) if f.name != "model"}}
 
     @classmethod
     def from_config(cls, config: dict) -> MetaModel:
         config = dict(config)
         if not isinstance(config.get("model"), dict):
             raise ValueError(f"meta config needs a 'model' dict, got keys {sorted(config)}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"meta config has unknown fields {unknown}; known: {sorted(known)}")
         return cls(models.from_config(config.pop("model")), **config)
 
 
+def functa_network_init(net: dict) -> dict:
+    """Network params with hidden biases 0 and output bias 0.5 (functa's init)."""
+    layers = [dict(layer, b=jnp.zeros_like(layer["b"])) for layer in net["layers"]]
+    layers[-1]["b"] = jnp.full_like(layers[-1]["b"], 0.5)
+    return {**net, "layers": layers}
+
+
 # ----------------------------------------------------------------------------- pure functions
-def latent_to_shifts(meta: MetaModel, params, latent) -> list:
-    """Latent ``[D]`` -> one shift ``[width_i]`` per hidden layer."""
+def latent_to_modulations(meta: MetaModel, params, latent) -> tuple[list | None, list | None]:
+    """Latent ``[D]`` -> ``(shifts, scales)``, each ``None`` or one ``[width_i]`` per hidden layer."""
     m = params["latent_to_shift"]
-    flat = (latent @ m["w"] + m["b"]) / meta.model.w0  # [S]
-    cuts = np.cumsum(meta.model.shift_widths)[:-1]
-    return jnp.split(flat, cuts)
+    flat = latent @ m["w"] + m["b"]  # [S]
+    widths = meta.model.shift_widths
+    cuts = np.cumsum([w * meta.mods_per_unit for w in widths])[:-1]
+    shifts, scales = [], []
+    for w, part in zip(widths, jnp.split(flat, cuts)):
+        if meta.modulate_scale:
+            scales.append(part[:w] + 1.0)
+        if meta.modulate_shift:
+            shifts.append(part[-w:])
+    return (shifts if meta.modulate_shift else None), (scales if meta.modulate_scale else None)
+
+
+def latent_to_shifts(meta: MetaModel, params, latent) -> list:
+    """Latent ``[D]`` -> one shift ``[width_i]`` per hidden layer (shift modulation only)."""
+    return latent_to_modulations(meta, params, latent)[0]
 
 
 def render(meta: MetaModel, params, latent):
-    """Image ``[H, W, C]`` (unclipped) of one latent ``[D]``."""
-    return meta.model.render(params["model"], latent_to_shifts(meta, params, latent))
+    """Signal ``[*shape, C]`` (unclipped) of one latent ``[D]``."""
+    shifts, scales = latent_to_modulations(meta, params, latent)
+    if scales is None:
+        return meta.model.render(params["model"], shifts)
+    return meta.model.render(params["model"], shifts, scales=scales)
 
 
 def image_mse(meta: MetaModel, params, latent, image):
-    """MSE of one latent's render against ``image [H, W, C]``."""
+    """MSE of one latent's render against ``image [*shape, C]``."""
     return jnp.mean((render(meta, params, latent) - image) ** 2)
 
 
+def inner_loss(meta: MetaModel, params, latent, image):
+    """The loss the inner loop descends: MSE plus ``l2_weight * sum(latent^2)`` (functa's)."""
+    loss = image_mse(meta, params, latent, image)
+    if meta.l2_weight:
+        loss = loss + meta.l2_weight * jnp.sum(latent**2)
+    return loss
+
+
 def clipped_lr(params):
-    """Meta-SGD rates clipped to ``[0, 1]``, shape ``[D]``."""
+    """Meta-SGD rates clipped to ``[0, 1]``, shape ``[D]`` (1 without meta-SGD)."""
+    if "meta_sgd_lr" not in params:
+        return jnp.float32(1.0)
     return jnp.clip(params["meta_sgd_lr"], 0.0, 1.0)
 
 
-def inner_loop(meta: MetaModel, params, image, steps: int | None = None, latent=None):
-    """``steps`` (default ``meta.inner_steps``) meta-SGD steps on one latent, from 0.
+def start_latent(meta: MetaModel, params):
+    """``phi_0 [D]``: zeros, or the shared ``latent_init`` (never meta-learned)."""
+    if "latent_init" in params:
+        return jax.lax.stop_gradient(params["latent_init"])
+    return jnp.zeros((meta.latent_dim,), jnp.float32)
+
+
+def inner_loop(meta: MetaModel, params, image, steps: int | None = None, latent=None, remat: bool = False,
+               first_order: bool = False):
+    """``steps`` (default ``meta.inner_steps``) meta-SGD steps on one latent.
 
     Args:
-      image: ``[H, W, C]``.
-      latent: optional start ``[D]`` (default zeros).
+      image: ``[*shape, C]``.
+      latent: optional start ``[D]`` (default :func:`start_latent`).
+      remat: recompute each step's forward in the backward pass (``jax.checkpoint``):
+        memory of one inner step instead of ``k``, at the cost of recomputation.
+      first_order: stop the gradient through each inner gradient (first-order MAML).
 
     Returns:
       the fitted latent ``[D]``; differentiable w.r.t. ``params`` (second order).
     """
     steps = meta.inner_steps if steps is None else int(steps)
-    latent = jnp.zeros((meta.latent_dim,), jnp.float32) if latent is None else latent
-    lr = meta.inner_lr * clipped_lr(params)  # [D]
-    grad = jax.grad(image_mse, argnums=2)
+    latent = start_latent(meta, params) if latent is None else latent
+    lr = meta.lr_scale * clipped_lr(params)  # [D]
+    grad = jax.grad(inner_loss, argnums=2)
 
     def body(phi, _):
-        return phi - lr * grad(meta, params, phi, image), None
+        g = grad(meta, params, phi, image)
+        if first_order:
+            g = jax.lax.stop_gradient(g)
+        return phi - lr * g, None
 
-    latent, _ = jax.lax.scan(body, latent, None, length=steps, unroll=True)
+    if remat:
+        body = jax.checkpoint(body)
+    # Unrolled for the training k (XLA fuses across steps); rolled beyond it, so that
+    # encoding with hundreds of steps compiles in bounded time.
+    unroll = max(1, min(steps, max(meta.inner_steps, 1)))
+    latent, _ = jax.lax.scan(body, latent, None, length=steps, unroll=unroll)
     return latent
 
 
-def outer_loss(meta: MetaModel, params, images):
-    """Mean MSE after the inner loop over a batch ``[B, H, W, C]``; aux: per-image MSE ``[B]``."""
+def outer_loss(meta: MetaModel, params, images, key=None, remat: bool = False, first_order: bool = False):
+    """Mean loss after the inner loop over a batch ``[B, *shape, C]``; aux: per-signal MSE ``[B]``.
 
-    def one(image):
-        phi = inner_loop(meta, params, image)
-        return image_mse(meta, params, phi, image)
+    ``key`` draws the ``noise_std`` noise on the fitted latents (needed only then).
+    """
+    if meta.noise_std and key is None:
+        raise ValueError("noise_std > 0 needs a PRNG key for the outer loss")
+    keys = jax.random.split(key, images.shape[0]) if meta.noise_std else None
 
-    mse = jax.vmap(one)(images)  # [B]
-    return jnp.mean(mse), mse
+    def one(image, k):
+        phi = inner_loop(meta, params, image, remat=remat, first_order=first_order)
+        if meta.noise_std:
+            phi = phi + meta.noise_std * jax.random.normal(k, phi.shape, phi.dtype)
+        mse_fn = jax.checkpoint(image_mse, static_argnums=0) if remat else image_mse
+        mse = mse_fn(meta, params, phi, image)
+        loss = mse + meta.l2_weight * jnp.sum(phi**2) if meta.l2_weight else mse
+        return loss, mse
+
+    loss, mse = jax.vmap(one)(images, keys)  # [B], [B]
+    return jnp.mean(loss), mse
 
 
 OUTER_CLIP = 1.0
@@ -201,10 +314,10 @@ OUTER_CLIP = 1.0
 def make_optimizer(lr: float = 3e-6, clip: float | None = OUTER_CLIP) -> optax.GradientTransformation:
     """Adam on every shared parameter (functa: lr 3e-6 for its width-512 depth-15 SIREN).
 
-    The outer gradient is first clipped to global norm ``clip`` (``None``: no clipping).
-    At the main job's 100x larger rate, an unclipped ASMR run at 32x32 diverged after about
-    2,400 steps (test PSNR 23.9 -> 8 dB); clipping keeps the rare second-order spikes of
-    the inner loop from throwing the shared weights out of the basin.
+    The outer gradient is first clipped to global norm ``clip`` (``None``: no clipping, as
+    functa). At the CPU preset's 100x larger rate, an unclipped ASMR run at 32x32 diverged
+    after about 2,400 steps (test PSNR 23.9 -> 8 dB); clipping keeps the rare
+    second-order spikes of the inner loop from throwing the shared weights out of the basin.
     """
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"outer learning rate must be positive, got {lr}")
@@ -215,33 +328,82 @@ def make_optimizer(lr: float = 3e-6, clip: float | None = OUTER_CLIP) -> optax.G
     return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
 
 
-def meta_step(meta: MetaModel, optimizer, params, opt_state, images):
-    """One outer step on a batch ``[B, H, W, C]``.
+def meta_step(meta: MetaModel, optimizer, params, opt_state, images, key=None, remat: bool = False,
+              microbatch: int | None = None):
+    """One outer step on a batch ``[B, *shape, C]``.
+
+    Args:
+      key: PRNG key for ``noise_std`` (ignored otherwise).
+      remat: see :func:`inner_loop`.
+      microbatch: split the batch into chunks of this many signals whose gradients are
+        summed in a ``lax.scan`` (same result, memory of one chunk). ``None``: one pass.
 
     Returns:
-      ``(params, opt_state, metrics)``; metrics ``{"loss": MSE, "psnr": mean per-image PSNR}``
-      after the inner loop (before this update), both scalars.
+      ``(params, opt_state, metrics)``; metrics ``{"loss": loss, "psnr": mean per-signal
+      PSNR}`` after the inner loop (before this update), both scalars.
     """
-    (loss, mse), grads = jax.value_and_grad(outer_loss, argnums=1, has_aux=True)(meta, params, images)
+    b = images.shape[0]
+    grad_fn = jax.value_and_grad(outer_loss, argnums=1, has_aux=True)
+    if microbatch is None or microbatch >= b:
+        (loss, mse), grads = grad_fn(meta, params, images, key, remat)
+    else:
+        if b % microbatch:
+            raise ValueError(f"batch {b} is not a multiple of microbatch {microbatch}")
+        chunks = images.reshape((b // microbatch, microbatch) + images.shape[1:])
+        keys = jax.random.split(key, b // microbatch) if meta.noise_std else None
+
+        def body(acc, xs):
+            imgs, k = xs
+            (l, m), g = grad_fn(meta, params, imgs, k, remat)
+            return jax.tree.map(jnp.add, acc, g), (l, m)
+
+        zero = jax.tree.map(jnp.zeros_like, params)
+        grads, (losses, mse) = jax.lax.scan(body, zero, (chunks, keys))
+        grads = jax.tree.map(lambda g: g / (b // microbatch), grads)
+        loss, mse = jnp.mean(losses), mse.reshape(b)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    params = {**params, "meta_sgd_lr": clipped_lr(params)}
-    psnr = jnp.mean(-10.0 * jnp.log10(jnp.maximum(mse, 1e-20)))
+    if "meta_sgd_lr" in params:
+        params = {**params, "meta_sgd_lr": clipped_lr(params)}
+    psnr = jnp.mean(metrics.mse_to_psnr(mse))
     return params, opt_state, {"loss": loss, "psnr": psnr}
 
 
-def make_meta_step(meta: MetaModel, optimizer, mesh=None):
-    """``step(params, opt_state, images) -> (params, opt_state, metrics)``, jitted.
+def make_meta_step(meta: MetaModel, optimizer, mesh=None, remat: bool = False, microbatch: int | None = None):
+    """``step(params, opt_state, images, key=None) -> (params, opt_state, metrics)``, jitted.
 
-    With a ``mesh`` (:func:`asmr_jax.sharding.data_mesh`), the batch axis of ``images``
-    is split over its devices and parameters/optimizer state are replicated; XLA
-    inserts the gradient all-reduce. The batch size must be divisible by ``mesh.size``.
+    With a ``mesh`` (:func:`asmr_jax.sharding.data_mesh`, possibly spanning processes),
+    the batch axis of ``images`` is split over its devices and parameters/optimizer state
+    are replicated; XLA inserts the gradient all-reduce. The batch size must be divisible
+    by ``mesh.size`` (and ``microbatch`` by nothing: chunks are cut per step).
     """
-    fn = functools.partial(meta_step, meta, optimizer)
+    fn = functools.partial(meta_step, meta, optimizer, remat=remat, microbatch=microbatch)
     if mesh is None:
         return jax.jit(fn)
     rep, bat = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return jax.jit(fn, in_shardings=(rep, rep, bat), out_shardings=(rep, rep, rep))
+    return jax.jit(fn, in_shardings=(rep, rep, bat, rep), out_shardings=(rep, rep, rep))
+
+
+def memory_estimate(meta: MetaModel, optimizer, batch_size: int, remat: bool = False,
+                    microbatch: int | None = None) -> dict:
+    """XLA's compiled memory analysis of one meta step on this backend (nothing is run).
+
+    Returns bytes: ``arguments``, ``outputs``, ``temporaries``, ``peak`` (their sum, less
+    aliased buffers), as the compiler plans them for one device holding the whole batch.
+    """
+    params = jax.eval_shape(meta.init, jax.random.key(0))
+    opt_state = jax.eval_shape(optimizer.init, params)
+    images = jax.ShapeDtypeStruct((int(batch_size), *meta.shape, meta.channels), jnp.float32)
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    fn = functools.partial(meta_step, meta, optimizer, remat=remat, microbatch=microbatch)
+    compiled = jax.jit(fn).lower(params, opt_state, images, key).compile()
+    ma = compiled.memory_analysis()
+    if ma is None:  # some backends do not report
+        return {}
+    out = {"arguments": int(ma.argument_size_in_bytes), "outputs": int(ma.output_size_in_bytes),
+           "temporaries": int(ma.temp_size_in_bytes), "aliased": int(ma.alias_size_in_bytes)}
+    out["peak"] = out["arguments"] + out["outputs"] + out["temporaries"] - out["aliased"]
+    return out
 
 
 # ----------------------------------------------------------------------------- latents for new images
@@ -250,7 +412,7 @@ def _fit_chunk(meta: MetaModel, steps: int, params, images):
     def one(image):
         phi = inner_loop(meta, params, image, steps)
         pred = jnp.clip(render(meta, params, phi), 0.0, 1.0)
-        return phi, -10.0 * jnp.log10(jnp.maximum(jnp.mean((pred - image) ** 2), 1e-20))
+        return phi, metrics.mse_to_psnr(jnp.mean((pred - image) ** 2))
 
     return jax.vmap(one)(images)
 
@@ -273,10 +435,10 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def fit_latents(meta: MetaModel, params, images, steps: int | None = None, chunk: int = 64):
-    """Latents of new images by ``steps`` inner steps (default ``meta.inner_steps``).
+    """Latents of new signals by ``steps`` inner steps (default ``meta.inner_steps``).
 
     Args:
-      images: float ``[n, H, W, C]`` on ``[0, 1]`` (or one ``[H, W, C]`` image).
+      images: float ``[n, *shape, C]`` on ``[0, 1]`` (or one ``[*shape, C]`` signal).
       steps: inner SGD steps (the meta-learned rates); more than ``k`` usually helps a bit.
       chunk: images per compiled call (memory bound).
 
@@ -284,12 +446,13 @@ def fit_latents(meta: MetaModel, params, images, steps: int | None = None, chunk
       ``(latents [n, D] float32, psnrs [n] float64)``; PSNR in dB of the clipped render.
     """
     images = np.asarray(images, np.float32)
-    if images.ndim == 3:
-        images = images[None]
-    check_images(images, "images")
     want = (*meta.shape, meta.channels)
+    if images.ndim == len(want):
+        images = images[None]
     if images.shape[1:] != want:
-        raise ValueError(f"images have shape {images.shape[1:]} per image, the model expects {want}")
+        raise ValueError(f"signals have shape {images.shape[1:]} each, the model expects {want} "
+                         f"(spatial shape, then channels)")
+    check_images(images, "images", spatial_dims=len(meta.shape))
     steps = meta.inner_steps if steps is None else int(steps)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -303,7 +466,7 @@ def fit_latents(meta: MetaModel, params, images, steps: int | None = None, chunk
 
 
 def render_latents(meta: MetaModel, params, latents, chunk: int = 64) -> np.ndarray:
-    """Images ``[n, H, W, C]`` on ``[0, 1]`` (clipped) from latents ``[n, D]`` (or one ``[D]``)."""
+    """Signals ``[n, *shape, C]`` on ``[0, 1]`` (clipped) from latents ``[n, D]`` (or one ``[D]``)."""
     latents = np.asarray(latents, np.float32)
     if latents.ndim == 1:
         latents = latents[None]
@@ -321,10 +484,7 @@ def write_meta_json(directory, meta: MetaModel, extra: dict | None = None):
     """Writes ``directory/meta.json`` atomically."""
     body = {"format": FORMAT, "version": VERSION, "meta": meta.config(), **(extra or {})}
     path = os.path.join(directory, META_JSON)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(body, f, indent=2)
-    os.replace(tmp, path)
+    io.write_json(path, body)
 
 
 def read_meta_json(directory) -> dict:

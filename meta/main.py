@@ -28,11 +28,12 @@ import os
 import sys
 import time
 
-from meta import defaults
 
 
 def parse_args(argv=None):
-    d = defaults.TRAIN
+    from meta import configs
+
+    d = configs.load("cpu")
     p = argparse.ArgumentParser(prog="python -m meta.main", description=__doc__.split("\n\n")[0],
                                 epilog="Writes OUT/run-*/results.json, psnr.png, reconstructions.png, asmr/, siren/.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -44,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--levels", type=int, default=d["levels"], help="ASMR levels (= SIREN depth)")
     p.add_argument("--latent-dim", type=int, default=d["latent_dim"], help="latent size D")
     p.add_argument("--inner-steps", type=int, default=d["inner_steps"], help="inner steps k")
-    p.add_argument("--inner-lr", type=float, default=d["inner_lr"], help="base inner learning rate")
+    p.add_argument("--lr-scale", type=float, default=d["lr_scale"], help="scale of the meta-SGD inner rates")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per outer step")
     p.add_argument("--lr", type=float, default=d["lr"], help="outer Adam learning rate")
     p.add_argument("--eval-every", type=int, default=100, help="test evaluation period")
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     meta_asmr = build_meta("asmr", args.resolution, 3, args.width, levels=args.levels, latent_dim=args.latent_dim)
     siren_width = matched_siren_width(meta_asmr, args.levels, args.resolution, 3, args.latent_dim)
     common = dict(dataset=train_ds, test_dataset=test_ds, resolution=args.resolution, latent_dim=args.latent_dim,
-                  inner_steps=args.inner_steps, inner_lr=args.inner_lr, batch_size=args.batch_size,
+                  inner_steps=args.inner_steps, lr_scale=args.lr_scale, batch_size=args.batch_size,
                   steps=args.steps, lr=args.lr, seed=args.seed, eval_every=args.eval_every,
                   eval_images=args.eval_images, checkpoint_every=max(args.steps // 4, 1),
                   max_seconds=60.0 * args.minutes, progress=not args.no_progress)

@@ -1,4 +1,4 @@
-"""Meta-training run: data, sharding, checkpoints, evaluation, plots.
+"""Meta-training run: data pipeline, sharding (one or many processes), checkpoints, evaluation, plots.
 
 :func:`train` writes into ``workdir``::
 
@@ -9,11 +9,27 @@
     psnr.png              PSNR vs step (train batches and test evaluations)
     reconstructions.png   test targets (top) vs reconstructions after k inner steps (bottom)
 
+Defaults: the keyword defaults of :func:`train` are the only copy; config files
+(:mod:`meta.configs`) change what differs.
+
 Determinism: the model init comes from ``seed`` and batch ``t`` from
 ``dataset.batch_indices(t, batch_size, seed)``, so ``resume=True`` continues from the
-latest checkpoint with exactly the parameters an uninterrupted run reaches. A
-non-finite loss stops the run (status ``"diverged"``) without saving that step, so
-the last good checkpoint stays the latest.
+latest checkpoint with exactly the parameters an uninterrupted run reaches.
+
+Pipeline: a background thread loads batch ``t + 1 .. t + prefetch`` and puts it on the
+devices while step ``t`` runs (:class:`asmr_jax.datasets.Prefetcher`); the loop never
+waits on the host: metrics stay on the device and are fetched every ``log_every`` steps
+(and before every evaluation and checkpoint). A non-finite loss found in a fetch stops
+the run (status ``"diverged"``) and names the first bad step; checkpoints are written
+only after a fetch showed every step before them finite, so the last good checkpoint
+stays the latest.
+
+Multi-process (``jax.distributed``): call :func:`asmr_jax.sharding.initialize_distributed`
+first in every process; the mesh then spans ``jax.devices()`` of all processes, each
+process loads only the rows of every global batch that its devices hold and the global
+array is assembled with ``jax.make_array_from_process_local_data``. Checkpoints are
+written by orbax from all processes together (``workdir`` on a file system they all see);
+progress bars, JSON files and pictures come from process 0 only.
 """
 
 from __future__ import annotations
@@ -28,8 +44,8 @@ import time
 import jax
 import numpy as np
 
-from asmr_jax import macs, models, sharding
-from asmr_jax.datasets import ImageDataset, check_images, load_dataset
+from asmr_jax import io, macs, models, sharding
+from asmr_jax.datasets import ImageDataset, Prefetcher, check_images, load_dataset
 from meta import functa
 
 HISTORY = "history.json"
@@ -37,7 +53,10 @@ METRICS = "metrics.json"
 
 # Fields of the training config that define a run (a resume must not change them).
 RUN_KEYS = ("dataset", "data_dir", "resolution", "model", "width", "depth", "levels", "bases", "w0",
-            "latent_dim", "inner_steps", "inner_lr", "batch_size", "lr", "seed")
+            "latent_dim", "inner_steps", "lr_scale", "modulate_shift", "modulate_scale", "latent_init_scale",
+            "l2_weight", "noise_std", "functa_init", "meta_sgd", "batch_size", "lr", "clip", "seed")
+META_KEYS = ("latent_dim", "inner_steps", "lr_scale", "modulate_shift", "modulate_scale", "latent_init_scale",
+             "l2_weight", "noise_std", "functa_init", "meta_sgd")
 
 
 @dataclasses.dataclass
@@ -53,27 +72,28 @@ class TrainResult:
     history: list
 
 
-def build_meta(model: str = "asmr", resolution: int = 32, channels: int = 3, width: int = 128,
-               depth: int | None = None, levels: int | None = None, bases=None, w0: float = 30.0,
-               latent_dim: int = 64, inner_steps: int = 3, inner_lr: float = 300.0) -> functa.MetaModel:
-    """A :class:`~meta.functa.MetaModel` from flat keyword arguments (CLI/config friendly)."""
-    shape = (int(resolution), int(resolution))
+def build_meta(model: str = "asmr", resolution=32, channels: int = 3, width: int = 128,
+               depth: int | None = None, levels: int | None = 4, bases=None, w0: float = 30.0,
+               **meta_kwargs) -> functa.MetaModel:
+    """A :class:`~meta.functa.MetaModel` from flat keyword arguments (CLI/config friendly).
+
+    ``resolution`` is an int (square images) or a spatial shape; ``meta_kwargs`` are
+    :class:`~meta.functa.MetaModel` fields (``latent_dim``, ``inner_steps``, ``lr_scale``, ...).
+    """
+    shape = (int(resolution),) * 2 if isinstance(resolution, (int, np.integer)) else tuple(resolution)
     net = models.build(model, shape, channels, width=width, depth=depth, levels=levels, bases=bases, w0=w0)
-    return functa.MetaModel(net, latent_dim, inner_steps, inner_lr)
+    return functa.MetaModel(net, **meta_kwargs)
 
 
-def _mesh_for(batch_size: int):
-    """A data mesh over the most local devices that divide ``batch_size``."""
+def data_mesh_for(batch_size: int):
+    """The data mesh of a run: all devices of all processes (the batch must divide over
+    them) in a multi-process run; in one process, the most devices that divide the batch."""
     devs = jax.devices()
+    if jax.process_count() > 1:
+        sharding.check_divisible(batch_size, sharding.data_mesh(devs), "global batch size")
+        return sharding.data_mesh(devs)
     n = max(d for d in range(1, len(devs) + 1) if batch_size % d == 0)
     return sharding.data_mesh(devs[:n])
-
-
-def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _eval(meta, params, images, steps_list):
@@ -86,41 +106,69 @@ def _eval(meta, params, images, steps_list):
 
 def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: ImageDataset | None = None,
           data_dir=None, resolution: int = 32, model: str = "asmr", width: int = 128, depth: int | None = None,
-          levels: int | None = None, bases=None, w0: float = 30.0, latent_dim: int = 64, inner_steps: int = 3,
-          inner_lr: float = 300.0, batch_size: int = 16, steps: int = 500, lr: float = 3e-4, seed: int = 0,
-          resume: bool = False, eval_every: int = 100, eval_images: int = 64, eval_more_steps: int = 10,
-          eval_at: tuple = (), checkpoint_every: int = 100, keep: int = 3, max_seconds: float | None = None,
-          progress: bool = True, plots: bool = True, log=print) -> TrainResult:
+          levels: int | None = 4, bases=None, w0: float = 30.0, latent_dim: int = 64, inner_steps: int = 3,
+          lr_scale: float = 1.0, modulate_shift: bool = True, modulate_scale: bool = False,
+          latent_init_scale: float = 0.0, l2_weight: float = 0.0, noise_std: float = 0.0,
+          functa_init: bool = False, meta_sgd: bool = True, batch_size: int = 16, steps: int = 500,
+          lr: float = 3e-4, clip: float | None = functa.OUTER_CLIP, seed: int = 0, remat: bool = False,
+          microbatch: int | None = None, resume: bool = False, eval_every: int = 100, eval_images: int = 64,
+          eval_more_steps: int = 10, eval_at: tuple = (), checkpoint_every: int = 100, keep: int = 3,
+          log_every: int = 25, prefetch: int = 2, max_seconds: float | None = None, progress: bool = True,
+          plots: bool = True, log=print) -> TrainResult:
     """Meta-trains a functa over ``dataset`` and writes ``workdir`` (see module docstring).
 
     Args:
       workdir: output folder. It must not hold checkpoints unless ``resume``.
       dataset: a dataset name for :func:`asmr_jax.datasets.load_dataset` (``train`` and
-        ``test`` splits), or an :class:`ImageDataset` (then pass ``test_dataset`` too,
-        or the train set is used for evaluation).
+        ``test`` splits), or an :class:`ImageDataset` of any spatial shape (then pass
+        ``test_dataset`` too, or the train set is used for evaluation).
+      resolution: image side when ``dataset`` is a name.
+      model, width, depth, levels, bases, w0: the network (:func:`asmr_jax.models.build`).
+      latent_dim ... meta_sgd: :class:`meta.functa.MetaModel` fields (functa's knobs).
+      batch_size: global batch (over all devices and processes).
       steps: total outer steps (a resumed run continues up to this count).
-      lr: Adam rate for all shared parameters.
+      lr, clip: outer Adam rate and global-norm gradient clip (``None``: none).
+      remat, microbatch: memory levers of :func:`meta.functa.meta_step` (same results).
       eval_every: test evaluation period (PSNR after ``inner_steps`` and after
         ``eval_more_steps`` inner steps on the first ``eval_images`` test images).
       eval_at: extra steps at which to evaluate.
       checkpoint_every: checkpoint period (plus one at the end).
+      log_every: steps between metric fetches (the only host syncs besides evals/checkpoints).
+      prefetch: batches loaded ahead by the background thread.
       max_seconds: stop (and checkpoint) once this much training time has passed.
 
     Returns:
       a :class:`TrainResult`.
     """
     workdir = os.path.abspath(os.fspath(workdir))
-    config = dict(dataset=dataset if isinstance(dataset, str) else dataset.name, data_dir=data_dir,
-                  resolution=int(resolution), model=model, width=int(width), depth=depth, levels=levels,
-                  bases=bases, w0=float(w0), latent_dim=int(latent_dim), inner_steps=int(inner_steps),
-                  inner_lr=float(inner_lr), batch_size=int(batch_size), lr=float(lr), seed=int(seed))
-    if int(steps) < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    main = jax.process_index() == 0
+    if resolution is None and isinstance(dataset, str):
+        raise ValueError(f"dataset {dataset!r} is loaded by name: pass a resolution")
+    res = (None if resolution is None else int(resolution) if isinstance(resolution, (int, np.integer))
+           else tuple(int(r) for r in resolution))
+    config = dict(dataset=dataset if isinstance(dataset, str) else dataset.name,
+                  data_dir=None if data_dir is None else os.fspath(data_dir), resolution=res, model=model,
+                  width=int(width), depth=depth, levels=levels,
+                  bases=None if bases is None else json.loads(json.dumps(bases)), w0=float(w0),
+                  latent_dim=int(latent_dim), inner_steps=int(inner_steps), lr_scale=float(lr_scale),
+                  modulate_shift=bool(modulate_shift), modulate_scale=bool(modulate_scale),
+                  latent_init_scale=float(latent_init_scale), l2_weight=float(l2_weight),
+                  noise_std=float(noise_std), functa_init=bool(functa_init), meta_sgd=bool(meta_sgd),
+                  batch_size=int(batch_size), lr=float(lr), clip=None if clip is None else float(clip),
+                  seed=int(seed))
+    config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for name, val in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every), ("keep", keep)):
+    for name, val in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every), ("keep", keep),
+                      ("log_every", log_every), ("prefetch", prefetch)):
         if int(val) < 1:
             raise ValueError(f"{name} must be >= 1, got {val}")
+    if int(eval_images) < 1:
+        raise ValueError(f"eval_images must be >= 1 (test images per evaluation), got {eval_images}")
+    if microbatch is not None and (int(microbatch) < 1 or int(batch_size) % int(microbatch)):
+        raise ValueError(f"microbatch must be a divisor of batch_size {batch_size}, got {microbatch}")
 
     mgr_exists = os.path.isdir(os.path.join(workdir, functa.CHECKPOINTS))
     if resume:
@@ -137,24 +185,29 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
 
     # ---------------------------------------------------------------- data and model
     if isinstance(dataset, str):
-        train_ds = load_dataset(dataset, "train", resolution, data_dir)
-        test_ds = test_dataset or load_dataset(dataset, "test", resolution, data_dir)
+        train_ds = load_dataset(dataset, "train", res, data_dir)
+        test_ds = test_dataset or load_dataset(dataset, "test", res, data_dir)
     else:
         train_ds, test_ds = dataset, test_dataset or dataset
-    if train_ds.shape != (config["resolution"],) * 2:
-        raise ValueError(f"dataset images are {train_ds.shape}, resolution is {resolution}")
-    meta = build_meta(model, resolution, train_ds.channels, width, depth, levels, bases, w0,
-                      latent_dim, inner_steps, inner_lr)
+        want = None if resolution is None else ((res,) * 2 if isinstance(res, int) else res)
+        if want is not None and train_ds.shape != want:
+            raise ValueError(f"dataset signals are {train_ds.shape}, resolution is {resolution} "
+                             f"(pass resolution=None to take the dataset's shape)")
+    meta = build_meta(model, train_ds.shape, train_ds.channels, width, depth, levels,
+                      None if bases is None else bases, w0,
+                      **{k: config[k] for k in META_KEYS})
     train_ds.steps_per_epoch(batch_size)  # raises if the batch is larger than the dataset
     eval_imgs = test_ds.get(np.arange(min(int(eval_images), len(test_ds))))
-    check_images(eval_imgs, f"{test_ds.name}/{test_ds.split}")
+    check_images(eval_imgs, f"{test_ds.name}/{test_ds.split}", spatial_dims=len(train_ds.shape))
 
-    mesh = _mesh_for(batch_size)
-    optimizer = functa.make_optimizer(lr)
-    step_fn = functa.make_meta_step(meta, optimizer, mesh)
+    mesh = data_mesh_for(int(batch_size))
+    optimizer = functa.make_optimizer(lr, clip)
+    step_fn = functa.make_meta_step(meta, optimizer, mesh, remat=bool(remat),
+                                    microbatch=None if microbatch is None else int(microbatch))
     rep = sharding.replicated(mesh)
 
-    os.makedirs(workdir, exist_ok=True)
+    if main:
+        os.makedirs(workdir, exist_ok=True)
     mgr = functa.checkpoint_manager(workdir, keep=keep)
     import orbax.checkpoint as ocp
 
@@ -173,94 +226,131 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
         if os.path.isfile(hist_path):
             with open(hist_path) as f:
                 history = [h for h in json.load(f) if h["step"] <= start]
-        log(f"resumed {workdir} at step {start}")
-    else:
+        if main:
+            log(f"resumed {workdir} at step {start}")
+    elif main:
         functa.write_meta_json(workdir, meta, {"train": config})
     params, opt_state = sharding.replicate(params, mesh), sharding.replicate(opt_state, mesh)
+    noise_key = jax.random.fold_in(jax.random.key(seed), 1)
 
     cost = macs.count(meta.model)
-    log(f"{meta.model.kind}: {meta.model.num_params():,} network params, {meta.num_params():,} shared params, "
-        f"{cost.paper_macs:,.1f} MAC/pixel, latent {latent_dim}, k={inner_steps}, {len(train_ds)} train / "
-        f"{len(test_ds)} test images, {mesh.size} device(s)")
+    if main:
+        log(f"{meta.model.kind}: {meta.model.num_params():,} network params, {meta.num_params():,} shared params, "
+            f"{cost.paper_macs:,.1f} MAC/pixel, latent {latent_dim}, k={inner_steps}, {len(train_ds)} train / "
+            f"{len(test_ds)} test images, {mesh.size} device(s) in {jax.process_count()} process(es)")
 
     def save(step):
         mgr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
                                                opt_state=ocp.args.StandardSave(opt_state)), force=True)
         mgr.wait_until_finished()
-        _write_json(os.path.join(workdir, HISTORY), history)
+        if main:
+            io.write_json(os.path.join(workdir, HISTORY), history)
+
+    def load_batch(t):
+        idx = train_ds.batch_indices(t, batch_size, shuffle=True, seed=seed)
+        return sharding.global_batch(lambda rows: train_ds.get(idx[rows]), int(batch_size), mesh)
 
     # ---------------------------------------------------------------- loop
     status, step = "done", start
-    step_times, t_start = [], time.perf_counter()
+    windows, t_start = [], time.perf_counter()  # (steps, seconds) between fetches
     bar = None
-    if progress:
+    if progress and main:
         from tqdm import tqdm
 
         bar = tqdm(total=int(steps), initial=start, desc=f"meta-train {meta.model.kind}", dynamic_ncols=True)
     eval_steps = sorted({int(inner_steps), int(eval_more_steps)})
     extra_evals = {int(s) for s in eval_at}
-    try:
-        while step < int(steps):
-            idx = train_ds.batch_indices(step, batch_size, shuffle=True, seed=seed)
-            images = sharding.shard_batch(train_ds.get(idx), mesh)
-            t0 = time.perf_counter()
-            new_params, new_opt, m = step_fn(params, opt_state, images)
+    pending = []  # (step, device metrics) not fetched yet
+    good = (start, params, opt_state)  # the last state whose every step was checked finite
+    last_fetch = [time.perf_counter(), start]
+
+    def fetch():
+        """Moves pending metrics to the history; False if one was non-finite."""
+        nonlocal good, status
+        if not pending:
+            return True
+        values = [(t, sharding.to_host(m)) for t, m in pending]
+        pending.clear()
+        now = time.perf_counter()
+        windows.append((values[-1][0] - last_fetch[1], now - last_fetch[0]))
+        last_fetch[:] = [now, values[-1][0]]
+        for t, m in values:
             loss, psnr = float(m["loss"]), float(m["psnr"])
-            step_times.append(time.perf_counter() - t0)
             if not math.isfinite(loss):
                 status = "diverged"
-                log(f"step {step + 1}: loss is {loss}; stopping. The last good checkpoint "
-                    f"(step {mgr.latest_step()}) is kept in {workdir}/{functa.CHECKPOINTS}")
-                break
-            params, opt_state, step = new_params, new_opt, step + 1
-            entry = {"step": step, "loss": loss, "train_psnr": psnr}
-            if step % int(eval_every) == 0 or step == int(steps) or step in extra_evals:
-                ev = _eval(meta, params, eval_imgs, eval_steps)
-                entry.update({f"test_psnr_{s}": v for s, v in ev.items()})
-            history.append(entry)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}",
-                                **({"test": f"{entry[f'test_psnr_{inner_steps}']:.2f}"}
-                                   if f"test_psnr_{inner_steps}" in entry else {}))
-            if step % int(checkpoint_every) == 0:
-                save(step)
-            if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+                if main:
+                    log(f"step {t}: loss is {loss}; stopping. The last good checkpoint "
+                        f"(step {mgr.latest_step()}) is kept in {workdir}/{functa.CHECKPOINTS}")
+                return False
+            history.append({"step": t, "loss": loss, "train_psnr": psnr})
+        if bar is not None:
+            bar.update(values[-1][0] - bar.n)
+            bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}",
+                            **({"test": f"{history[-1][f'test_psnr_{inner_steps}']:.2f}"}
+                               if f"test_psnr_{inner_steps}" in history[-1] else {}))
+        return True
+
+    batches = Prefetcher(load_batch, start, int(steps), depth=int(prefetch))
+    try:
+        for t, images in batches:
+            params, opt_state, m = step_fn(params, opt_state, images, jax.random.fold_in(noise_key, t))
+            step = t + 1
+            pending.append((step, m))
+            want_eval = step % int(eval_every) == 0 or step == int(steps) or step in extra_evals
+            want_ckpt = step % int(checkpoint_every) == 0
+            over_time = max_seconds is not None and time.perf_counter() - t_start > max_seconds
+            if want_eval or want_ckpt or over_time or step % int(log_every) == 0:
+                if not fetch():
+                    break
+                good = (step, params, opt_state)
+                if want_eval:
+                    ev = _eval(meta, sharding.to_host(params), eval_imgs, eval_steps)
+                    history[-1].update({f"test_psnr_{s}": v for s, v in ev.items()})
+                if want_ckpt:
+                    save(step)
+            if over_time:
                 status = "time_budget"
                 break
     finally:
+        batches.close()
         if bar is not None:
             bar.close()
     train_seconds = time.perf_counter() - t_start
-    if status != "diverged" and mgr.latest_step() != step and step > 0:
+    step, params, opt_state = good
+    if status != "diverged" and mgr.latest_step() != step and step > start:
         if f"test_psnr_{inner_steps}" not in (history[-1] if history else {}):
-            history[-1].update({f"test_psnr_{s}": v for s, v in _eval(meta, params, eval_imgs, eval_steps).items()})
+            ev = _eval(meta, sharding.to_host(params), eval_imgs, eval_steps)
+            history[-1].update({f"test_psnr_{s}": v for s, v in ev.items()})
         save(step)
     mgr.close()
 
     # ---------------------------------------------------------------- summary, pictures
-    steady = step_times[1:] if len(step_times) > 1 else step_times
-    sec = statistics.median(steady) if steady else float("nan")
+    steady = windows[1:] if len(windows) > 1 else windows  # the first window holds the compile
+    rates = [dt / n for n, dt in steady if n > 0]
+    sec = statistics.median(rates) if rates else float("nan")
     last_eval = next((h for h in reversed(history) if f"test_psnr_{inner_steps}" in h), {})
+    host_params = sharding.to_host(params)
     metrics = {
         "status": status, "step": step, "config": config, "meta": meta.config(),
         "network_params": meta.model.num_params(), "shared_params": meta.num_params(),
         "mac_per_pixel": cost.paper_macs, "render_mac_per_pixel": cost.render_macs,
-        "devices": mesh.size, "step_seconds_median": sec, "images_per_second": batch_size / sec if sec else None,
-        "train_seconds": train_seconds, "steps_this_run": len(step_times),
+        "devices": mesh.size, "processes": jax.process_count(), "step_seconds_median": sec,
+        "images_per_second": batch_size / sec if rates else None,
+        "train_seconds": train_seconds, "steps_this_run": step - start,
         "test_images": len(eval_imgs),
         "test_psnr": {str(s): last_eval.get(f"test_psnr_{s}") for s in eval_steps},
         "final_train_loss": history[-1]["loss"] if history else None,
     }
-    _write_json(os.path.join(workdir, METRICS), metrics)
-    if plots and history:
-        plot_history(history, os.path.join(workdir, "psnr.png"), inner_steps, eval_more_steps,
-                     title=f"{meta.model.kind} functa, latent {latent_dim}")
-        if status != "diverged":
-            lat, _ = functa.fit_latents(meta, params, eval_imgs[:8])
-            recon = functa.render_latents(meta, params, lat)
-            write_grid(os.path.join(workdir, "reconstructions.png"), [eval_imgs[:8], recon])
-    return TrainResult(workdir, status, step, jax.device_get(params), meta, metrics, history)
+    if main:
+        io.write_json(os.path.join(workdir, METRICS), metrics)
+        if plots and history:
+            plot_history(history, os.path.join(workdir, "psnr.png"), inner_steps, eval_more_steps,
+                         title=f"{meta.model.kind} functa, latent {latent_dim}")
+            if status != "diverged" and len(meta.shape) == 2:
+                lat, _ = functa.fit_latents(meta, host_params, eval_imgs[:8])
+                recon = functa.render_latents(meta, host_params, lat)
+                write_grid(os.path.join(workdir, "reconstructions.png"), [eval_imgs[:8], recon])
+    return TrainResult(workdir, status, step, host_params, meta, metrics, history)
 
 
 # ----------------------------------------------------------------------------- pictures

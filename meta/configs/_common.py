@@ -1,0 +1,31 @@
+"""Helpers shared by the config files (not a config itself)."""
+
+from __future__ import annotations
+
+from meta import configs
+
+
+def finish(config, arg: str | None, counterpart_of: str | None = None, channels: int = 3):
+    """Applies ``arg`` (``"asmr"``/``"siren"``/``"smoke"`` then ``key=value`` fields) to ``config``.
+
+    With ``counterpart_of`` (``"siren"`` or ``"asmr"``) and a model kind other than it in
+    ``arg``, the width is chosen so that the shared parameter count equals that of the
+    ``counterpart_of`` network this config describes.
+    """
+    head, fields = configs.parse_arg(arg)
+    smoke = head == "smoke"
+    if head not in (None, "smoke", "asmr", "siren"):
+        raise ValueError(f"config argument {arg!r}: first word must be asmr, siren or smoke, got {head!r}")
+    if head in ("asmr", "siren") and counterpart_of and head != config.model:
+        ref = configs.load_meta(config, channels)
+        config.model = head
+        config.width = configs.equal_params_width(config, head, ref.num_params(), channels)
+    elif head in ("asmr", "siren"):
+        config.model = head
+    for k, v in fields.items():
+        configs.set_field(config, f"{k}={v!r}")
+    if smoke:
+        config.update(resolution=min(config.resolution, 16), width=16, depth=min(config.depth or 3, 3),
+                      levels=min(config.levels or 3, 3), bases=None, latent_dim=8, batch_size=4, steps=2,
+                      eval_every=1, eval_images=4, eval_more_steps=2, checkpoint_every=1)
+    return config
