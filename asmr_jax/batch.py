@@ -355,33 +355,44 @@ def fit_many(
     init = None if init is None else _check_init(model, init)
     key = jax.random.key(seed) if key is None else key
     mesh = sharding.data_mesh() if mesh is None else mesh
-    tx = _optimizer(float(lr), int(steps) if cosine else None, bool(cosine))
+    return _fit(model, lambda rows: targets_np[rows], indices, steps, lr=lr, cosine=cosine, key=key, init=init,
+                target_psnr=target_psnr, mesh=mesh, steps_per_call=steps_per_call, progress=progress)
 
+
+def _fit(model, load_rows, indices, steps, *, lr, cosine, key, init, target_psnr, mesh, steps_per_call, progress):
+    """:func:`fit_many` on signals ``indices``, of which this process loads only the rows its
+    devices hold: ``load_rows(positions [m]) -> [m, *shape, C]`` (positions in ``indices``)."""
+    n = len(indices)
+    tx = _optimizer(float(lr), int(steps) if cosine else None, bool(cosine))
     t_start = time.perf_counter()
     # Pad to a multiple of the device count with copies of the last signal (dropped below).
     b = -(-n // mesh.size) * mesh.size
     pad = b - n
-    if pad:
-        targets_np = np.concatenate([targets_np, np.repeat(targets_np[-1:], pad, axis=0)])
-        indices = np.concatenate([indices, np.repeat(indices[-1:], pad)])
-    batch = sharding.batch_sharding(mesh)
-    targets = jax.device_put(targets_np, batch)  # [b, *shape, C]
+    order = np.concatenate([np.arange(n), np.full(pad, n - 1)])  # padded row -> signal position
+    indices = indices[order]
+
+    def put(fn):  # a global [b, ...] array from this process's rows
+        return sharding.global_batch(lambda rows: fn(order[rows]), b, mesh)
+
+    def local_targets(pos):
+        return check_signals(model, load_rows(pos), indices[pos] if len(pos) else None)
+
+    targets = put(local_targets)  # [b, *shape, C]
     if init is None:
         key_data, impl = _key_parts(key)
-        params = _init_random(
-            model, sharding.replicate(key_data, mesh), impl, jax.device_put(indices.astype(np.int32), batch),
-            targets,
-        )
+        params = _init_random(model, sharding.replicate(key_data, mesh), impl,
+                              put(lambda pos: indices[pos].astype(np.int32)), targets)
     else:
-        params = jax.device_put(_init_shared(sharding.replicate(init, mesh), b), batch)
+        params = jax.device_put(_init_shared(sharding.replicate(init, mesh), b), sharding.batch_sharding(mesh))
     # Constant leaves (Adam's step count) come out unsharded; placing everything keeps one jit cache entry.
+    batch = sharding.batch_sharding(mesh)
     params = jax.device_put(params, batch)
     opt_state = jax.device_put(_init_opt(tx, params), batch)
     state = (
         params,
         opt_state,
-        jax.device_put(np.zeros(b, np.int32), batch),
-        jax.device_put(np.zeros(b, bool), batch),
+        put(lambda pos: np.zeros(len(pos), np.int32)),
+        put(lambda pos: np.zeros(len(pos), bool)),
     )
     threshold = np.float32(-np.inf if target_psnr is None else 10.0 ** (-target_psnr / 10.0))
 
@@ -593,23 +604,16 @@ def fit_dataset(
     bar = tqdm(total=total, initial=done, disable=not progress, desc=f"fit {model.kind}", unit="signal")
     for c in todo:
         idx = np.arange(c * chunk, min(total, (c + 1) * chunk), dtype=np.int64)
-        signals = np.asarray(dataset.get(idx))
-        if signals.shape[:1] != idx.shape:
-            raise ValueError(f"dataset.get returned {signals.shape[:1]} signals for {len(idx)} indices")
-        res = fit_many(
-            model,
-            signals,
-            steps,
-            lr=lr,
-            cosine=cosine,
-            seed=seed,
-            indices=idx,
-            init=init,
-            target_psnr=target_psnr,
-            mesh=mesh,
-            steps_per_call=steps_per_call,
-            progress=False,
-        )
+
+        def load(pos, idx=idx):  # only the rows this process's devices hold
+            out = np.asarray(dataset.get(idx[pos]))
+            if out.shape[:1] != pos.shape:
+                raise ValueError(f"dataset.get returned {out.shape[:1]} signals for {len(pos)} indices")
+            return out
+
+        res = _fit(model, load, idx, steps, lr=lr, cosine=cosine, key=jax.random.key(seed), init=init,
+                   target_psnr=target_psnr, mesh=sharding.data_mesh() if mesh is None else mesh,
+                   steps_per_call=steps_per_call, progress=False)
         if writer:
             arrays = {
                 "indices": idx,
@@ -630,6 +634,7 @@ def fit_dataset(
         bar.update(len(idx))
         bar.set_postfix(psnr=f"{float(np.mean(res.psnr)):.2f}")
     bar.close()
+    sharding.barrier("asmr_jax.batch: store written")  # process 0 wrote it; the others read it now
     return load_store(out_dir)
 
 
@@ -652,6 +657,7 @@ def _open_store(out_dir, header: dict, resume: bool, writer: bool) -> dict:
                 )
         for entry in manifest["chunks"]:
             _verify_chunk(out_dir, entry)
+        sharding.barrier("asmr_jax.batch: store checked")
         if writer:  # leftovers of a write interrupted before its rename
             for name in os.listdir(out_dir):
                 if name.startswith(".") and ".tmp-" in name:
@@ -662,6 +668,7 @@ def _open_store(out_dir, header: dict, resume: bool, writer: bool) -> dict:
             f"{out_dir} exists, is not empty and holds no {STORE_JSON}; choose another output directory"
         )
     manifest = {**header, "chunks": [], "complete": False}
+    sharding.barrier("asmr_jax.batch: store checked")  # every process has looked before one writes
     if writer:
         os.makedirs(out_dir, exist_ok=True)
         _write_json(manifest_path, manifest)

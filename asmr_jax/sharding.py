@@ -47,8 +47,19 @@ def shard_batch(tree, mesh: Mesh):
 
 
 def replicate(tree, mesh: Mesh):
-    """Places every array of ``tree`` on all devices of the mesh."""
-    return jax.device_put(tree, replicated(mesh))
+    """Places every array of ``tree`` on all devices of the mesh (of every process: then
+    each process must pass the same values)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, replicated(mesh))
+    rep = replicated(mesh)
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return jax.device_put(x, rep)
+        x = np.asarray(x)
+        return jax.make_array_from_process_local_data(rep, x, x.shape)
+
+    return jax.tree.map(one, tree)
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
@@ -112,3 +123,11 @@ def to_host(tree):
         return np.asarray(x)
 
     return jax.tree.map(one, tree)
+
+
+def barrier(name: str):
+    """Waits until every process reaches the barrier ``name`` (nothing in a single process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

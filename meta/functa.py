@@ -379,9 +379,16 @@ def make_meta_step(meta: MetaModel, optimizer, mesh=None, remat: bool = False, m
     """
     fn = functools.partial(meta_step, meta, optimizer, remat=remat, microbatch=microbatch)
     if mesh is None:
-        return jax.jit(fn)
-    rep, bat = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return jax.jit(fn, in_shardings=(rep, rep, bat, rep), out_shardings=(rep, rep, rep))
+        jitted = jax.jit(fn)
+    else:
+        rep, bat = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+        jitted = jax.jit(fn, in_shardings=(rep, rep, bat, rep), out_shardings=(rep, rep, rep))
+
+    def step(params, opt_state, images, key=None):
+        return jitted(params, opt_state, images, key)
+
+    step._cache_size = jitted._cache_size  # for no-recompile checks
+    return step
 
 
 def memory_estimate(meta: MetaModel, optimizer, batch_size: int, remat: bool = False,

@@ -200,6 +200,7 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
     eval_imgs = test_ds.get(np.arange(min(int(eval_images), len(test_ds))))
     check_images(eval_imgs, f"{test_ds.name}/{test_ds.split}", spatial_dims=len(train_ds.shape))
 
+    sharding.barrier("meta.train: workdir checked")  # every process has looked before one writes
     mesh = data_mesh_for(int(batch_size))
     optimizer = functa.make_optimizer(lr, clip)
     step_fn = functa.make_meta_step(meta, optimizer, mesh, remat=bool(remat),

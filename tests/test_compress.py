@@ -290,7 +290,7 @@ def meta_ckpt(tmp_path_factory):
     from meta import functa
 
     root = tmp_path_factory.mktemp("meta")
-    meta = functa.MetaModel(ASMR((8, 8), 3, levels=2, widths=16), latent_dim=8, inner_steps=3, inner_lr=1.0)
+    meta = functa.MetaModel(ASMR((8, 8), 3, levels=2, widths=16), latent_dim=8, inner_steps=3, lr_scale=1.0)
     ckpt = functa.save_meta(root / "ckpt", meta, meta.init(jax.random.key(0)))
     functa.save_meta(root / "other", meta, meta.init(jax.random.key(1)))
     rng = np.random.default_rng(0)
@@ -394,7 +394,7 @@ def test_cli_codec_fit_from_a_dataset_split(tmp_path, capsys):
     from asmr_jax.asmr import ASMR
     from meta import functa
 
-    meta = functa.MetaModel(ASMR((8, 8), 1, levels=2, widths=16), latent_dim=4, inner_lr=1.0)
+    meta = functa.MetaModel(ASMR((8, 8), 1, levels=2, widths=16), latent_dim=4, lr_scale=1.0)
     ckpt = functa.save_meta(tmp_path / "gray", meta, meta.init(jax.random.key(0)))
     rc, out = run_cli(capsys, "codec-fit", ckpt, "--bits", "3", "--dataset", "lfw", "--limit", "24")
     assert rc == 0, out

@@ -187,8 +187,10 @@ def test_bad_inputs():
         functa.fit_latents(meta, params, nan)
     with pytest.raises(ValueError, match=r"\[n, 6\]"):
         functa.render_latents(meta, params, np.zeros((2, 5)))
-    with pytest.raises(ValueError, match="2-D"):
-        functa.MetaModel(SIREN((64,), 1, widths=(8,)), 4)
+    with pytest.raises(ValueError, match="lr_scale"):
+        functa.MetaModel(SIREN((64,), 1, widths=(8,)), 4, lr_scale=float("nan"))
+    with pytest.raises(ValueError, match="at least one"):
+        functa.MetaModel(SIREN((64,), 1, widths=(8,)), 4, modulate_shift=False)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax reader of the damaged file
