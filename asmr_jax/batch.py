@@ -362,7 +362,7 @@ def fit_many(
 def _fit(model, load_rows, indices, steps, *, lr, cosine, key, init, target_psnr, mesh, steps_per_call, progress):
     """:func:`fit_many` on signals ``indices``, of which this process loads only the rows its
     devices hold: ``load_rows(positions [m]) -> [m, *shape, C]`` (positions in ``indices``)."""
-    n = len(indices)
+    n, given = len(indices), indices
     tx = _optimizer(float(lr), int(steps) if cosine else None, bool(cosine))
     t_start = time.perf_counter()
     # Pad to a multiple of the device count with copies of the last signal (dropped below).
@@ -374,8 +374,9 @@ def _fit(model, load_rows, indices, steps, *, lr, cosine, key, init, target_psnr
     def put(fn):  # a global [b, ...] array from this process's rows
         return sharding.global_batch(lambda rows: fn(order[rows]), b, mesh)
 
-    def local_targets(pos):
-        return check_signals(model, load_rows(pos), indices[pos] if len(pos) else None)
+    def local_targets(pos):  # each distinct signal loaded and checked once (padding repeats the last)
+        uniq, inverse = np.unique(pos, return_inverse=True)
+        return check_signals(model, load_rows(uniq), given[uniq])[inverse]
 
     targets = put(local_targets)  # [b, *shape, C]
     if init is None:

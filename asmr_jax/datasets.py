@@ -200,11 +200,14 @@ class Prefetcher:
 
 
 def from_array(images, name: str = "array", split: str = "train", labels=None) -> ImageDataset:
-    """An :class:`ImageDataset` over in-memory images ``[n, H, W, C]`` on ``[0, 1]``."""
+    """An :class:`ImageDataset` over in-memory signals ``[n, *shape, C]`` on ``[0, 1]``
+    (images ``[n, H, W, C]``; audio ``[n, T, C]`` and video ``[n, F, H, W, C]`` work too)."""
     images = np.asarray(images, np.float32)
-    check_images(images, f"{name}/{split}")
+    if images.ndim < 3:
+        raise ValueError(f"{name}/{split} must have shape [n, *shape, C], got {images.shape}")
+    check_images(images, f"{name}/{split}", spatial_dims=images.ndim - 2)
     labels = None if labels is None else np.asarray(labels)
-    return ImageDataset(name, split, images.shape[1:3], images.shape[3], len(images),
+    return ImageDataset(name, split, images.shape[1:-1], images.shape[-1], len(images),
                         lambda idx: images[idx], labels)
 
 

@@ -249,7 +249,7 @@ def start_latent(meta: MetaModel, params):
     """``phi_0 [D]``: zeros, or the shared ``latent_init`` (never meta-learned)."""
     if "latent_init" in params:
         return jax.lax.stop_gradient(params["latent_init"])
-    return jnp.zeros((meta.latent_dim,), jnp.float32)
+    return jnp.zeros((meta.latent_dim,), params["latent_to_shift"]["w"].dtype)
 
 
 def inner_loop(meta: MetaModel, params, image, steps: int | None = None, latent=None, remat: bool = False,

@@ -175,21 +175,21 @@ def test_store_round_trip(full_store, many):
 
 def test_resume_after_interruption_is_identical_and_keeps_finished_chunks(full_store, tmp_path, monkeypatch):
     out = tmp_path / "store"
-    real, calls = batch.fit_many, []
+    real, calls = batch._fit, []
 
     class Interrupted(Exception):
         pass
 
-    def dies_on_third_chunk(*args, **kw):
-        calls.append(kw["indices"].tolist())
+    def dies_on_third_chunk(model, load_rows, indices, *args, **kw):
+        calls.append(indices.tolist())
         if len(calls) == 3:
             raise Interrupted
-        return real(*args, **kw)
+        return real(model, load_rows, indices, *args, **kw)
 
-    monkeypatch.setattr(batch, "fit_many", dies_on_third_chunk)
+    monkeypatch.setattr(batch, "_fit", dies_on_third_chunk)
     with pytest.raises(Interrupted):
         fit_store(out)
-    monkeypatch.setattr(batch, "fit_many", real)
+    monkeypatch.setattr(batch, "_fit", real)
     partial = batch.load_store(out)
     assert len(partial) == 4 and not partial.complete
     with pytest.raises(IndexError, match="not fitted yet"):

@@ -177,3 +177,108 @@ def test_cli_help_lists_meta_commands(capsys):
     for flag in ("--dataset", "--model", "--latent-dim", "--inner-steps", "--batch-size", "--steps",
                  "--resolution", "--width", "--depth", "--levels", "--workdir", "--resume", "--data-dir"):
         assert flag in text
+
+
+# ----------------------------------------------------------------------------- configs, pipeline, shapes
+@pytest.mark.parametrize("name", ["cpu", "functa_celebahq64", "coinpp_cifar10"])
+def test_every_shipped_config_runs_a_smoke_step(tmp_path, name):
+    from meta import configs
+
+    tfds = pytest.importorskip("tensorflow_datasets")
+    assert name in configs.shipped()
+    for arg in ("smoke", "asmr,smoke"):
+        config = configs.load(f"{name}:{arg}", ["steps=1"])
+        with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+            r = train_lib.train(workdir=tmp_path / arg, progress=False, plots=False, log=lambda *a: None,
+                                **configs.to_kwargs(config))
+        assert r.status == "done" and r.step == 1 and np.isfinite(r.metrics["final_train_loss"])
+
+
+def test_config_counterparts_have_equal_params_and_overrides_are_typed():
+    from meta import configs
+
+    for name in ("cpu", "functa_celebahq64", "coinpp_cifar10"):
+        a, s = configs.load(f"{name}:asmr"), configs.load(f"{name}:siren")
+        na, ns = configs.load_meta(a, 3).num_params(), configs.load_meta(s, 3).num_params()
+        assert a.model == "asmr" and s.model == "siren" and abs(na - ns) / ns < 0.01, (name, na, ns)
+    c = configs.load("functa_celebahq64", ["latent_dim=256", "lr=1e-4"])
+    assert (c.latent_dim, c.lr, c.width, c.depth, c.clip, c.functa_init) == (256, 1e-4, 512, 15, None, True)
+    with pytest.raises(ValueError, match="unknown field"):
+        configs.load("cpu", ["latnet_dim=3"])
+    with pytest.raises(ValueError, match="latent_dim is int"):
+        configs.load("cpu", ["latent_dim=big"])
+    with pytest.raises(ValueError, match="shipped configs"):
+        configs.load("nope")
+    assert set(configs.defaults()) == set(configs.load("cpu"))
+
+
+def test_cli_meta_train_from_config_file_with_overrides(tmp_path, capsys):
+    cfg = tmp_path / "mine.py"
+    cfg.write_text("from meta.configs import defaults\n\n"
+                   "def get_config(arg=None):\n"
+                   "    c = defaults()\n"
+                   "    c.update(resolution=8, width=8, levels=2, latent_dim=4, batch_size=4, steps=3,\n"
+                   "             eval_images=4, eval_every=3, checkpoint_every=3, dataset='lfw')\n"
+                   "    if arg == 'siren':\n"
+                   "        c.model = 'siren'\n"
+                   "    return c\n")
+    rc = cli.main(["meta-train", "--config", f"{cfg}:siren", "--set", "steps=2", "--lr", "1e-3",
+                   "--workdir", str(tmp_path / "w"), "--no-progress"])
+    assert rc == 0
+    stored = json.loads((tmp_path / "w" / "meta.json").read_text())["train"]
+    assert (stored["model"], stored["lr"], stored["dataset"]) == ("siren", 1e-3, "lfw")
+    assert json.loads((tmp_path / "w" / "metrics.json").read_text())["step"] == 2
+    rc = cli.main(["meta-train", "--config", f"{cfg}", "--memory-estimate", "--workdir", str(tmp_path / "m")])
+    assert rc == 0 and "GiB peak" in capsys.readouterr().out and not (tmp_path / "m").exists()
+
+
+def test_resume_with_tuple_bases_path_data_dir_and_changed_fields(tmp_path, data):
+    train_ds, test_ds = data
+    kw = dict(TINY, dataset=train_ds, test_dataset=test_ds, plots=False, bases=(2, 4), levels=None,
+              data_dir=tmp_path / "tfds", checkpoint_every=2)
+    full = train_lib.train(workdir=tmp_path / "full", steps=4, **kw)
+    train_lib.train(workdir=tmp_path / "part", steps=2, **kw)
+    # run-control fields may change on resume; the result stays that of one uninterrupted run
+    resumed = train_lib.train(workdir=tmp_path / "part", steps=4, resume=True,
+                              **{**kw, "eval_every": 1, "log_every": 1, "data_dir": str(tmp_path / "tfds")})
+    leaves_equal(resumed.params, full.params)
+    with pytest.raises(ValueError, match="lr_scale was 1.0, now 2.0"):
+        train_lib.train(workdir=tmp_path / "part", steps=6, resume=True, **{**kw, "lr_scale": 2.0})
+    with pytest.raises(ValueError, match="bases"):
+        train_lib.train(workdir=tmp_path / "part", steps=6, resume=True, **{**kw, "bases": (4, 2)})
+
+
+def test_one_dimensional_signals_meta_train(tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 24)
+    audio = (0.5 + 0.3 * np.sin(rng.uniform(2, 9, size=(8, 1, 1)) * t[None, :, None])).astype(np.float32)
+    ds = from_array(audio, "tones")
+    r = train_lib.train(workdir=tmp_path / "a", dataset=ds, resolution=None, model="asmr", bases=(4, 6),
+                        levels=None, width=8, latent_dim=4, batch_size=4, steps=3, eval_images=4, eval_every=3,
+                        progress=False, log=lambda *a: None)
+    assert r.status == "done" and r.meta.shape == (24,) and np.isfinite(r.metrics["test_psnr"]["3"])
+
+
+def test_prefetcher_yields_the_plain_batches_in_order_and_resumes_mid_epoch(data):
+    from asmr_jax.datasets import Prefetcher
+
+    ds = data[0]  # 12 images, batch 4: 3 steps per epoch
+    plain = [ds.get(ds.batch_indices(t, 4, seed=3)) for t in range(7)]
+    with Prefetcher(lambda t: ds.get(ds.batch_indices(t, 4, seed=3)), 0, 7, depth=2) as it:
+        got = list(it)
+    assert [t for t, _ in got] == list(range(7))
+    for (_, a), b in zip(got, plain):
+        np.testing.assert_array_equal(a, b)
+    with Prefetcher(lambda t: ds.get(ds.batch_indices(t, 4, seed=3)), 4, 7) as it:  # mid-epoch 1
+        for (t, a), b in zip(it, plain[4:]):
+            np.testing.assert_array_equal(a, b)
+
+    def bad(t):
+        if t == 2:
+            raise OSError("disk on fire")
+        return t
+
+    with Prefetcher(bad, 0, 5) as it, pytest.raises(OSError, match="disk on fire"):
+        assert [t for t, _ in it] == [0, 1]
+    with pytest.raises(ValueError, match="depth"):
+        Prefetcher(bad, 0, 1, depth=0)

@@ -35,18 +35,17 @@ def defaults() -> ConfigDict:
                        if k not in NON_CONFIG and p.default is not inspect.Parameter.empty})
 
 
-def parse_arg(arg: str | None) -> tuple[str | None, dict]:
-    """``"asmr,latent_dim=256"`` -> ``("asmr", {"latent_dim": 256})``; values are Python literals."""
-    head, fields = None, {}
+def parse_arg(arg: str | None) -> tuple[list[str], dict]:
+    """``"asmr,smoke,latent_dim=256"`` -> ``(["asmr", "smoke"], {"latent_dim": 256})``;
+    values are Python literals."""
+    words, fields = [], {}
     for part in filter(None, (arg or "").split(",")):
         if "=" in part:
             k, v = part.split("=", 1)
             fields[k.strip()] = _literal(v.strip())
-        elif head is None:
-            head = part.strip()
         else:
-            raise ValueError(f"config argument {arg!r}: only the first part may be a bare word, got {part!r}")
-    return head, fields
+            words.append(part.strip())
+    return words, fields
 
 
 def _literal(text: str):

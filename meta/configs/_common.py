@@ -6,16 +6,18 @@ from meta import configs
 
 
 def finish(config, arg: str | None, counterpart_of: str | None = None, channels: int = 3):
-    """Applies ``arg`` (``"asmr"``/``"siren"``/``"smoke"`` then ``key=value`` fields) to ``config``.
+    """Applies ``arg`` (words ``asmr``/``siren``/``smoke`` and ``key=value`` fields, comma-separated).
 
     With ``counterpart_of`` (``"siren"`` or ``"asmr"``) and a model kind other than it in
     ``arg``, the width is chosen so that the shared parameter count equals that of the
     ``counterpart_of`` network this config describes.
     """
-    head, fields = configs.parse_arg(arg)
-    smoke = head == "smoke"
-    if head not in (None, "smoke", "asmr", "siren"):
-        raise ValueError(f"config argument {arg!r}: first word must be asmr, siren or smoke, got {head!r}")
+    words, fields = configs.parse_arg(arg)
+    bad = sorted(set(words) - {"smoke", "asmr", "siren"})
+    if bad or ("asmr" in words and "siren" in words):
+        raise ValueError(f"config argument {arg!r}: words must be asmr or siren, and smoke; got {words}")
+    smoke = "smoke" in words
+    head = next((w for w in words if w != "smoke"), None)
     if head in ("asmr", "siren") and counterpart_of and head != config.model:
         ref = configs.load_meta(config, channels)
         config.model = head
