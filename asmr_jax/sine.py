@@ -13,8 +13,11 @@ pre-activations ``w0 * (x W + b)``.
 Both functions carry their own derivative (``d sin = cos``, ``d cos = -sin``), so
 gradients of any order use the same polynomial rather than differentiating it.
 
-Set the environment variable ``ASMR_JAX_SINE=xla`` before importing to use ``jnp.sin``
-and ``jnp.cos`` instead (for comparisons, or on a backend whose own sine is faster).
+The implementation is chosen per backend when a function is traced: the polynomial on
+CPU, where it was measured faster, and the backend's own ``jnp.sin``/``jnp.cos`` on GPU and
+TPU, whose sine units are fast already (``experiments/accelerator_check.py`` measures both
+there). Set ``ASMR_JAX_SINE=poly`` or ``ASMR_JAX_SINE=xla`` before importing to force one
+(``auto``, the default, is the per-backend choice).
 """
 
 from __future__ import annotations
@@ -25,10 +28,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IMPLEMENTATIONS = ("poly", "xla")
-IMPL = os.environ.get("ASMR_JAX_SINE", "poly")
+IMPLEMENTATIONS = ("auto", "poly", "xla")
+IMPL = os.environ.get("ASMR_JAX_SINE", "auto")
 if IMPL not in IMPLEMENTATIONS:
     raise ValueError(f"ASMR_JAX_SINE must be one of {IMPLEMENTATIONS}, got {IMPL!r}")
+POLY_BACKENDS = ("cpu",)  # where the polynomial was measured faster than the backend's sine
+
+
+def implementation(backend: str | None = None) -> str:
+    """``"poly"`` or ``"xla"``: what :func:`sin` uses on ``backend`` (default: JAX's default)."""
+    if IMPL != "auto":
+        return IMPL
+    return "poly" if (backend or jax.default_backend()) in POLY_BACKENDS else "xla"
 
 # Elementwise flops per value as XLA's cost analysis counts them (tested): a lone sine
 # evaluates both polynomials and selects one; a (sin, cos) pair shares the reduction.
@@ -49,7 +60,7 @@ def _sincos(x):
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.float32)
-    if IMPL == "xla" or x.dtype != jnp.float32:  # the polynomial is tuned for float32
+    if implementation() == "xla" or x.dtype != jnp.float32:  # the polynomial is tuned for float32
         return jnp.sin(x), jnp.cos(x)
     q = jnp.round(x * _TWO_OVER_PI)
     r = ((x - q * _PIO2_A) - q * _PIO2_B) - q * _PIO2_C

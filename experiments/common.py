@@ -223,3 +223,23 @@ def resize(data: np.ndarray, shape) -> np.ndarray:
         return data.astype(np.float32)
     out = sk_resize(data, shape + data.shape[-1:], anti_aliasing=True, preserve_range=True)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def run_sine_children(script: str, impls, args=(), env=None, timeout: float | None = None) -> list[dict]:
+    """Runs ``script --child IMPL *args`` once per sine implementation, each in its own process
+    with ``ASMR_JAX_SINE=IMPL`` (the choice is fixed at import), and returns the JSON each
+    child printed last. A failing child stops the run with its stderr."""
+    import subprocess
+
+    rows = []
+    for impl in impls:
+        cmd = [sys.executable, os.path.abspath(script), "--child", impl, *args]
+        proc = subprocess.run(cmd, env={**os.environ, **(env or {}), "ASMR_JAX_SINE": impl},
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr[-6000:])
+            raise SystemExit(f"the {impl} child of {os.path.basename(script)} failed with exit code "
+                             f"{proc.returncode}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"{impl}: done", flush=True)
+    return rows

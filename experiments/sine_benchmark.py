@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.common import parser, render_latency, write_results  # noqa: E402
+from experiments.common import parser, render_latency, run_sine_children, write_results  # noqa: E402
 
 IMPLS = ("xla", "poly")
 GRIDS = {  # name: (shape, channels, ASMR-4 bases)
@@ -122,15 +121,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for impl in IMPLS:
             path = os.path.join(tmp, f"{impl}.npy")
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--render-out", path]
-            cmd += ["--smoke"] * args.smoke
-            proc = subprocess.run(cmd, env={**os.environ, "ASMR_JAX_SINE": impl}, capture_output=True, text=True)
-            if proc.returncode != 0:
-                sys.stderr.write(proc.stderr)
-                raise SystemExit(f"the {impl} child failed with exit code {proc.returncode}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows += run_sine_children(__file__, [impl], ["--render-out", path] + ["--smoke"] * args.smoke)
             renders.append(np.load(path))
-            print(f"{impl}: done", flush=True)
     res = {"impls": rows, "max_render_diff": float(np.abs(renders[0] - renders[1]).max()), "smoke": args.smoke}
     md = to_markdown(res)
     print(md)

@@ -190,3 +190,42 @@ def test_sine_benchmark_smoke(tmp_path):
     for r in saved["impls"]:
         assert r["sin_1m_ms"] > 0 and r["small"]["ratio"] > 0 and math.isfinite(r["asmr_psnr"])
     assert "speed-up" in md
+
+
+def test_accelerator_check_smoke(tmp_path):
+    from experiments import accelerator_check
+
+    assert accelerator_check.main(["--smoke", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "accelerator_check_cpu_smoke.json").read_text())
+    assert [r["impl"] for r in saved["impls"]] == ["poly", "xla"]
+    for r in saved["impls"]:
+        for key, _ in accelerator_check.PARTS:
+            assert r[f"asmr_{key}"] > 0 and r[f"siren_{key}"] > 0
+    assert "meta step ms" in (tmp_path / "accelerator_check_cpu_smoke.md").read_text()
+
+
+def test_sine_choice_is_per_backend(monkeypatch):
+    from asmr_jax import sine
+
+    monkeypatch.setattr(sine, "IMPL", "auto")
+    assert sine.implementation("cpu") == "poly" and sine.implementation("gpu") == "xla"
+    assert sine.implementation("tpu") == "xla"
+    monkeypatch.setattr(sine, "IMPL", "poly")
+    assert sine.implementation("gpu") == "poly"
+
+
+def test_functa_comparison_smoke(tmp_path):
+    from experiments import functa_comparison
+
+    assert functa_comparison.main(["--smoke", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")]) == 0
+    saved = json.loads((tmp_path / "functa_comparison_smoke.json").read_text())
+    assert {(r["setting"], r["model"]) for r in saved["rows"]} == {
+        (s, m) for s in functa_comparison.ROWS for m in ("asmr", "siren")}
+    a = {r["setting"]: r for r in saved["rows"] if r["model"] == "asmr"}
+    s = {r["setting"]: r for r in saved["rows"] if r["model"] == "siren"}
+    for name in a:
+        assert abs(a[name]["shared_params"] - s[name]["shared_params"]) / s[name]["shared_params"] < 0.05
+    # a second call reuses the finished runs instead of training again
+    mtime = os.path.getmtime(tmp_path / "w" / "functa-asmr-d8-s4-smoke" / "metrics.json")
+    functa_comparison.main(["--smoke", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
+    assert os.path.getmtime(tmp_path / "w" / "functa-asmr-d8-s4-smoke" / "metrics.json") == mtime

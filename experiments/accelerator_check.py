@@ -1,0 +1,126 @@
+"""One short run on an accelerator (or the CPU): ASMR vs SIREN with both sine implementations.
+
+    python experiments/accelerator_check.py            # <= 5 min; on a GPU/TPU machine
+    python experiments/accelerator_check.py --smoke    # tiny sizes, seconds (what the tests run)
+
+For each sine implementation (``ASMR_JAX_SINE=poly`` and ``=xla``, each in its own
+process) it times, as medians on the default backend:
+
+* the full render of ASMR-4 and SIREN-4 (width 256) on Cameraman 512x512;
+* one full-batch Adam step of each on Cameraman;
+* one meta step of the main job's config (32x32 RGB patches, batch 16, latent 64, k=3:
+  ASMR width 128, 4 levels; SIREN of equal shared parameters);
+* ``fit_many`` of 64 patches, 100 full-batch steps (ASMR width 64, 3 levels; SIREN width 64, depth 3);
+
+and reads ``device.memory_stats()["peak_bytes_in_use"]`` after each part (where the
+backend reports it). Writes ``experiments/results/accelerator_check_<backend>.{json,md}``;
+the ``auto`` choice of :mod:`asmr_jax.sine` should be the faster column there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments.common import parser, render_latency, run_sine_children, write_results  # noqa: E402
+
+IMPLS = ("poly", "xla")
+
+
+def _peak(device):
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    return None if not stats else int(stats.get("peak_bytes_in_use", 0)) or None
+
+
+def measure(smoke: bool) -> dict:
+    """Runs in a child process whose ``ASMR_JAX_SINE`` picks the implementation."""
+    import jax
+    import numpy as np
+
+    from asmr_jax import batch, data, fit, macs, sine
+    from asmr_jax.asmr import ASMR
+    from asmr_jax.siren import SIREN
+    from meta import configs, functa
+
+    dev = jax.devices()[0]
+    out = {"impl": sine.implementation(), "backend": jax.default_backend(), "device": dev.device_kind}
+    width, side = (32, 64) if smoke else (256, 512)
+    img = data.bundled_image("camera").data[:side, :side]
+    bases = (2, 4, 8) if smoke else (4, 4, 4, 8)
+    for tag, model, steps in (("asmr", ASMR(img.shape[:2], 1, bases=bases, widths=width), 20),
+                              ("siren", SIREN(img.shape[:2], 1, widths=(width,) * 3), 5)):
+        params = model.init(jax.random.key(0))
+        out[f"{tag}_render_ms"] = 1e3 * render_latency(model, params, 11)
+        res = fit.fit(model, img, steps, progress=False, chunk=max(1, steps // 4))
+        out[f"{tag}_step_ms"] = 1e3 * res.step_seconds
+        out[f"{tag}_fit_peak_bytes"] = _peak(dev)
+
+    config = configs.load("cpu:smoke" if smoke else "cpu")
+    patches = np.random.default_rng(0).uniform(size=(config.batch_size, config.resolution, config.resolution, 3))
+    patches = jax.numpy.asarray(patches, np.float32)
+    for tag in ("asmr", "siren"):
+        c = configs.load(("cpu:smoke," if smoke else "cpu:") + tag)
+        meta = configs.load_meta(c, 3)
+        opt = functa.make_optimizer(c.lr, c.clip)
+        params = meta.init(jax.random.key(0))
+        state = opt.init(params)
+        step = functa.make_meta_step(meta, opt)
+        out[f"{tag}_meta_step_ms"] = 1e3 * macs.median_time(
+            lambda: jax.block_until_ready(step(params, state, patches)), repeats=5 if smoke else 9)
+        out[f"{tag}_meta_peak_bytes"] = _peak(dev)
+
+    signals = np.random.default_rng(1).uniform(size=(64, 32, 32, 3)).astype(np.float32)
+    for tag, model in (("asmr", ASMR((32, 32), 3, levels=3, widths=64)), ("siren", SIREN((32, 32), 3, widths=(64, 64)))):
+        res = batch.fit_many(model, signals, 10 if smoke else 100, lr=1e-3, progress=False)  # compile
+        res = batch.fit_many(model, signals, 10 if smoke else 100, lr=1e-3, progress=False)
+        out[f"{tag}_fit_many_signals_per_s"] = len(signals) / res.fit_seconds
+        out[f"{tag}_fit_many_psnr"] = float(np.mean(res.psnr))
+        out[f"{tag}_fit_many_peak_bytes"] = _peak(dev)
+    return out
+
+
+PARTS = (("render_ms", "render ms"), ("step_ms", "full-batch step ms"), ("meta_step_ms", "meta step ms"),
+         ("fit_many_signals_per_s", "fit-many signals/s"))
+
+
+def to_markdown(res: dict) -> str:
+    rows = res["impls"]
+    lines = [f"Backend {rows[0]['backend']} ({rows[0]['device']}).", "",
+             "| part | " + " | ".join(f"{m} {r['impl']}" for r in rows for m in ("ASMR", "SIREN")) + " |",
+             "|---|" + "---|" * (2 * len(rows))]
+    for key, label in PARTS:
+        cells = [f"{r[f'{m}_{key}']:.2f}" for r in rows for m in ("asmr", "siren")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    peaks = [max(v for k, v in r.items() if k.endswith("_peak_bytes") and v) / 2**30
+             if any(k.endswith("_peak_bytes") and v for k, v in r.items()) else None for r in rows]
+    lines.append("")
+    lines.append("Peak device memory (GiB, whole child run): "
+                 + ", ".join(f"{r['impl']} {'-' if p is None else f'{p:.2f}'}" for r, p in zip(rows, peaks)))
+    for key, label in PARTS[:3]:
+        a, b = (rows[0][f"asmr_{key}"], rows[1][f"asmr_{key}"])
+        lines.append(f"- ASMR {label}: poly/xla time ratio {a / b:.2f} (< 1: the polynomial is faster)")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.smoke)))
+        return 0
+    rows = run_sine_children(__file__, IMPLS, ["--smoke"] * args.smoke, timeout=600)
+    res = {"impls": rows, "smoke": args.smoke}
+    md = to_markdown(res)
+    print(md)
+    name = f"accelerator_check_{rows[0]['backend']}" + ("_smoke" if args.smoke else "")
+    write_results(args.out, name, res, md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
