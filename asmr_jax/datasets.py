@@ -24,6 +24,14 @@ Sources:
   the last 100 non-faces), resized (bicubic) to ``resolution``, one channel; every 5th
   image (index % 5 == 0) is in the test split (40 images), the rest in train (160).
 
+* ``"folder:DIR"``: your own PNG/JPEG files in ``DIR`` (any sizes; not recursive),
+  center-cropped to a square and resized (bicubic) to ``resolution``, RGB (gray files
+  replicated). The split is a stable hash of the file name (SHA-1; a tenth, by default,
+  in ``test``), so adding files never moves an old file to the other split. The decoded
+  images are cached in ``DIR/.asmr-cache/`` (one ``.npy`` per resolution with a JSON list
+  of the files it holds: names, sizes, modification times) and rebuilt when any of those
+  change; an empty folder or an unreadable file is a ``ValueError`` naming it.
+
 * any TFDS image dataset (``cifar10``, ``celeb_a``, ``celeb_a_hq/256``, ...): read with
   ``tfds.data_source`` from already prepared array_record files under ``data_dir``
   (TensorFlow is not needed for reading), center-cropped to a square and resized
@@ -55,6 +63,9 @@ PATCH_TRAIN_PHOTOS = (
 )
 PATCH_TEST_PHOTOS = ("coffee", "chelsea")
 BUNDLED = ("patches", "lfw")
+FOLDER_PREFIX = "folder:"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+CACHE_DIR = ".asmr-cache"
 LFW_TEST_EVERY = 5
 
 
@@ -250,6 +261,8 @@ def load_dataset(name: str = "patches", split: str = "train", resolution: int = 
         return _patches(split, resolution, **kwargs)
     if name == "lfw":
         return _lfw(split, resolution, **kwargs)
+    if str(name).startswith(FOLDER_PREFIX):
+        return _folder(str(name)[len(FOLDER_PREFIX):], split, resolution, **kwargs)
     return _tfds(name, split, resolution, data_dir, **kwargs)
 
 
@@ -336,6 +349,91 @@ def _lfw(split: str, resolution: int) -> ImageDataset:
     labels = (keep < 100).astype(np.int64)  # 1 = face, 0 = not a face
     ds = ImageDataset("lfw", split, (resolution, resolution), 1, len(arr), lambda i: arr[i], labels)
     ds.indices = keep
+    return ds
+
+
+# ----------------------------------------------------------------------------- your own images
+def folder_split(name: str, test_fraction: float = 0.1) -> str:
+    """``"train"`` or ``"test"`` for a file name: a stable SHA-1 hash, independent of the other files."""
+    import hashlib
+
+    h = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big") / 2.0**64
+    return "test" if h < test_fraction else "train"
+
+
+def _folder_files(root: str) -> list[tuple[str, int, int]]:
+    import os
+
+    if not os.path.isdir(root):
+        raise ValueError(f"folder dataset {root!r}: no such directory")
+    files = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES):
+            st = entry.stat()
+            files.append((entry.name, int(st.st_size), int(st.st_mtime_ns)))
+    if not files:
+        raise ValueError(f"folder dataset {root!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _decode_square(path: str, resolution: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            img = np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise ValueError(f"folder dataset: cannot read image {path}: {type(e).__name__}: {e}") from None
+    return np.round(_resize(_center_square(img), (resolution, resolution)) * 255.0).astype(np.uint8)
+
+
+def _folder_cache(root: str, resolution: int) -> tuple[list[str], np.ndarray]:
+    """All images of ``root`` as uint8 ``[n, r, r, 3]`` with their names, from the cache if current."""
+    import io as _io
+    import json
+    import os
+
+    from asmr_jax.io import atomic_write
+
+    files = _folder_files(root)
+    cache = os.path.join(root, CACHE_DIR)
+    base = os.path.join(cache, f"images-{resolution}")
+    listing = [list(f) for f in files]
+    try:
+        with open(base + ".json") as f:
+            cached = json.load(f)
+        if cached.get("files") == listing:
+            arr = np.load(base + ".npy", allow_pickle=False)
+            if arr.shape == (len(files), resolution, resolution, 3) and arr.dtype == np.uint8:
+                return [f[0] for f in files], arr
+    except (OSError, ValueError, json.JSONDecodeError):
+        pass  # missing, stale or damaged: rebuilt below
+    arr = np.stack([_decode_square(os.path.join(root, name), resolution) for name, _, _ in files])
+    try:
+        buf = _io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        atomic_write(base + ".npy", buf.getvalue())
+        atomic_write(base + ".json", json.dumps({"files": listing, "resolution": resolution}))
+    except OSError:
+        pass  # a read-only folder: no cache, same images
+    return [f[0] for f in files], arr
+
+
+def _folder(root: str, split: str, resolution: int, test_fraction: float = 0.1) -> ImageDataset:
+    import os
+
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"folder dataset has splits 'train', 'test' and 'all', got {split!r}")
+    root = os.path.abspath(os.path.expanduser(root))
+    names, arr = _folder_cache(root, resolution)
+    keep = np.array([split == "all" or folder_split(n, test_fraction) == split for n in names])
+    if not keep.any():
+        raise ValueError(f"folder dataset {root!r}: split {split!r} is empty ({len(names)} files, test fraction "
+                         f"{test_fraction}); add images or use split 'all'")
+    data = arr[keep]
+    ds = ImageDataset(f"{FOLDER_PREFIX}{root}", split, (resolution, resolution), 3, len(data),
+                      lambda idx: data[idx].astype(np.float32) / 255.0)
+    ds.files = [n for n, k in zip(names, keep) if k]
     return ds
 
 

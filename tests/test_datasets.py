@@ -85,3 +85,71 @@ def test_tfds_mock_data():
     with tfds.testing.mock_data(num_examples=0, policy=tfds.testing.MockPolicy.USE_CODE):
         with pytest.raises(ValueError, match="empty"):
             datasets.load_dataset("cifar10", "train", 16)
+
+
+# ----------------------------------------------------------------------------- folder of your own images
+def _write_photos(folder, n=12):
+    from PIL import Image
+
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        h, w = rng.integers(20, 60, size=2)
+        arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        img = Image.fromarray(arr if i % 3 else arr[..., 0])  # some gray files
+        img.save(folder / (f"img{i:02d}." + ("png" if i % 2 else "jpg")))
+
+
+def test_folder_dataset_split_is_stable_and_cached(tmp_path):
+    from asmr_jax import datasets
+
+    _write_photos(tmp_path / "photos")
+    train = datasets.load_dataset(f"folder:{tmp_path / 'photos'}", "train", 16)
+    test = datasets.load_dataset(f"folder:{tmp_path / 'photos'}", "test", 16, test_fraction=0.3)
+    train30 = datasets.load_dataset(f"folder:{tmp_path / 'photos'}", "train", 16, test_fraction=0.3)
+    names = datasets.load_dataset(f"folder:{tmp_path / 'photos'}", "all", 16).files
+    assert len(names) == 12 and train.files == [n for n in names if datasets.folder_split(n) == "train"]
+    assert set(test.files).isdisjoint(train30.files) and len(test) + len(train30) == 12
+    assert train.get([0]).shape == (1, 16, 16, 3) and train.get(np.arange(len(train))).max() <= 1.0
+    # the split of a name depends on that name alone: adding files moves nothing
+    before = {n: datasets.folder_split(n, 0.3) for n in test.files + train30.files}
+    _write_photos(tmp_path / "photos", n=20)
+    grown = datasets.load_dataset(f"folder:{tmp_path / 'photos'}", "test", 16, test_fraction=0.3)
+    assert set(test.files) <= set(grown.files)
+    assert all(datasets.folder_split(n, 0.3) == s for n, s in before.items())
+    cache = tmp_path / "photos" / datasets.CACHE_DIR / "images-16.npy"
+    assert cache.is_file()
+
+
+def test_folder_cache_is_rebuilt_when_a_file_changes(tmp_path):
+    from PIL import Image
+
+    from asmr_jax import datasets
+
+    _write_photos(tmp_path / "p", n=4)
+    a = datasets.load_dataset(f"folder:{tmp_path / 'p'}", "all", 8)
+    cache = tmp_path / "p" / datasets.CACHE_DIR / "images-8.npy"
+    stamp = cache.stat().st_mtime_ns
+    b = datasets.load_dataset(f"folder:{tmp_path / 'p'}", "all", 8)  # cache hit: not rewritten
+    assert cache.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(a.get(np.arange(4)), b.get(np.arange(4)))
+    Image.fromarray(np.full((30, 40, 3), 255, np.uint8)).save(tmp_path / "p" / a.files[0])
+    c = datasets.load_dataset(f"folder:{tmp_path / 'p'}", "all", 8)
+    np.testing.assert_allclose(c.get([0]), 1.0)  # the new white image, not the cached one
+    assert cache.stat().st_mtime_ns != stamp
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+    from asmr_jax import datasets
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no image files"):
+        datasets.load_dataset(f"folder:{tmp_path / 'empty'}", "train", 8)
+    with pytest.raises(ValueError, match="no such directory"):
+        datasets.load_dataset(f"folder:{tmp_path / 'missing'}", "train", 8)
+    _write_photos(tmp_path / "bad", n=3)
+    (tmp_path / "bad" / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match="broken.png"):
+        datasets.load_dataset(f"folder:{tmp_path / 'bad'}", "train", 8)
+    with pytest.raises(ValueError, match="splits"):
+        datasets.load_dataset(f"folder:{tmp_path / 'empty'}", "validation", 8)

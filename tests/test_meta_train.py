@@ -282,3 +282,21 @@ def test_prefetcher_yields_the_plain_batches_in_order_and_resumes_mid_epoch(data
         assert [t for t, _ in it] == [0, 1]
     with pytest.raises(ValueError, match="depth"):
         Prefetcher(bad, 0, 1, depth=0)
+
+
+def test_folder_dataset_feeds_meta_train_and_fit_many(tmp_path):
+    from PIL import Image
+
+    from asmr_jax import batch, datasets
+    from asmr_jax.siren import SIREN
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "mine").mkdir()
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 256, size=(12 + i, 20, 3), dtype=np.uint8)).save(tmp_path / "mine" / f"{i}.png")
+    name = f"folder:{tmp_path / 'mine'}"
+    r = train_lib.train(workdir=tmp_path / "w", dataset=name, steps=2, plots=False, **TINY)
+    assert r.status == "done" and r.meta.shape == (8, 8)
+    store = batch.fit_dataset(SIREN((8, 8), 3, widths=(8,)), datasets.load_dataset(name, "test", 8),
+                              tmp_path / "store", chunk=4, steps=2, progress=False)
+    assert store.complete and len(store) == len(datasets.load_dataset(name, "test", 8))
