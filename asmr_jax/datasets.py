@@ -152,7 +152,8 @@ class Prefetcher:
     in a background thread (loading, decoding and host-to-device transfer overlap the
     consumer's work). Items come in order, exactly as a plain loop would make them; an
     exception in ``make`` is raised by the iterator at that item. :meth:`close` (or leaving
-    a ``with`` block) stops the thread.
+    a ``with`` block) stops the thread. ``depth=0`` makes each item when it is asked for,
+    in the caller's thread (no overlap: the plain loop, for comparisons).
 
     >>> with Prefetcher(lambda t: t * t, 0, 4) as it:
     ...     list(it)
@@ -162,12 +163,15 @@ class Prefetcher:
     _DONE = object()
 
     def __init__(self, make: Callable[[int], object], start: int, stop: int, depth: int = 2):
-        if int(depth) < 1:
-            raise ValueError(f"prefetch depth must be >= 1, got {depth}")
-        self._queue: queue.Queue = queue.Queue(maxsize=int(depth))
+        if int(depth) < 0:
+            raise ValueError(f"prefetch depth must be >= 0, got {depth}")
+        self._plain = (make, int(start), int(stop)) if int(depth) == 0 else None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, args=(make, int(start), int(stop)), daemon=True)
-        self._thread.start()
+        self._thread = None
+        if self._plain is None:
+            self._queue: queue.Queue = queue.Queue(maxsize=int(depth))
+            self._thread = threading.Thread(target=self._work, args=(make, int(start), int(stop)), daemon=True)
+            self._thread.start()
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
@@ -190,6 +194,11 @@ class Prefetcher:
         self._put(self._DONE)
 
     def __iter__(self):
+        if self._plain is not None:
+            make, start, stop = self._plain
+            for t in range(start, stop):
+                yield t, make(t)
+            return
         while True:
             item = self._queue.get()
             if item is self._DONE:
@@ -201,7 +210,8 @@ class Prefetcher:
 
     def close(self):
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
     def __enter__(self):
         return self

@@ -134,7 +134,7 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
       eval_at: extra steps at which to evaluate.
       checkpoint_every: checkpoint period (plus one at the end).
       log_every: steps between metric fetches (the only host syncs besides evals/checkpoints).
-      prefetch: batches loaded ahead by the background thread.
+      prefetch: batches loaded ahead by the background thread (0: none, the plain loop).
       max_seconds: stop (and checkpoint) once this much training time has passed.
 
     Returns:
@@ -162,9 +162,11 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for name, val in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every), ("keep", keep),
-                      ("log_every", log_every), ("prefetch", prefetch)):
+                      ("log_every", log_every)):
         if int(val) < 1:
             raise ValueError(f"{name} must be >= 1, got {val}")
+    if int(prefetch) < 0:
+        raise ValueError(f"prefetch must be >= 0 (0: load each batch when it is needed), got {prefetch}")
     if int(eval_images) < 1:
         raise ValueError(f"eval_images must be >= 1 (test images per evaluation), got {eval_images}")
     if microbatch is not None and (int(microbatch) < 1 or int(batch_size) % int(microbatch)):

@@ -280,8 +280,10 @@ def test_prefetcher_yields_the_plain_batches_in_order_and_resumes_mid_epoch(data
 
     with Prefetcher(bad, 0, 5) as it, pytest.raises(OSError, match="disk on fire"):
         assert [t for t, _ in it] == [0, 1]
+    with Prefetcher(lambda t: t, 2, 5, depth=0) as it:  # the plain loop
+        assert list(it) == [(2, 2), (3, 3), (4, 4)]
     with pytest.raises(ValueError, match="depth"):
-        Prefetcher(bad, 0, 1, depth=0)
+        Prefetcher(bad, 0, 1, depth=-1)
 
 
 def test_folder_dataset_feeds_meta_train_and_fit_many(tmp_path):
