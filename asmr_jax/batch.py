@@ -398,7 +398,8 @@ def _fit(model, load_rows, indices, steps, *, lr, cosine, key, init, target_psnr
     threshold = np.float32(-np.inf if target_psnr is None else 10.0 ** (-target_psnr / 10.0))
 
     run = _runner()
-    bar = tqdm(total=steps, disable=not progress, desc=f"fit_many {model.kind} x{n}", unit="step", leave=False)
+    quiet = not progress or jax.process_index() != 0  # one bar, from process 0
+    bar = tqdm(total=steps, disable=quiet, desc=f"fit_many {model.kind} x{n}", unit="step", leave=False)
     done = 0
     while done < steps:
         k = min(steps_per_call, steps - done)
@@ -602,7 +603,8 @@ def fit_dataset(
     nchunks = -(-total // chunk)
     todo = [c for c in range(nchunks) if c not in finished]
     done = sum(e["count"] for e in manifest["chunks"])
-    bar = tqdm(total=total, initial=done, disable=not progress, desc=f"fit {model.kind}", unit="signal")
+    bar = tqdm(total=total, initial=done, disable=not progress or not writer, desc=f"fit {model.kind}",
+               unit="signal")
     for c in todo:
         idx = np.arange(c * chunk, min(total, (c + 1) * chunk), dtype=np.int64)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 
-from asmr_jax.cli import add_model_flags, model_from_args
+from asmr_jax.cli import add_distributed_flags, add_model_flags, model_from_args, start_distributed
 
 
 def _open_dataset(args):
@@ -51,14 +51,14 @@ def cmd_fit_many(args) -> int:
 
     if args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
-    if args.distributed:  # before any JAX computation; every host runs this same command
-        import jax
+    start_distributed(args)  # before any JAX computation; every process runs this same command
+    import jax
 
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    say = print if jax.process_index() == 0 else (lambda *a, **k: None)  # only process 0 reports
     dataset = _open_dataset(args)
     model = model_from_args(args, dataset.shape, dataset.channels)
     total = len(dataset) if args.limit is None else min(len(dataset), args.limit)
-    print(
+    say(
         f"{model.kind}: {total} signals of {dataset.shape} x {dataset.channels}, "
         f"{model.num_params():,} params, "
         f"{macs.count(model).paper_macs:,.1f} MAC/sample, chunks of {args.chunk}"
@@ -82,12 +82,12 @@ def cmd_fit_many(args) -> int:
     seconds = time.perf_counter() - t0
     arrays = store.arrays()
     psnr, steps = arrays["psnr"], arrays["steps"]
-    print(f"{'signals':>8} {'mean PSNR':>10} {'min PSNR':>9} {'mean steps':>11} {'seconds':>8}")
-    print(
+    say(f"{'signals':>8} {'mean PSNR':>10} {'min PSNR':>9} {'mean steps':>11} {'seconds':>8}")
+    say(
         f"{len(store):>8} {float(np.mean(psnr)):>10.2f} {float(np.min(psnr)):>9.2f} "
         f"{float(np.mean(steps)):>11.1f} {seconds:>8.1f}"
     )
-    print(f"wrote {store.path} ({len(store.meta['chunks'])} chunks)")
+    say(f"wrote {store.path} ({len(store.meta['chunks'])} chunks)")
     return 0
 
 
@@ -119,13 +119,5 @@ def add_commands(sub):
     p.add_argument("--out", required=True, help="store directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted store in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--distributed",
-        action="store_true",
-        help="multi-host: call jax.distributed.initialize() first (run the same command on every "
-        "host; --out on a shared file system; process 0 writes)",
-    )
-    p.add_argument("--coordinator", default=None, help="with --distributed: coordinator HOST:PORT (process 0)")
-    p.add_argument("--num-processes", type=int, default=None, help="with --distributed: number of processes")
-    p.add_argument("--process-id", type=int, default=None, help="with --distributed: this process's id")
+    add_distributed_flags(p)
     p.set_defaults(func=cmd_fit_many)

@@ -30,6 +30,26 @@ def add_model_flags(p: argparse.ArgumentParser):
                    help="ASMR modulator kind (default linear, as in the paper)")
 
 
+def add_distributed_flags(p: argparse.ArgumentParser):
+    g = p.add_argument_group("multi-process (jax.distributed)")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run (run the same command in every process; outputs on a file "
+                        "system all see; process 0 writes): the group comes from the cluster environment (TPU "
+                        "pod, SLURM, Open MPI), or from the three flags below, or from ASMR_COORDINATOR, "
+                        "ASMR_NUM_PROCESSES, ASMR_PROCESS_ID")
+    g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    g.add_argument("--num-processes", type=int, default=None, help="number of processes")
+    g.add_argument("--process-id", type=int, default=None, help="this process's index")
+
+
+def start_distributed(args):
+    """``jax.distributed`` initialization for ``--distributed`` (before any other JAX use)."""
+    if getattr(args, "distributed", False):
+        from asmr_jax import sharding
+
+        sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+
+
 def model_from_args(args, shape, channels):
     from asmr_jax import coords, models
 

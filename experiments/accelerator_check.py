@@ -70,11 +70,12 @@ def measure(smoke: bool) -> dict:
         state = opt.init(params)
         step = functa.make_meta_step(meta, opt)
         out[f"{tag}_meta_step_ms"] = 1e3 * macs.median_time(
-            lambda: jax.block_until_ready(step(params, state, patches)), repeats=5 if smoke else 9)
+            lambda s=step, p=params, o=state: jax.block_until_ready(s(p, o, patches)), repeats=5 if smoke else 9)
         out[f"{tag}_meta_peak_bytes"] = _peak(dev)
 
     signals = np.random.default_rng(1).uniform(size=(64, 32, 32, 3)).astype(np.float32)
-    for tag, model in (("asmr", ASMR((32, 32), 3, levels=3, widths=64)), ("siren", SIREN((32, 32), 3, widths=(64, 64)))):
+    for tag, model in (("asmr", ASMR((32, 32), 3, levels=3, widths=64)),
+                       ("siren", SIREN((32, 32), 3, widths=(64, 64)))):
         res = batch.fit_many(model, signals, 10 if smoke else 100, lr=1e-3, progress=False)  # compile
         res = batch.fit_many(model, signals, 10 if smoke else 100, lr=1e-3, progress=False)
         out[f"{tag}_fit_many_signals_per_s"] = len(signals) / res.fit_seconds

@@ -86,7 +86,8 @@ def main(argv=None) -> int:
                 rows.append({"setting": name, "model": kind, "latent": latent, "width": config.width,
                              "shared_params": metrics["shared_params"], "status": metrics["status"],
                              "images_per_second": metrics["images_per_second"], "curve": curve,
-                             "test_psnr_3": metrics["test_psnr"].get("3"), "test_psnr_10": metrics["test_psnr"].get("10")})
+                             "test_psnr_3": metrics["test_psnr"].get("3"),
+                             "test_psnr_10": metrics["test_psnr"].get("10")})
                 print(f"{name:>12} {kind:>5} latent {latent:>4}: k=3 {common.fmt(rows[-1]['test_psnr_3'])} dB, "
                       f"k=10 {common.fmt(rows[-1]['test_psnr_10'])} dB", flush=True)
     payload = {"config": cfg, "rows": rows}

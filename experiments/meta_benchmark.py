@@ -1,22 +1,27 @@
-"""Functa-style meta-learning benchmark: ASMR-functa vs SIREN-functa at equal parameters.
+"""Meta-step speed and memory of SIREN-functa and ASMR-functa at functa's configs.
 
-    python experiments/meta_benchmark.py --quick            # ~3 min: 32x32, latent 64
-    python experiments/meta_benchmark.py                    # 32x32 and 64x64, latent 64..512
-    python experiments/meta_benchmark.py --train-seconds 120 --reference
+    python experiments/meta_benchmark.py            # ~25 min on 2 cores (the default-size SIREN dominates)
+    python experiments/meta_benchmark.py --quick    # the three small configs only (~6 min)
+    python experiments/meta_benchmark.py --smoke    # tiny, seconds
 
-For every resolution and latent size, ASMR (``--width``, ``--levels``) and a SIREN of
-the same depth whose width gives the closest shared parameter count are meta-trained
-on the bundled natural-image patches (k = 3 inner steps, batch 16) for the same
-wall-clock budget (after compilation; at least 3 steps), one after the other in
-fresh subprocesses. Reported per row:
-shared params, MAC/pixel, meta-step images/s (median over the steps after the first),
-outer steps done, test PSNR after 3 inner steps (first 64 test patches, photos never
-trained on), and peak memory (``memory_stats()["peak_bytes_in_use"]`` where the backend
-has it, else the subprocess's max RSS). ``--reference`` adds timing-only rows at
-DeepMind functa's CPU reference configs (SIREN width 256, depth 4 and 6, 32x32,
-batch 16) and their equal-parameter ASMR counterparts.
+Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):
 
-Writes ``experiments/results/meta_benchmark.json`` and ``.md`` (``--out`` to change).
+* functa's CPU reference configs, latent 256: SIREN width 256 depth 4 and depth 6 at
+  32x32, width 256 depth 4 at 64x64, and ASMR of the same width and depth (equal
+  parameters up to the modulators, ~0.3%);
+* functa's default size: width 512, depth 15, 64x64, latent 512 (SIREN and a 15-level ASMR);
+* each with ``microbatch`` (gradients summed over chunks of the batch: same step, less
+  memory) where it matters, and ``remat`` (``jax.checkpoint`` per inner step).
+
+Each row runs in a fresh process on random images: one compiling step, then the median
+of ``--steps`` timed steps. Memory: the process's peak RSS (the CPU backend has no
+``memory_stats``) and XLA's compiled plan (``meta.functa.memory_estimate``). DeepMind
+functa's own code on this machine (2 cores, quiet; numbers from the issue tracker,
+measured with functa's ``function_reps.py``/``helpers.py`` in a separate venv): w256 d4
+32x32 1.61 s/step, 1.04 GiB; w256 d6 32x32 2.78 s, 1.52 GiB; w256 d4 64x64 6.93 s,
+2.76 GiB; at the default size functa cannot run batch 16 in 24 GB.
+
+Writes ``experiments/results/meta_benchmark.{json,md}``.
 """
 
 from __future__ import annotations
@@ -24,233 +29,115 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-REFERENCE = {  # functa on a 2-core CPU, batch 16, 3 inner steps (seconds per meta step)
-    (256, 4, 32): 5.6,
-    (256, 6, 32): 9.7,
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments import common  # noqa: E402
+
+FUNCTA = {  # (width, depth, resolution, latent) -> (seconds per step, peak GiB) of functa's code here
+    (256, 4, 32, 256): (1.61, 1.04),
+    (256, 6, 32, 256): (2.78, 1.52),
+    (256, 4, 64, 256): (6.93, 2.76),
 }
+SMALL = [(256, 4, 32, 256), (256, 6, 32, 256), (256, 4, 64, 256)]
+DEFAULT = (512, 15, 64, 512)
 
 
-def run_one(cfg: dict) -> dict:
-    """One configuration in this process; returns the measured row."""
-    import resource
+def get_config(arg=None) -> dict:
+    if arg == "smoke":
+        return {"steps": 2, "configs": [(16, 3, 16, 8)], "levers": [{}, {"microbatch": 4}], "batch": 8}
+    if arg == "quick":
+        return {"steps": 3, "configs": SMALL, "levers": [{}, {"microbatch": 4}], "batch": 16}
+    return {"steps": 3, "configs": SMALL + [DEFAULT], "levers": [{}, {"microbatch": 4}, {"remat": True}],
+            "batch": 16, "default_levers": [{"microbatch": 1}, {"microbatch": 1, "remat": True}]}
 
+
+def run_one(row: dict) -> dict:
     import jax
     import numpy as np
 
-    from asmr_jax import macs
-    from asmr_jax.datasets import load_dataset
     from meta import functa
     from meta.train import build_meta
 
-    res = cfg["resolution"]
-    meta = build_meta(
-        cfg["model"],
-        res,
-        3,
-        cfg["width"],
-        depth=cfg["depth"],
-        levels=cfg["depth"],
-        latent_dim=cfg["latent_dim"],
-        inner_steps=3,
-        inner_lr=cfg["inner_lr"],
-    )
-    train = load_dataset("patches", "train", res)
-    test_ds = load_dataset("patches", "test", res)
-    test = test_ds.get(np.arange(min(64, len(test_ds))))
+    w, depth, res, latent = row["config"]
+    meta = build_meta(row["model"], res, 3, w, depth=depth, levels=depth, latent_dim=latent, functa_init=True)
+    opt = functa.make_optimizer(3e-6, None)
+    lever = row["lever"]
+    estimate = functa.memory_estimate(meta, opt, row["batch"], **lever)
+    step = functa.make_meta_step(meta, opt, **lever)
     params = meta.init(jax.random.key(0))
-    opt = functa.make_optimizer(cfg["lr"])
     state = opt.init(params)
-    step = functa.make_meta_step(meta, opt)
-    bs = cfg["batch_size"]
-    times, t_start, n = [], time.perf_counter(), 0
-    while True:
-        imgs = train.get(train.batch_indices(n, bs))
+    images = jax.numpy.asarray(np.random.default_rng(0).uniform(size=(row["batch"], res, res, 3)), np.float32)
+    times = []
+    for _ in range(row["steps"] + 1):
         t0 = time.perf_counter()
-        params, state, m = step(params, state, imgs)
-        loss = float(m["loss"])
+        params, state, m = jax.block_until_ready(step(params, state, images))
         times.append(time.perf_counter() - t0)
-        n += 1
-        if not np.isfinite(loss):
-            break
-        if n == 1:  # the budget starts after compilation
-            t_start = time.perf_counter()
-        elapsed = time.perf_counter() - t_start
-        if n >= cfg["min_steps"] and (elapsed > cfg["train_seconds"] or n >= cfg["max_steps"]):
-            break
-    psnr = None
-    if cfg["train_seconds"] > 0:
-        psnr = float(np.mean(functa.fit_latents(meta, params, test, steps=3)[1]))
-    stats = jax.devices()[0].memory_stats() or {}
-    if "peak_bytes_in_use" in stats:
-        peak, how = stats["peak_bytes_in_use"], "device peak_bytes_in_use"
-    else:
-        peak, how = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process max RSS"
-    sec = statistics.median(times[1:]) if len(times) > 1 else times[0]
-    return {
-        **cfg,
-        "shared_params": meta.num_params(),
-        "network_params": meta.model.num_params(),
-        "mac_per_pixel": macs.count(meta.model).paper_macs,
-        "step_seconds": sec,
-        "images_per_second": bs / sec,
-        "compile_and_first_step_seconds": times[0],
-        "steps": n,
-        "final_loss": loss,
-        "test_psnr_3": psnr,
-        "peak_memory_gib": peak / 2**30,
-        "memory_measure": how,
-    }
+    sec = statistics.median(times[1:])
+    return {**row, "shared_params": meta.num_params(), "step_seconds": sec, "images_per_second": row["batch"] / sec,
+            "compile_and_first_step_seconds": times[0], "loss": float(m["loss"]),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30,
+            "xla_plan_gib": estimate.get("peak", 0) / 2**30}
 
 
-def spawn(cfg: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--one", json.dumps(cfg)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": ROOT},
-    )
+def spawn(row: dict) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", json.dumps(row)],
+                         capture_output=True, text=True)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not line:
-        raise RuntimeError(f"config {cfg} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"row {row} failed:\n{out.stderr[-3000:]}")
     return json.loads(line[-1])
 
 
+def to_markdown(payload) -> str:
+    body = []
+    for r in payload["rows"]:
+        key = tuple(r["config"])
+        ref = FUNCTA.get(key)
+        lever = ", ".join(f"{k}={v}" for k, v in r["lever"].items()) or "-"
+        vs = "-" if ref is None else f"{ref[0] / r['step_seconds']:.1f}x"
+        mem = "-" if ref is None else f"{r['peak_rss_gib'] / ref[1]:.2f}"
+        w, d, res, latent = key
+        body.append([f"{w}x{d}", res, latent, r["model"], lever, f"{r['shared_params']:,}",
+                     common.fmt(r["step_seconds"], 3), common.fmt(r["images_per_second"], 1), vs,
+                     common.fmt(r["peak_rss_gib"]), mem, common.fmt(r["xla_plan_gib"])])
+    table = common.markdown_table(
+        ["width x depth", "res", "latent", "model", "lever", "shared params", "s/step", "img/s",
+         "speed vs functa", "peak RSS GiB", "RSS / functa's", "XLA plan GiB"], body)
+    return (f"Batch {payload['config']['batch']}, k = 3, median of {payload['config']['steps']} steps after the "
+            f"compiling one; functa's own code here: {FUNCTA} (s/step, GiB).\n\n{table}\n")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--quick", action="store_true", help="32x32, latent 64, 20 s per model")
-    p.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
-    p.add_argument("--latents", type=int, nargs="+", default=[64, 128, 256, 512])
-    p.add_argument(
-        "--latents-64", type=int, nargs="+", default=None, help="latent sizes at resolution 64 (default: --latents)"
-    )
-    p.add_argument("--width", type=int, default=128, help="ASMR width (SIREN width is matched)")
-    p.add_argument("--levels", type=int, default=4, help="ASMR levels = SIREN depth")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--inner-lr", type=float, default=300.0)
-    p.add_argument("--train-seconds", type=float, default=30.0, help="wall-clock training budget per model")
-    p.add_argument("--max-steps", type=int, default=2000)
-    p.add_argument("--reference", action="store_true", help="add functa reference timing rows (3 steps each)")
-    p.add_argument("--out", default=os.path.join(HERE, "results", "meta_benchmark.json"))
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="the three small configs only")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return 0
-    if args.quick:
-        args.resolutions, args.latents, args.train_seconds = [32], [64], 20.0
-
-    from meta.main import matched_siren_width
-    from meta.train import build_meta
-
-    base = dict(batch_size=args.batch_size, lr=args.lr, inner_lr=args.inner_lr, max_steps=args.max_steps)
-    configs = []
-    for res in args.resolutions:
-        for d in (args.latents_64 or args.latents) if res == 64 else args.latents:
-            asmr = build_meta("asmr", res, 3, args.width, levels=args.levels, latent_dim=d)
-            sw = matched_siren_width(asmr, args.levels, res, 3, d)
-            for model, w in (("asmr", args.width), ("siren", sw)):
-                configs.append(
-                    dict(
-                        base,
-                        model=model,
-                        width=w,
-                        depth=args.levels,
-                        resolution=res,
-                        latent_dim=d,
-                        train_seconds=args.train_seconds,
-                        min_steps=3,
-                        kind="train",
-                    )
-                )
-    if args.reference:
-        for w, depth, res in REFERENCE:  # ASMR of the same width and depth: ~equal params
-            for model in ("siren", "asmr"):
-                configs.append(
-                    dict(
-                        base,
-                        model=model,
-                        width=w,
-                        depth=depth,
-                        resolution=res,
-                        latent_dim=256,
-                        train_seconds=0.0,
-                        min_steps=3,
-                        max_steps=3,
-                        kind="timing",
-                        functa_seconds=REFERENCE[(w, depth, res)] if model == "siren" else None,
-                    )
-                )
-    rows = []
-    t0 = time.time()
-    for cfg in configs:
-        row = spawn(cfg)
-        rows.append(row)
-        print(
-            f"[{time.time() - t0:6.0f}s] {row['model']:>5} w{row['width']} d{row['depth']} {row['resolution']}px "
-            f"D={row['latent_dim']}: {row['images_per_second']:.2f} img/s, {row['steps']} steps, "
-            f"PSNR {row['test_psnr_3']}",
-            flush=True,
-        )
-
-    lines = [
-        "| res | D | model | width x depth | shared params | MAC/px | img/s | steps | test PSNR k=3 | "
-        "peak mem GiB | ASMR/SIREN img/s |",
-        "|" + "---|" * 11,
-    ]
-    for i in range(0, len(rows), 2):
-        pair = rows[i : i + 2]
-        byk = {r["model"]: r for r in pair}
-        ratio = (
-            byk["asmr"]["images_per_second"] / byk["siren"]["images_per_second"]
-            if {"asmr", "siren"} <= set(byk)
-            else None
-        )
-        for r in pair:
-            ps = "-" if r["test_psnr_3"] is None else f"{r['test_psnr_3']:.2f}"
-            ref = f" (functa {r['functa_seconds']} s/step)" if r.get("functa_seconds") else ""
-            lines.append(
-                f"| {r['resolution']} | {r['latent_dim']} | {r['model']}{ref} | {r['width']}x{r['depth']} | "
-                f"{r['shared_params']:,} | {r['mac_per_pixel']:,.0f} | {r['images_per_second']:.2f} | "
-                f"{r['steps']} | {ps} | {r['peak_memory_gib']:.2f} | "
-                f"{'' if ratio is None or r['model'] != 'asmr' else f'{ratio:.1f}x'} |"
-            )
-    table = "\n".join(lines)
-    print(table)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    meta_info = {
-        "args": {k: v for k, v in vars(args).items() if k != "one"},
-        "cpu_count": os.cpu_count(),
-        "load_average_at_end": os.getloadavg(),
-        "wall_seconds": time.time() - t0,
-        "note": "shared 2-core machine: absolute speeds vary with other users' load; pairs run back to back",
-    }
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"meta": meta_info, "rows": rows}, f, indent=2)
-    os.replace(tmp, args.out)
-    md = os.path.splitext(args.out)[0] + ".md"
-    with open(md + ".tmp", "w") as f:
-        f.write(
-            f"# Meta-learning benchmark\n\n`{' '.join(sys.argv)}`\n\n{table}\n\n"
-            f"Load average at the end: {os.getloadavg()}; {meta_info['note']}.\n"
-        )
-    os.replace(md + ".tmp", md)
-    print(f"wrote {args.out} and {md}")
+    cfg = get_config("smoke" if args.smoke else "quick" if args.quick else None)
+    if args.steps is not None:
+        cfg["steps"] = common.positive_int(args.steps, "--steps")
+    rows, t0 = [], time.time()
+    for config in cfg["configs"]:
+        levers = cfg.get("default_levers", cfg["levers"]) if tuple(config) == DEFAULT else cfg["levers"]
+        for model in ("siren", "asmr"):
+            for lever in ([{}] if model == "asmr" and tuple(config) != DEFAULT else levers):
+                row = spawn({"config": list(config), "model": model, "lever": lever, "steps": cfg["steps"],
+                             "batch": cfg["batch"]})
+                rows.append(row)
+                print(f"[{time.time() - t0:5.0f}s] {model} {config} {lever}: {row['step_seconds']:.3f} s/step, "
+                      f"RSS {row['peak_rss_gib']:.2f} GiB, XLA plan {row['xla_plan_gib']:.2f} GiB", flush=True)
+    payload = {"config": cfg, "rows": rows, "wall_seconds": time.time() - t0}
+    common.report(args.out, "meta_benchmark" + ("_smoke" if args.smoke else ""), payload, to_markdown)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

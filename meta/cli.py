@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from asmr_jax.cli import add_distributed_flags, start_distributed
+
 # Help for the meta-train fields; every field of meta.train.train gets a flag, typed by
 # its default (its value comes from the config file unless the flag is given).
 FIELD_HELP = {
@@ -46,23 +48,6 @@ FIELD_HELP = {
 NONE_TYPES = {"depth": int, "data_dir": str, "bases": str, "microbatch": int, "max_seconds": float, "clip": float,
               "levels": int}
 SKIP = ("eval_at",)
-
-
-def add_distributed_flags(p: argparse.ArgumentParser):
-    g = p.add_argument_group("multi-process (jax.distributed)")
-    g.add_argument("--distributed", action="store_true",
-                   help="join a multi-process run: from the cluster environment (TPU pod, SLURM, Open MPI) or "
-                        "from the three flags below / ASMR_COORDINATOR, ASMR_NUM_PROCESSES, ASMR_PROCESS_ID")
-    g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
-    g.add_argument("--num-processes", type=int, default=None, help="number of processes")
-    g.add_argument("--process-id", type=int, default=None, help="this process's index")
-
-
-def start_distributed(args):
-    if getattr(args, "distributed", False):
-        from asmr_jax import sharding
-
-        sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
 
 def config_from_args(args):

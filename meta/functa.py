@@ -354,8 +354,8 @@ def meta_step(meta: MetaModel, optimizer, params, opt_state, images, key=None, r
 
         def body(acc, xs):
             imgs, k = xs
-            (l, m), g = grad_fn(meta, params, imgs, k, remat)
-            return jax.tree.map(jnp.add, acc, g), (l, m)
+            (loss_, mse_), g = grad_fn(meta, params, imgs, k, remat)
+            return jax.tree.map(jnp.add, acc, g), (loss_, mse_)
 
         zero = jax.tree.map(jnp.zeros_like, params)
         grads, (losses, mse) = jax.lax.scan(body, zero, (chunks, keys))

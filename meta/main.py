@@ -29,7 +29,6 @@ import sys
 import time
 
 
-
 def parse_args(argv=None):
     from meta import configs
 

@@ -282,8 +282,10 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
             if not math.isfinite(loss):
                 status = "diverged"
                 if main:
-                    log(f"step {t}: loss is {loss}; stopping. The last good checkpoint "
-                        f"(step {mgr.latest_step()}) is kept in {workdir}/{functa.CHECKPOINTS}")
+                    kept = mgr.latest_step()
+                    log(f"step {t}: loss is {loss}; stopping. " + (
+                        f"The last good checkpoint (step {kept}) is kept in {workdir}/{functa.CHECKPOINTS}"
+                        if kept is not None else "No checkpoint was written before it (lower lr or clip)"))
                 return False
             history.append({"step": t, "loss": loss, "train_psnr": psnr})
         if bar is not None:

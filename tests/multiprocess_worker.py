@@ -11,7 +11,8 @@ import faulthandler
 import os
 import sys
 
-faulthandler.dump_traceback_later(int(os.environ.get("ASMR_WORKER_TIMEOUT", "150")), exit=True)  # a hang prints every thread's stack, then exits
+# a hang prints every thread's stack, then exits
+faulthandler.dump_traceback_later(int(os.environ.get("ASMR_WORKER_TIMEOUT", "150")), exit=True)
 
 out, nproc, pid, port, ndev = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"

@@ -36,7 +36,7 @@ def reference_outer_loss(p, images, cfg):
     shape, w0 = cfg["shape"], cfg["w0"]
     total = 0.0
     for image in images:
-        def loss(z):
+        def loss(z, image=image):
             pred = reference_forward(p, z, shape, w0, cfg["scale"], cfg["shift"])
             return jnp.mean((pred - image) ** 2) + cfg["l2"] * jnp.sum(z**2)
 
@@ -151,7 +151,8 @@ def test_noise_and_l2_are_applied():
 def test_without_meta_sgd_the_inner_step_is_plain_sgd():
     meta = functa.MetaModel(SIREN((4, 4), 1, widths=(5,)), 3, inner_steps=1, lr_scale=0.1, meta_sgd=False)
     params = meta.init(jax.random.key(0))
-    assert "meta_sgd_lr" not in params and meta.num_params() == (2 * 5 + 5) + (5 * 1 + 1) + (3 * 5 + 5)  # net + map, no rates
+    # network + latent map, no rates
+    assert "meta_sgd_lr" not in params and meta.num_params() == (2 * 5 + 5) + (5 * 1 + 1) + (3 * 5 + 5)
     image = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 4, 1)), jnp.float32)
     g = jax.grad(functa.inner_loss, argnums=2)(meta, params, jnp.zeros(3), image)
     np.testing.assert_allclose(functa.inner_loop(meta, params, image), -0.1 * g, rtol=1e-6)

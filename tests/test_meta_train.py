@@ -270,7 +270,7 @@ def test_prefetcher_yields_the_plain_batches_in_order_and_resumes_mid_epoch(data
     for (_, a), b in zip(got, plain):
         np.testing.assert_array_equal(a, b)
     with Prefetcher(lambda t: ds.get(ds.batch_indices(t, 4, seed=3)), 4, 7) as it:  # mid-epoch 1
-        for (t, a), b in zip(it, plain[4:]):
+        for (_, a), b in zip(it, plain[4:]):
             np.testing.assert_array_equal(a, b)
 
     def bad(t):
