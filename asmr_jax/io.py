@@ -90,14 +90,48 @@ def atomic_dir(path, overwrite: bool = False):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def params_digest(params, config=None) -> str:
+    """SHA-256 (hex) of every parameter array with its tree path, dtype and shape, and of
+    ``config`` (a model with ``config()``, or anything JSON-able) when given.
+
+    Saved next to parameters and checked on every load, so a damaged file or a foreign
+    network is refused instead of silently used.
+    """
+    import dataclasses
+    import hashlib
+
+    h = hashlib.sha256()
+    if config is not None:
+        if hasattr(config, "config") and callable(config.config):
+            config = config.config()
+        elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+            config = dataclasses.asdict(config)
+        h.update(json.dumps(config, sort_keys=True, default=repr).encode())
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        arr = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def check_digest(params, want: str | None, where: str):
+    """Raises ``ValueError`` naming ``where`` unless ``params`` hash to ``want`` (``None``: not recorded)."""
+    if want is not None and params_digest(params) != want:
+        raise ValueError(f"{where} is damaged: its parameters do not match the digest recorded when it was "
+                         f"saved (sha256 {want[:16]}...); restore it from a copy or refit")
+
+
 def _write_model(directory, model, params, extra: dict | None = None):
     import orbax.checkpoint as ocp
 
-    meta = {"format": FORMAT, "version": VERSION, "model": model.config(), **(extra or {})}
+    params = jax.device_get(params)
+    meta = {"format": FORMAT, "version": VERSION, "model": model.config(), "params_sha256": params_digest(params),
+            **(extra or {})}
     with open(os.path.join(directory, "model.json"), "w") as f:
         json.dump(meta, f, indent=2)
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.join(directory, "params"), jax.device_get(params))
+    ckptr.save(os.path.join(directory, "params"), params)
     ckptr.wait_until_finished()
 
 
@@ -147,6 +181,7 @@ def load_model(path):
         params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(path, "params")), abstract)
     except Exception as e:  # orbax raises many types for damaged trees
         raise ValueError(f"cannot restore parameters from {path}/params: {type(e).__name__}: {e}") from None
+    check_digest(params, meta.get("params_sha256"), f"checkpoint {path}")
     return model, params, meta
 
 

@@ -84,7 +84,8 @@ def cmd_train(args) -> int:
               f"device): {est['peak'] / 2**30:.2f} GiB peak (arguments {est['arguments'] / 2**30:.2f}, "
               f"temporaries {est['temporaries'] / 2**30:.2f} GiB)")
         return 0
-    result = train(workdir=args.workdir, resume=args.resume, progress=not args.no_progress, **kwargs)
+    result = train(workdir=args.workdir, resume=args.resume or args.resume_step is not None,
+                   resume_step=args.resume_step, progress=not args.no_progress, **kwargs)
     m = result.metrics
     if jax.process_index() == 0:
         psnr = ", ".join(f"{k} steps {v:.2f} dB" for k, v in m["test_psnr"].items() if v is not None)
@@ -99,7 +100,7 @@ def cmd_encode(args) -> int:
 
     arrays = encode_split(args.checkpoint, split=args.split, out=args.out, dataset=args.dataset,
                           data_dir=args.data_dir, steps=args.steps, limit=args.limit, overwrite=args.overwrite,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, step=args.step)
     lat, psnr = arrays["latents"], arrays["psnr"]
     print(f"encoded {len(lat)} images of split {args.split!r} to latents {lat.shape}: "
           f"mean PSNR {psnr.mean():.2f} dB (min {psnr.min():.2f}, max {psnr.max():.2f}) -> {args.out}")
@@ -130,6 +131,8 @@ def add_commands(sub):
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field (repeatable)")
     p.add_argument("--workdir", required=True, help="output folder (checkpoints, metrics, pictures)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --workdir")
+    p.add_argument("--resume-step", type=int, default=None,
+                   help="with --resume: continue from this checkpoint step instead (later ones are deleted)")
     p.add_argument("--memory-estimate", action="store_true",
                    help="print XLA's memory plan of one meta step and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -158,6 +161,7 @@ def add_commands(sub):
     p.add_argument("--dataset", default=None, help="dataset (default: the one trained on)")
     p.add_argument("--data-dir", default=None, help="TFDS data directory (default: the one trained with)")
     p.add_argument("--steps", type=int, default=None, help="inner steps (default: the checkpoint's k)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step of a workdir (default: the latest)")
     p.add_argument("--limit", type=int, default=None, help="encode only the first N images")
     p.add_argument("--overwrite", action="store_true", help="replace --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

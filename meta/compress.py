@@ -413,27 +413,11 @@ def fit_codec(latents, bits: int, model_id: bytes, clip: float = 3.0, per_dim_sc
 
 # ----------------------------------------------------------------------------- identity
 def model_id(params, config=None) -> bytes:
-    """8-byte sha256 prefix of a network's config (JSON/repr) and every parameter array.
+    """8-byte prefix of :func:`asmr_jax.io.params_digest` of a network's config and parameters:
+    a different architecture or different weights give a different id."""
+    from asmr_jax.io import params_digest
 
-    ``params``: any pytree of arrays; leaves are hashed with their tree path, dtype and
-    shape, so a different architecture or different weights give a different id.
-    """
-    import jax
-
-    h = hashlib.sha256()
-    if config is not None:
-        if hasattr(config, "config") and callable(config.config):
-            config = config.config()
-        elif dataclasses.is_dataclass(config) and not isinstance(config, type):
-            config = dataclasses.asdict(config)
-        h.update(json.dumps(config, sort_keys=True, default=repr).encode())
-    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
-    for path, leaf in leaves:
-        arr = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.digest()[:8]
+    return bytes.fromhex(params_digest(params, config))[:8]
 
 
 # ----------------------------------------------------------------------------- file format

@@ -11,7 +11,6 @@ functaset (``asmr meta-encode``) or by fitting latents of a training split direc
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -33,23 +32,14 @@ def _load_image(source, net):
 
 def _training_latents(args, net):
     if args.functaset:
+        from meta.functaset import check_network, load_functaset
+
         path = args.functaset
         if not os.path.isfile(path):
             raise FileNotFoundError(f"functaset {path} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                latents = np.asarray(z["latents"], np.float32)
-                config = json.loads(str(z["config"])) if "config" in z.files else {}
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path} is not a functaset with a 'latents' array: {type(e).__name__}: "
-                             f"{e}") from None
-        if latents.ndim != 2 or latents.shape[1] != net.dim:
-            raise ValueError(f"functaset {path} has latents of shape {latents.shape}, the network has "
-                             f"latent dim {net.dim}")
-        want = json.loads(json.dumps(net.meta.config()))
-        if isinstance(config, dict) and config.get("meta") not in (None, want):
-            raise ValueError(f"functaset {path} was encoded with another network configuration "
-                             f"({config.get('meta')}), the checkpoint has {want}")
+        data = load_functaset(path)
+        check_network(data, net.meta, net.params, path, args.checkpoint)
+        latents = np.asarray(data["latents"], np.float32)
         return latents, f"functaset {path}"
     from asmr_jax.datasets import load_dataset
 

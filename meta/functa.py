@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 
@@ -524,16 +525,77 @@ def checkpoint_manager(workdir, keep: int = 3, create: bool = True):
                                  item_names=("params", "opt_state"))
 
 
+DIGESTS = "digests.json"
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint step that cannot be restored, or whose parameters fail their digest."""
+
+
+def record_digest(workdir, step: int, items: dict):
+    """Adds the digests of ``step``'s saved items (name -> host tree) to ``workdir/digests.json``."""
+    path = os.path.join(workdir, DIGESTS)
+    digests = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            digests = json.load(f)
+    digests[str(int(step))] = {k: io.params_digest(v) for k, v in items.items()}
+    io.write_json(path, digests)
+
+
+def recorded_digests(workdir, step: int) -> dict:
+    """``{item: sha256 hex}`` recorded for ``step`` (empty if none was recorded)."""
+    path = os.path.join(workdir, DIGESTS)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f).get(str(int(step))) or {}
+    except (OSError, ValueError) as e:
+        raise DamagedCheckpointError(f"{path} is corrupt ({e}); it records the checkpoints' digests") from None
+
+
+def restore_step(mgr, workdir, step: int, items: dict) -> dict:
+    """Restores ``items`` (name -> abstract tree) of checkpoint ``step`` and checks the params digest.
+
+    Raises :class:`DamagedCheckpointError` naming the step, why, and the other steps to use instead.
+    """
+    import orbax.checkpoint as ocp
+
+    where = f"{workdir}/{CHECKPOINTS}/{step}"
+    others = [s for s in mgr.all_steps() if s != step]
+    hint = (f"; other saved steps: {sorted(others)} (continue from one with resume_step=N / --resume-step N, "
+            f"or load it with step=N / --step N)" if others else "; no other step is saved")
+    if step not in mgr.all_steps():
+        raise DamagedCheckpointError(f"{workdir} has no checkpoint step {step}{hint}")
+    try:
+        restored = mgr.restore(step, args=ocp.args.Composite(
+            **{k: ocp.args.StandardRestore(v) for k, v in items.items()}))
+        restored = {k: restored[k] for k in items}
+    except Exception as e:  # orbax raises many exception types for damaged or mismatched trees
+        msg = str(e).splitlines()[0][:300] if str(e) else ""
+        raise DamagedCheckpointError(f"cannot restore checkpoint step {step} from {where}: "
+                                     f"{type(e).__name__}: {msg}{hint}") from None
+    digests = recorded_digests(workdir, step)
+    for name, tree in restored.items():
+        try:
+            io.check_digest(tree, digests.get(name), f"checkpoint step {step} ({where}, {name})")
+        except ValueError as e:
+            raise DamagedCheckpointError(f"{e}{hint}") from None
+    return restored
+
+
 def save_meta(path, meta: MetaModel, params, extra: dict | None = None, overwrite: bool = False) -> str:
     """Exports shared parameters to a standalone folder (``meta.json`` + ``params/``), atomically."""
     import orbax.checkpoint as ocp
 
     from asmr_jax.io import atomic_dir
 
+    params = jax.device_get(params)
     with atomic_dir(path, overwrite=overwrite) as tmp:
-        write_meta_json(tmp, meta, extra)
+        write_meta_json(tmp, meta, {**(extra or {}), "params_sha256": io.params_digest(params)})
         ckptr = ocp.StandardCheckpointer()
-        ckptr.save(os.path.join(tmp, "params"), jax.device_get(params))
+        ckptr.save(os.path.join(tmp, "params"), params)
         ckptr.wait_until_finished()
     return os.path.abspath(os.fspath(path))
 
@@ -553,25 +615,20 @@ def load_meta_checkpoint(path, step: int | None = None):
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}/{META_JSON} holds an invalid meta config: {e}") from None
     target = abstract_params(meta)
-    exported = os.path.isdir(os.path.join(path, "params"))
-    mgr = None
-    if exported:
+    if os.path.isdir(os.path.join(path, "params")):  # exported by save_meta
         where = os.path.abspath(os.path.join(path, "params"))
-    else:
-        mgr = checkpoint_manager(path, create=False) if os.path.isdir(os.path.join(path, CHECKPOINTS)) else None
-        step = mgr.latest_step() if (mgr is not None and step is None) else step
-        if mgr is None or step is None:
-            raise ValueError(f"{path} has no saved parameters (neither params/ nor a step under {CHECKPOINTS}/)")
-        where = f"{path}/{CHECKPOINTS}/{step}"
-    try:
-        if exported:
+        try:
             params = ocp.StandardCheckpointer().restore(where, target)
-        else:
-            params = mgr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))["params"]
-    except Exception as e:  # orbax raises many exception types for damaged or mismatched trees
-        msg = str(e).splitlines()[0][:300] if str(e) else ""
-        raise ValueError(f"cannot restore parameters from {where}: {type(e).__name__}: {msg}") from None
+        except Exception as e:  # orbax raises many exception types for damaged or mismatched trees
+            msg = str(e).splitlines()[0][:300] if str(e) else ""
+            raise ValueError(f"cannot restore parameters from {where}: {type(e).__name__}: {msg}") from None
+        io.check_digest(params, body.get("params_sha256"), f"exported checkpoint {path}")
+        return meta, params
+    mgr = checkpoint_manager(path, create=False) if os.path.isdir(os.path.join(path, CHECKPOINTS)) else None
+    step = mgr.latest_step() if (mgr is not None and step is None) else step
+    if mgr is None or step is None:
+        raise ValueError(f"{path} has no saved parameters (neither params/ nor a step under {CHECKPOINTS}/)")
+    try:
+        return meta, restore_step(mgr, os.path.abspath(path), int(step), {"params": target})["params"]
     finally:
-        if mgr is not None:
-            mgr.close()
-    return meta, params
+        mgr.close()

@@ -8,8 +8,14 @@ File format (``.npz``, written atomically, read with ``np.load(path)``; no pickl
     psnr        float64  [n]      PSNR (dB) of the clipped render against the image
     indices     int64    [n]      image index in the split
     labels      int64    [n]      dataset label, or -1 where the dataset has none
-    config      str      JSON: {"meta": MetaModel config, "dataset", "split", "resolution",
-                                "data_dir", "steps", "checkpoint"}
+    config      str      JSON: {"meta": MetaModel config, "network": id of the producing network
+                                (:func:`meta.compress.model_id` hex: its config and every shared
+                                parameter), "dataset", "split", "resolution", "data_dir", "steps",
+                                "checkpoint", "step"}
+
+Every consumer (``meta-decode``, ``codec-fit --functaset``) checks ``network`` against the
+checkpoint it is given and refuses a functaset made by another network, even one of the
+same configuration (another seed or step).
 
 ``meta-decode`` renders latents back with the checkpoint's shared parameters.
 """
@@ -25,19 +31,20 @@ import numpy as np
 from meta import functa
 
 FORMAT = "asmr-jax-functaset"
-VERSION = 1
+VERSION = 2
 KEYS = ("format", "version", "latents", "psnr", "indices", "labels", "config")
 
 
 def encode_split(checkpoint, split: str = "test", out=None, dataset: str | None = None, data_dir=None,
                  steps: int | None = None, limit: int | None = None, chunk: int = 64, overwrite: bool = False,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, step: int | None = None) -> dict:
     """Fits the latent of every image of ``split`` and (optionally) writes ``out``.
 
     Args:
       checkpoint: meta-training workdir or exported folder (see :func:`meta.functa.load_meta_checkpoint`).
       dataset: dataset name (default: the one the checkpoint was trained on).
       steps: inner steps (default the checkpoint's ``k``).
+      step: checkpoint step of a training workdir (default the latest).
       limit: encode only the first ``limit`` images.
 
     Returns:
@@ -47,7 +54,11 @@ def encode_split(checkpoint, split: str = "test", out=None, dataset: str | None 
 
     if out is not None and os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-    meta, params = functa.load_meta_checkpoint(checkpoint)
+    if out is not None and os.path.isdir(out):
+        raise IsADirectoryError(f"--out {out} is a directory; give the path of the .npz file to write")
+    if out is not None and os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    meta, params = functa.load_meta_checkpoint(checkpoint, step)
     train_cfg = functa.read_meta_json(checkpoint).get("train", {})
     dataset = dataset or train_cfg.get("dataset") or "patches"
     data_dir = data_dir if data_dir is not None else train_cfg.get("data_dir")
@@ -76,14 +87,40 @@ def encode_split(checkpoint, split: str = "test", out=None, dataset: str | None 
     labels = np.full(n, -1, np.int64)
     if ds.labels is not None:
         labels = np.asarray(ds.labels[np.arange(n)], np.int64)
-    config = {"meta": meta.config(), "dataset": dataset, "split": split, "resolution": meta.shape[0],
-              "data_dir": data_dir, "steps": steps, "checkpoint": os.path.abspath(os.fspath(checkpoint))}
-    arrays = {"format": np.asarray(FORMAT), "version": np.asarray(VERSION, np.int64),
-              "latents": np.concatenate(latents).astype(np.float32), "psnr": np.concatenate(psnrs),
-              "indices": np.arange(n, dtype=np.int64), "labels": labels, "config": np.asarray(json.dumps(config))}
+    arrays = build(meta, params, np.concatenate(latents), np.concatenate(psnrs), labels=labels, dataset=dataset,
+                   split=split, resolution=meta.shape[0], data_dir=data_dir, steps=steps,
+                   checkpoint=os.path.abspath(os.fspath(checkpoint)), step=step)
     if out is not None:
         save_functaset(out, arrays, overwrite=overwrite)
     return arrays
+
+
+def build(meta, params, latents, psnr, indices=None, labels=None, **config) -> dict:
+    """The arrays of a functaset of ``latents [n, D]`` made by ``(meta, params)``; ``config``
+    adds fields (dataset, split, ...) to the stored config."""
+    latents = np.asarray(latents, np.float32)
+    n = len(latents)
+    config = {"meta": meta.config(), "network": network_id(meta, params), **config}
+    return {"format": np.asarray(FORMAT), "version": np.asarray(VERSION, np.int64), "latents": latents,
+            "psnr": np.asarray(psnr, np.float64), "indices": np.arange(n, dtype=np.int64) if indices is None
+            else np.asarray(indices, np.int64), "labels": np.full(n, -1, np.int64) if labels is None
+            else np.asarray(labels, np.int64), "config": np.asarray(json.dumps(config))}
+
+
+def network_id(meta, params) -> str:
+    """Identity of the network that produced (or may consume) a functaset: config + parameters."""
+    from meta.compress import model_id
+
+    return model_id(params, meta).hex()
+
+
+def check_network(data: dict, meta, params, path, checkpoint):
+    """Raises ``ValueError`` unless functaset ``data`` was made by this checkpoint's network."""
+    want, have = network_id(meta, params), data["config"].get("network")
+    if have != want:
+        made = data["config"].get("checkpoint")
+        raise ValueError(f"functaset {path} was made by network {have} ({made}), but {checkpoint} holds network "
+                         f"{want}: its latents would render wrong images; encode it again with this checkpoint")
 
 
 def save_functaset(path, arrays: dict, overwrite: bool = False):
@@ -109,11 +146,13 @@ def save_functaset(path, arrays: dict, overwrite: bool = False):
 def load_functaset(path) -> dict:
     """Reads a functaset; ``config`` is returned parsed (a dict). Raises ``ValueError`` if foreign."""
     path = os.fspath(path)
+    import zipfile
+
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"cannot read functaset {path}: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"cannot read functaset {path} (truncated or damaged?): {type(e).__name__}: {e}") from None
     if str(data.get("format", "")) != FORMAT:
         raise ValueError(f"{path} is not a functaset (format {data.get('format')!r}, expected {FORMAT!r})")
     if int(data["version"]) != VERSION:
@@ -121,7 +160,10 @@ def load_functaset(path) -> dict:
     missing = [k for k in KEYS if k not in data]
     if missing:
         raise ValueError(f"functaset {path} lacks {missing}")
-    data["config"] = json.loads(str(data["config"]))
+    try:
+        data["config"] = json.loads(str(data["config"]))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"functaset {path} has a damaged config: {e}") from None
     return data
 
 
@@ -136,9 +178,7 @@ def decode_functaset(path, checkpoint, out_dir=None, limit: int | None = None, o
 
     data = load_functaset(path)
     meta, params = functa.load_meta_checkpoint(checkpoint)
-    if data["config"].get("meta") != json.loads(json.dumps(meta.config())):
-        raise ValueError(f"functaset {path} was made with model {data['config'].get('meta')}, "
-                         f"but {checkpoint} holds {meta.config()}")
+    check_network(data, meta, params, path, checkpoint)
     latents = data["latents"][:limit] if limit is not None else data["latents"]
     images = functa.render_latents(meta, params, latents)
     if out_dir is not None:

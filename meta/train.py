@@ -111,8 +111,9 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
           latent_init_scale: float = 0.0, l2_weight: float = 0.0, noise_std: float = 0.0,
           functa_init: bool = False, meta_sgd: bool = True, batch_size: int = 16, steps: int = 500,
           lr: float = 3e-4, clip: float | None = functa.OUTER_CLIP, seed: int = 0, remat: bool = False,
-          microbatch: int | None = None, resume: bool = False, eval_every: int = 100, eval_images: int = 64,
-          eval_more_steps: int = 10, eval_at: tuple = (), checkpoint_every: int = 100, keep: int = 3,
+          microbatch: int | None = None, resume: bool = False, resume_step: int | None = None,
+          eval_every: int = 100, eval_images: int = 64, eval_more_steps: int = 10, eval_at: tuple = (),
+          checkpoint_every: int = 100, keep: int = 3,
           log_every: int = 25, prefetch: int = 2, max_seconds: float | None = None, progress: bool = True,
           plots: bool = True, log=print) -> TrainResult:
     """Meta-trains a functa over ``dataset`` and writes ``workdir`` (see module docstring).
@@ -127,6 +128,8 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
       latent_dim ... meta_sgd: :class:`meta.functa.MetaModel` fields (functa's knobs).
       batch_size: global batch (over all devices and processes).
       steps: total outer steps (a resumed run continues up to this count).
+      resume, resume_step: continue from the latest checkpoint (or from step ``resume_step``;
+        later steps are then deleted). A damaged step is refused with the steps to use instead.
       lr, clip: outer Adam rate and global-norm gradient clip (``None``: none).
       remat, microbatch: memory levers of :func:`meta.functa.meta_step` (same results).
       eval_every: test evaluation period (PSNR after ``inner_steps`` and after
@@ -218,13 +221,18 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
     opt_state = optimizer.init(params)
     start, history = 0, []
     if resume and mgr.latest_step() is not None:
-        start = int(mgr.latest_step())
+        start = int(mgr.latest_step() if resume_step is None else resume_step)
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                                 {"params": params, "opt_state": opt_state})
-        restored = mgr.restore(start, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract["params"]),
-            opt_state=ocp.args.StandardRestore(abstract["opt_state"])))
+        restored = functa.restore_step(mgr, workdir, start, abstract)
         params, opt_state = restored["params"], restored["opt_state"]
+        later = [s for s in mgr.all_steps() if s > start]
+        if later:
+            sharding.barrier("meta.train: resume step restored")
+            for s in later:
+                mgr.delete(s)
+            if main:
+                log(f"continuing from step {start}: deleted the later checkpoint steps {later}")
         hist_path = os.path.join(workdir, HISTORY)
         if os.path.isfile(hist_path):
             with open(hist_path) as f:
@@ -247,6 +255,7 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
                                                opt_state=ocp.args.StandardSave(opt_state)), force=True)
         mgr.wait_until_finished()
         if main:
+            functa.record_digest(workdir, step, sharding.to_host({"params": params, "opt_state": opt_state}))
             io.write_json(os.path.join(workdir, HISTORY), history)
 
     def load_batch(t):

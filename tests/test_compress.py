@@ -298,8 +298,11 @@ def meta_ckpt(tmp_path_factory):
     images = np.stack([np.clip(0.5 + 0.4 * np.sin(3 * a * yy + b * xx)[..., None] * rng.uniform(0.3, 1, 3),
                                0, 1)
                        for a, b in rng.uniform(0, 2, (40, 2))]).astype(np.float32)
-    latents, psnr = functa.fit_latents(meta, functa.load_meta_checkpoint(ckpt)[1], images[:32])
-    np.savez(root / "train.npz", latents=latents, psnr=psnr)
+    from meta import functaset
+
+    params = functa.load_meta_checkpoint(ckpt)[1]
+    latents, psnr = functa.fit_latents(meta, params, images[:32])
+    functaset.save_functaset(root / "train.npz", functaset.build(meta, params, latents, psnr))
     write_png(root / "img.png", images[35])
     write_png(root / "big.png", np.zeros((9, 8, 3)))
     return root

@@ -23,7 +23,7 @@ import os
 from ml_collections import ConfigDict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NON_CONFIG = ("workdir", "dataset_obj", "test_dataset", "resume", "progress", "plots", "log")
+NON_CONFIG = ("workdir", "dataset_obj", "test_dataset", "resume", "resume_step", "progress", "plots", "log")
 
 
 def defaults() -> ConfigDict:

@@ -1,0 +1,117 @@
+"""Saved artifacts are checked when read: damaged or foreign ones are refused with a named error."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from asmr_jax import io
+from asmr_jax.datasets import from_array
+from asmr_jax.siren import SIREN
+from meta import functa, functaset
+from meta import train as train_lib
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax readers
+
+
+def largest_file(root) -> str:
+    files = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+    return max(files, key=os.path.getsize)
+
+
+def flip_byte(path, where: float = 0.5):
+    data = bytearray(open(path, "rb").read())
+    i = int(len(data) * where)
+    data[i] ^= 0x5A
+    open(path, "wb").write(bytes(data))
+
+
+def images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.meshgrid(np.linspace(0, 1, 8), np.linspace(0, 1, 8), indexing="ij")
+    base = rng.uniform(0.2, 0.8, size=(n, 1, 1, 3))
+    return np.clip(base + 0.1 * np.sin(3 * (x + y))[None, :, :, None], 0, 1).astype(np.float32)
+
+
+TINY = dict(resolution=8, model="asmr", width=8, levels=2, latent_dim=4, batch_size=4, eval_images=4,
+            eval_every=2, eval_more_steps=4, progress=False, plots=False, log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return from_array(images(12), "toy", "train"), from_array(images(4, 1), "toy", "test")
+
+
+def _flip_until_it_matters(root, load):
+    """Flips a byte of the largest parameter file; returns the error the load raised."""
+    target = largest_file(root)
+    for where in (0.5, 0.75, 0.9, 0.3):
+        flip_byte(target, where)
+        try:
+            load()
+        except ValueError as e:
+            return e
+    raise AssertionError(f"flipping bytes of {target} went unnoticed")
+
+
+def test_byte_flip_in_a_fit_checkpoint_is_refused(tmp_path):
+    model = SIREN((8, 8), 1, widths=(32, 32))
+    params = model.init(jax.random.key(0))
+    io.save_model(tmp_path / "ckpt", model, params)
+    _, back, _ = io.load_model(tmp_path / "ckpt")
+    assert io.params_digest(back) == io.params_digest(params)
+    err = _flip_until_it_matters(tmp_path / "ckpt" / "params", lambda: io.load_model(tmp_path / "ckpt"))
+    assert "ckpt" in str(err)
+
+
+def test_byte_flip_in_meta_checkpoints_is_refused(tmp_path, data):
+    meta = functa.MetaModel(SIREN((8, 8), 3, widths=(32, 32)), 8)
+    functa.save_meta(tmp_path / "exp", meta, meta.init(jax.random.key(0)))
+    err = _flip_until_it_matters(tmp_path / "exp" / "params", lambda: functa.load_meta_checkpoint(tmp_path / "exp"))
+    assert "exp" in str(err)
+    train_lib.train(workdir=tmp_path / "w", dataset=data[0], test_dataset=data[1], steps=2, checkpoint_every=1,
+                    **TINY)
+    err = _flip_until_it_matters(tmp_path / "w" / functa.CHECKPOINTS / "2" / "params",
+                                 lambda: functa.load_meta_checkpoint(tmp_path / "w"))
+    assert "step 2" in str(err) and "[1]" in str(err)  # names the step and offers the other one
+    functa.load_meta_checkpoint(tmp_path / "w", step=1)  # the earlier step still loads
+    # the optimizer state is checked too: a resume from a damaged one is refused
+    _flip_until_it_matters(tmp_path / "w" / functa.CHECKPOINTS / "1" / "opt_state", lambda: train_lib.train(
+        workdir=tmp_path / "w", dataset=data[0], test_dataset=data[1], steps=3, resume=True, resume_step=1, **TINY))
+
+
+def test_truncated_newest_checkpoint_on_resume(tmp_path, data):
+    kw = dict(TINY, dataset=data[0], test_dataset=data[1], checkpoint_every=2)
+    full = train_lib.train(workdir=tmp_path / "full", steps=6, **kw)
+    train_lib.train(workdir=tmp_path / "w", steps=4, **kw)
+    target = largest_file(tmp_path / "w" / functa.CHECKPOINTS / "4")
+    with open(target, "r+b") as f:
+        f.truncate(os.path.getsize(target) // 2)
+    with pytest.raises(functa.DamagedCheckpointError, match=r"step 4.*other saved steps: \[2\].*resume-step"):
+        train_lib.train(workdir=tmp_path / "w", steps=6, resume=True, **kw)
+    messages = []
+    r = train_lib.train(workdir=tmp_path / "w", steps=6, resume=True, resume_step=2,
+                        **{**kw, "log": messages.append})
+    assert any("deleted the later checkpoint steps [4]" in m for m in messages)
+    for a, b in zip(jax.tree.leaves(r.params), jax.tree.leaves(full.params)):
+        np.testing.assert_array_equal(a, b)  # continued from step 2 exactly as the uninterrupted run
+
+
+def test_functaset_from_another_network_is_refused(tmp_path, data):
+    kw = dict(TINY, dataset=data[0], test_dataset=data[1], steps=2, checkpoint_every=2)
+    train_lib.train(workdir=tmp_path / "a", seed=0, **kw)
+    train_lib.train(workdir=tmp_path / "b", seed=1, **kw)  # same configuration, other weights
+    meta, params = functa.load_meta_checkpoint(tmp_path / "a")
+    lat, _ = functa.fit_latents(meta, params, data[1].get(np.arange(4)))
+    functaset.save_functaset(tmp_path / "a.npz", functaset.build(meta, params, lat, np.zeros(4)))
+    assert functaset.decode_functaset(tmp_path / "a.npz", tmp_path / "a").shape == (4, 8, 8, 3)
+    with pytest.raises(ValueError, match="made by network .* but .* holds network"):
+        functaset.decode_functaset(tmp_path / "a.npz", tmp_path / "b")
+    # damaged files: a clear error, not a zipfile traceback
+    blob = (tmp_path / "a.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="truncated or damaged"):
+        functaset.load_functaset(tmp_path / "cut.npz")
+    with pytest.raises(IsADirectoryError, match="directory"):
+        functaset.encode_split(tmp_path / "a", out=tmp_path, overwrite=True)
