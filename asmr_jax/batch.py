@@ -571,6 +571,10 @@ def fit_dataset(
         raise ValueError(f"chunk size must be an integer >= 1, got {chunk!r}")
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if steps_per_call < 1:  # checked before the store is created, so a corrected rerun is not blocked
+        raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
+    if target_psnr is not None and not math.isfinite(target_psnr):
+        raise ValueError(f"target_psnr must be a finite number of dB, got {target_psnr}")
     total = len(dataset)
     if limit is not None:
         if limit < 1:

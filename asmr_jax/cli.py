@@ -58,10 +58,27 @@ def model_from_args(args, shape, channels):
                         bases=bases, w0=args.w0, modulator=args.modulator)
 
 
+def check_fit_flags(args):
+    """Refuses meaningless training flags before any work (named, with what was expected)."""
+    import math
+
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1 points (omit it for a full-batch fit), got {args.batch_size}")
+    if args.crop is not None and args.crop < 1:
+        raise ValueError(f"--crop must be >= 1 pixels, got {args.crop}")
+    for flag, value in (("--lr", args.lr), ("--w0", args.w0)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag} must be a positive finite number, got {value}")
+
+
 def cmd_fit(args) -> int:
     import jax
 
     from asmr_jax import data, fit, io, macs
+
+    check_fit_flags(args)
 
     signal = data.load_signal(args.source)
     if args.crop:
@@ -103,16 +120,20 @@ def cmd_render(args) -> int:
     import jax
     import numpy as np
 
-    from asmr_jax import coords, io
+    from asmr_jax import io
 
     model, params, meta = io.load_model(args.checkpoint)
     kind = meta.get("signal", {}).get("kind") or {1: "audio", 2: "image", 3: "video"}[model.ndim]
+    suffix = {"image": ".png", "audio": ".wav", "video": ".gif"}[kind]
+    out = os.path.abspath(args.out)
+    stem, ext = os.path.splitext(os.path.basename(out))
+    if ext.lower() not in (suffix, ""):
+        raise ValueError(f"a {kind} is written as {suffix}; got --out {args.out}")
+    target = os.path.join(os.path.dirname(out), stem + suffix)
+    if os.path.exists(target) and not args.overwrite:
+        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
     t0 = time.perf_counter()
-    if args.bases:
-        if model.kind != "asmr":
-            raise ValueError("--bases applies to ASMR checkpoints only; use --shape for SIREN")
-        y = model.render(params, bases=coords.parse_bases(args.bases))
-    elif args.shape:
+    if args.shape:
         shape = tuple(int(s) for s in args.shape.split(","))
         if model.kind == "asmr":
             if len(shape) != model.ndim or any(s > p for s, p in zip(shape, model.padded_shape)):
@@ -125,19 +146,10 @@ def cmd_render(args) -> int:
         y = jax.jit(model.render)(params)
     y = np.asarray(y)
     elapsed = time.perf_counter() - t0
-    out = os.path.abspath(args.out)
-    stem, ext = os.path.splitext(os.path.basename(out))
-    if kind == "image" and ext.lower() not in (".png", ""):
-        raise ValueError(f"images are written as PNG; got --out {args.out}")
-    if kind == "audio" and ext.lower() not in (".wav", ""):
-        raise ValueError(f"audio is written as WAV; got --out {args.out}")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     sr = meta.get("signal", {}).get("sample_rate") or 16000
-    if kind == "video":
-        io.write_signal(os.path.dirname(out), y, kind, name=stem)
-    else:
-        io.write_signal(os.path.dirname(out), y, kind, name=stem, sample_rate=sr)
-    print(f"rendered {model.kind} {y.shape} in {elapsed:.3f} s -> {args.out}")
+    written = io.write_signal(os.path.dirname(out), y, kind, name=stem, sample_rate=sr)
+    print(f"rendered {model.kind} {y.shape} in {elapsed:.3f} s -> {written}")
     return 0
 
 
@@ -164,9 +176,9 @@ def add_commands(sub):
     p = sub.add_parser("render", help="render a saved model to PNG/WAV/GIF",
                        description="Render a checkpoint written by `asmr fit` (or any saved model).")
     p.add_argument("checkpoint", help="checkpoint folder (OUT/checkpoint)")
-    p.add_argument("--out", required=True, help="output file: .png (image), .wav (audio), .gif (video)")
-    p.add_argument("--bases", default=None,
-                   help="ASMR: render with other bases of the same levels, e.g. a larger finest base to upsample")
+    p.add_argument("--out", required=True, help="output file: .png (image), .wav (audio), .gif (video); "
+                                                "the suffix is added when missing")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--shape", default=None, help="comma-separated render size (SIREN: any; ASMR: <= padded grid)")
     p.set_defaults(func=cmd_render)
 

@@ -87,7 +87,10 @@ def atomic_dir(path, overwrite: bool = False):
         os.rename(path, old)
     os.rename(tmp, path)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if os.path.isdir(old):
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # the replaced target was a file
+            os.remove(old)
 
 
 def params_digest(params, config=None) -> str:

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -27,11 +28,9 @@ def test_fit_and_render_cli(tmp_path, capsys):
     assert cli.main(["fit", str(src), "--steps", "2", "--out", str(out), "--no-progress"]) == 2
     assert (out / "metrics.json").read_bytes() == before
     assert "already exists" in capsys.readouterr().err
-    # render the checkpoint, also 2x denser at the finest level
+    # render the checkpoint
     assert cli.main(["render", str(out / "checkpoint"), "--out", str(tmp_path / "r.png")]) == 0
     assert Image.open(tmp_path / "r.png").size == (32, 32)
-    assert cli.main(["render", str(out / "checkpoint"), "--bases", "4,16", "--out", str(tmp_path / "big.png")]) == 0
-    assert Image.open(tmp_path / "big.png").size == (64, 64)
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -48,3 +47,49 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for cmd in ("fit", "render"):
         assert cmd in out
+
+
+# ----------------------------------------------------------------------------- bad flags and outputs
+def _fit_args(tmp_path, *extra):
+    return ["fit", "camera", "--crop", "16", "--model", "siren", "--depth", "2", "--width", "8", "--steps", "2",
+            "--out", str(tmp_path / "fit"), "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "--batch-size must be >= 1"), (["--batch-size", "-4"], "--batch-size must be >= 1"),
+    (["--crop", "0"], "--crop must be >= 1"), (["--lr", "nan"], "--lr must be a positive finite"),
+    (["--w0", "nan"], "--w0 must be a positive finite"), (["--steps", "0"], "--steps must be >= 1")])
+def test_fit_refuses_meaningless_flags(tmp_path, capsys, flags, message):
+    from asmr_jax.cli import main
+
+    assert main(_fit_args(tmp_path, *flags)) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "fit").exists()
+
+
+def test_render_output_rules_and_overwrite_of_a_file(tmp_path, capsys):
+    from asmr_jax.cli import main
+
+    assert main(_fit_args(tmp_path)) == 0
+    ckpt = str(tmp_path / "fit" / "checkpoint")
+    assert main(["render", ckpt, "--out", str(tmp_path / "noext")]) == 0
+    assert (tmp_path / "noext.png").is_file() and str(tmp_path / "noext.png") in capsys.readouterr().out
+    before = (tmp_path / "noext.png").read_bytes()
+    assert main(["render", ckpt, "--out", str(tmp_path / "noext.png")]) == 2
+    assert "already exists" in capsys.readouterr().err and (tmp_path / "noext.png").read_bytes() == before
+    assert main(["render", ckpt, "--out", str(tmp_path / "noext.png"), "--overwrite"]) == 0
+    assert main(["render", ckpt, "--out", str(tmp_path / "x.wav")]) == 2
+    # replacing a file with an output folder leaves nothing hidden behind
+    (tmp_path / "file").write_text("old")
+    assert main(_fit_args(tmp_path)[:-3] + ["--out", str(tmp_path / "file"), "--overwrite", "--no-progress"]) == 0
+    assert (tmp_path / "file").is_dir() and not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_fit_many_bad_steps_per_call_writes_nothing(tmp_path, capsys):
+    from asmr_jax.cli import main
+
+    argv = ["fit-many", "--dataset", "lfw", "--split", "test", "--resolution", "8", "--model", "siren",
+            "--depth", "2", "--width", "8", "--steps", "2", "--limit", "4", "--chunk", "4", "--out",
+            str(tmp_path / "store"), "--no-progress"]
+    assert main(argv + ["--steps-per-call", "0"]) == 2
+    assert "steps_per_call" in capsys.readouterr().err and not (tmp_path / "store").exists()
+    assert main(argv) == 0  # the corrected rerun is not blocked
