@@ -80,7 +80,7 @@ def cmd_fit(args) -> int:
 
     check_fit_flags(args)
 
-    signal = data.load_signal(args.source)
+    signal = data.load_signal(args.source, kind=args.kind)
     if args.crop:
         signal = data.crop(signal, args.crop)
     model = model_from_args(args, signal.shape, signal.channels)
@@ -157,6 +157,9 @@ def add_commands(sub):
     p = sub.add_parser("fit", help="fit one signal (image, audio, video) with ASMR or SIREN",
                        description="Fit one signal and write its reconstruction, checkpoint and metrics.")
     p.add_argument("source", help="image/WAV/GIF/.npy file, frame folder, or bundled name (camera, astronaut, ...)")
+    p.add_argument("--kind", choices=("image", "audio", "video"), default=None,
+                   help="what a .npy array holds (default by layout: [T] audio, [H,W] or [H,W,C<=4] image, "
+                        "[T,H,W] or [T,H,W,C] video)")
     add_model_flags(p)
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=1000, help="optimizer steps (paper: 10000; default 1000)")

@@ -140,7 +140,7 @@ def load_video(path) -> Signal:
     elif path.lower().endswith(".npy"):
         arr = np.load(path, allow_pickle=False)
         if arr.ndim not in (3, 4):
-            raise ValueError(f"{path} holds an array of shape {arr.shape}; expected [T, H, W] or [T, H, W, C]")
+            raise ValueError(f"{path} holds an array of shape {arr.shape}; a video is [T, H, W] or [T, H, W, C]")
         data = _with_channels(_to_unit(arr, path), 3)
     else:
         try:
@@ -160,13 +160,54 @@ def bundled_video() -> Signal:
     return load_video(path)
 
 
-def load_signal(source, video: bool | None = None) -> Signal:
+NPY_KINDS = ("image", "audio", "video")
+
+
+def npy_kind(shape) -> str:
+    """What a ``.npy`` array of ``shape`` holds, by one rule used everywhere:
+
+    ``[T]`` audio; ``[H, W]`` a gray image; ``[H, W, C]`` with ``C`` in 1, 3, 4 an image;
+    any other 3-D array ``[T, H, W]`` a gray video; ``[T, H, W, C]`` a video. ``kind=``
+    (CLI ``--kind``) overrides it for arrays that read both ways.
+    """
+    nd = len(shape)
+    if nd == 1:
+        return "audio"
+    if nd == 2 or (nd == 3 and shape[-1] in (1, 3, 4)):
+        return "image"
+    if nd in (3, 4):
+        return "video"
+    raise ValueError(f"a .npy signal has 1 to 4 axes ([T], [H, W(, C)], [T, H, W(, C)]), got shape {tuple(shape)}")
+
+
+def load_npy(path, kind: str | None = None) -> Signal:
+    """A ``.npy`` signal, its kind from :func:`npy_kind` unless ``kind`` is given."""
+    arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    kind = kind or npy_kind(arr.shape)
+    if kind not in NPY_KINDS:
+        raise ValueError(f"kind must be one of {NPY_KINDS}, got {kind!r}")
+    if kind == "video":
+        return load_video(path)
+    arr = np.asarray(arr)
+    if kind == "audio":
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"{path} holds shape {arr.shape}; audio is [T] or [T, C]")
+        data = _to_unit(arr.reshape(arr.shape[0], -1), path)
+    else:
+        if arr.ndim not in (2, 3):
+            raise ValueError(f"{path} holds shape {arr.shape}; an image is [H, W] or [H, W, C]")
+        data = _with_channels(_to_unit(arr, path), 2)
+    rate = 16000 if kind == "audio" else None
+    return _check(Signal(data.astype(np.float32), kind, os.path.basename(path), sample_rate=rate))
+
+
+def load_signal(source, video: bool | None = None, kind: str | None = None) -> Signal:
     """Loads a signal from a path or a bundled name.
 
     ``source`` may be a bundled image name (``camera``, ``astronaut``, ...), ``"gif"``
     for the bundled clip, an image file, a ``.wav``, a ``.gif`` (a video; pass
-    ``video=False`` to read its first frame as an image), a ``.npy`` video, or a folder
-    of frames.
+    ``video=False`` to read its first frame as an image), a ``.npy`` array (its layout
+    decides the kind, see :func:`npy_kind`; ``kind`` overrides), or a folder of frames.
     """
     source = os.fspath(source)
     if not os.path.exists(source):
@@ -178,7 +219,9 @@ def load_signal(source, video: bool | None = None) -> Signal:
             f"{source!r} is neither a file nor a bundled name; bundled: {', '.join(BUNDLED_IMAGES)}, gif"
         )
     low = source.lower()
-    if os.path.isdir(source) or low.endswith(".npy") or (low.endswith(".gif") and video is not False):
+    if low.endswith(".npy"):
+        return load_npy(source, kind)
+    if os.path.isdir(source) or (low.endswith(".gif") and video is not False):
         return load_video(source)
     if low.endswith(".wav"):
         return load_wav(source)

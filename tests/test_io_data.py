@@ -110,3 +110,22 @@ def test_bad_inputs(tmp_path):
     io.write_wav(tmp_path / "empty.wav", np.zeros((0, 1), np.float32))
     with pytest.raises(ValueError, match="at least 2 samples"):
         data.load_signal(tmp_path / "empty.wav")
+
+
+def test_npy_layout_rule_is_one_for_every_command(tmp_path):
+    from asmr_jax import data
+
+    rng = np.random.default_rng(0)
+    cases = {"a.npy": ((40, 40, 3), "image", (40, 40)), "g.npy": ((20, 30), "image", (20, 30)),
+             "v.npy": ((5, 12, 10), "video", (5, 12, 10)), "c.npy": ((4, 8, 8, 3), "video", (4, 8, 8)),
+             "s.npy": ((100,), "audio", (100,))}
+    for name, (shape, kind, spatial) in cases.items():
+        np.save(tmp_path / name, rng.uniform(size=shape).astype(np.float32))
+        sig = data.load_signal(tmp_path / name)
+        assert (sig.kind, sig.shape) == (kind, spatial), name
+        assert data.npy_kind(shape) == kind
+    forced = data.load_signal(tmp_path / "a.npy", kind="video")  # 40 frames of 40x3 when asked for
+    assert forced.kind == "video" and forced.shape == (40, 40, 3)
+    np.save(tmp_path / "bad.npy", np.zeros((2, 2, 2, 2, 2)))
+    with pytest.raises(ValueError, match="1 to 4 axes"):
+        data.load_signal(tmp_path / "bad.npy")
