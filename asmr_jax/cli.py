@@ -1,19 +1,15 @@
-"""The ``asmr`` command: subcommands parse flags and call library functions.
+"""The library's subcommands of ``asmr`` (``fit``, ``render``) and the flag helpers they share.
 
-Subcommands live in the modules listed in ``COMMAND_MODULES``; each exposes
-``add_commands(subparsers)`` and sets ``func`` on its parsers.
+The ``asmr`` command itself is assembled at the application layer (:mod:`meta.command`);
+this module exposes ``add_commands(subparsers)`` and imports nothing above the library.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
-import sys
 import time
-
-COMMAND_MODULES = ("asmr_jax.cli", "asmr_jax.batch_cli", "meta.compress_cli", "meta.cli")
 
 
 def add_model_flags(p: argparse.ArgumentParser):
@@ -184,25 +180,3 @@ def add_commands(sub):
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--shape", default=None, help="comma-separated render size (SIREN: any; ASMR: <= padded grid)")
     p.set_defaults(func=cmd_render)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="asmr", description="ASMR / SIREN coordinate networks and functa-style meta-learning in JAX.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_commands(sub)
-    return parser
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        print(f"asmr {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

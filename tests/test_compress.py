@@ -309,7 +309,7 @@ def meta_ckpt(tmp_path_factory):
 
 
 def run_cli(capsys, *argv):
-    from asmr_jax.cli import main
+    from meta.command import main
 
     rc = main([str(a) for a in argv])
     out = capsys.readouterr()

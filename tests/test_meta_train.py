@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from asmr_jax import cli
 from asmr_jax.datasets import from_array
+from meta import command as cli
 from meta import functa, functaset
 from meta import train as train_lib
 
