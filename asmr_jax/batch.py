@@ -150,12 +150,6 @@ def _to_host(x) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- jitted pieces
-@functools.lru_cache(maxsize=32)
-def _optimizer(lr: float, steps: int | None, cosine: bool):
-    # One object per setting, so the jitted runners (static on ``tx``) compile once.
-    return fit_lib.make_optimizer(lr, steps, cosine)
-
-
 @functools.partial(jax.jit, static_argnames=("model", "impl"))
 def _init_random(model, key_data, impl, indices, targets):
     """``[b]`` global indices -> stacked params ``[b, ...]``, as ``fit.fit(key=fold_in(key, i))``."""
@@ -363,7 +357,7 @@ def _fit(model, load_rows, indices, steps, *, lr, cosine, key, init, target_psnr
     """:func:`fit_many` on signals ``indices``, of which this process loads only the rows its
     devices hold: ``load_rows(positions [m]) -> [m, *shape, C]`` (positions in ``indices``)."""
     n, given = len(indices), indices
-    tx = _optimizer(float(lr), int(steps) if cosine else None, bool(cosine))
+    tx = fit_lib.make_optimizer(float(lr), int(steps) if cosine else None, bool(cosine))
     t_start = time.perf_counter()
     # Pad to a multiple of the device count with copies of the last signal (dropped below).
     b = -(-n // mesh.size) * mesh.size

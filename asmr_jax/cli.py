@@ -72,7 +72,7 @@ def check_fit_flags(args):
 def cmd_fit(args) -> int:
     import jax
 
-    from asmr_jax import data, fit, io, macs
+    from asmr_jax import data, fit, io, macs, models
 
     check_fit_flags(args)
 
@@ -87,7 +87,7 @@ def cmd_fit(args) -> int:
           f"{cost.paper_macs:,.2f} MAC/sample" + (f", bases {model.bases}" if model.kind == "asmr" else ""))
     result = fit.fit(model, signal.data, args.steps, lr=args.lr, cosine=args.cosine, batch_size=args.batch_size,
                      key=jax.random.key(args.seed), progress=not args.no_progress, keep_best=not args.keep_last)
-    render = jax.jit(model.render)
+    render = models.jitted_render(model)
     recon = result.reconstruction
     t_render = macs.median_time(lambda: render(result.params).block_until_ready(), repeats=5)
     summary = {
@@ -113,10 +113,9 @@ def cmd_fit(args) -> int:
 
 
 def cmd_render(args) -> int:
-    import jax
     import numpy as np
 
-    from asmr_jax import io
+    from asmr_jax import io, models
 
     model, params, meta = io.load_model(args.checkpoint)
     kind = meta.get("signal", {}).get("kind") or {1: "audio", 2: "image", 3: "video"}[model.ndim]
@@ -139,7 +138,7 @@ def cmd_render(args) -> int:
         else:
             y = model.render(params, shape=shape)
     else:
-        y = jax.jit(model.render)(params)
+        y = models.jitted_render(model)(params)
     y = np.asarray(y)
     elapsed = time.perf_counter() - t0
     os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from asmr_jax import metrics
+from asmr_jax import metrics, models
 
 BLOCK = 16
 # Above this many values (samples x channels) a fit uses the block sampler by default.
@@ -46,9 +46,14 @@ def check_signal(model, signal) -> np.ndarray:
     return arr
 
 
+@functools.lru_cache(maxsize=64)
 def make_optimizer(lr: float = 1e-4, steps: int | None = None, cosine: bool = False, final_lr: float = 1e-5):
-    """Adam with a constant rate, or cosine decay from ``lr`` to ``final_lr`` over ``steps``."""
-    if lr <= 0:
+    """Adam with a constant rate, or cosine decay from ``lr`` to ``final_lr`` over ``steps``.
+
+    One object per setting (cached), so the jitted loops that take it as a static
+    argument compile once per model and setting, not once per :func:`fit` call.
+    """
+    if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"learning rate must be > 0, got {lr}")
     if cosine:
         if not steps:
@@ -259,7 +264,7 @@ def fit(
     key = jax.random.key(0) if key is None else key
     k_init, k_data = jax.random.split(key)
     params = init_params(model, k_init, target_np) if params is None else params
-    tx = make_optimizer(lr, steps, cosine)
+    tx = make_optimizer(float(lr), int(steps) if cosine else None, bool(cosine))
     opt_state = tx.init(params)
     target = jnp.asarray(target_np)
 
@@ -299,13 +304,14 @@ def fit(
         bar.set_postfix(psnr=f"{history[-1][1]:.2f}")
     bar.close()
     fit_seconds = time.perf_counter() - t_start
-    recon = np.asarray(jax.jit(model.render)(params))
+    render = models.jitted_render(model)
+    recon = np.asarray(render(params))
     best_step = steps
     if keep_best and best is not None:
         final_err = float(np.mean((np.clip(recon, 0.0, 1.0) - target_np) ** 2))
         if float(best[1]) < final_err:
             params, best_step = best[0], int(best[2])
-            recon = np.asarray(jax.jit(model.render)(params))
+            recon = np.asarray(render(params))
     steady = times[1:] if len(times) > 1 else times
     return FitResult(
         model=model,

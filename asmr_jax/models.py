@@ -8,6 +8,10 @@ Every model is a frozen (hashable) dataclass with ``kind``, ``shape``, ``channel
 
 from __future__ import annotations
 
+import functools
+
+import jax
+
 from asmr_jax.asmr import ASMR
 from asmr_jax.ffn import FFN
 from asmr_jax.siren import SIREN
@@ -15,10 +19,11 @@ from asmr_jax.siren import SIREN
 MODELS = {"asmr": ASMR, "ffn": FFN, "siren": SIREN}
 
 
-def register(cls) -> type:
-    """Adds a model class (with a unique ``kind``) to the registry."""
-    MODELS[cls.kind] = cls
-    return cls
+@functools.lru_cache(maxsize=64)
+def jitted_render(model):
+    """``jax.jit(model.render)``, one per model (models are hashable): repeated renders of
+    the same configuration reuse one compiled function instead of tracing again."""
+    return jax.jit(model.render)
 
 
 def from_config(config: dict):

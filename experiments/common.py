@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from asmr_jax import fit as fit_lib
-from asmr_jax import macs
+from asmr_jax import macs, models
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -48,7 +48,7 @@ def block(tree):
 
 def render_latency(model, params, repeats: int = 5) -> float:
     """Median seconds of one jitted ``model.render(params)`` (compiled once beforehand)."""
-    fn = jax.jit(model.render)
+    fn = models.jitted_render(model)
     return macs.median_time(lambda: block(fn(params)), repeats=repeats)
 
 

@@ -83,3 +83,17 @@ def test_keep_best_returns_the_best_parameters_seen(crop):
     again = fit.fit(model, crop, best.best_step, keep_best=False, **kw)
     assert again.psnr == pytest.approx(best.psnr, abs=1e-3)
     assert max(p for _, p in best.history) <= best.psnr + 1e-3  # no chunk end was better
+
+
+def test_a_second_fit_with_the_same_config_does_not_trace_again():
+    from asmr_jax import models
+    from asmr_jax.siren import SIREN
+
+    model = SIREN((16, 16), 1, widths=(8,))
+    img = np.random.default_rng(0).uniform(size=(16, 16, 1)).astype(np.float32)
+    fit.fit(model, img, 10, lr=1e-3, progress=False, chunk=5)
+    runs, renders = fit.run_full_batch._cache_size(), models.jitted_render(model)._cache_size()
+    fit.fit(model, img * 0.5, 10, lr=1e-3, progress=False, chunk=5, key=jax.random.key(1))
+    assert fit.run_full_batch._cache_size() == runs and models.jitted_render(model)._cache_size() == renders
+    fit.fit(model, img, 10, lr=2e-3, progress=False, chunk=5)  # another optimizer setting: one more entry
+    assert fit.run_full_batch._cache_size() == runs + 1
