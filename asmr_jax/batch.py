@@ -436,29 +436,15 @@ def _sha256(path) -> str:
 
 
 def _write_npz(path, arrays: dict):
-    """Writes an uncompressed ``.npz`` with fixed zip timestamps: same arrays, same bytes."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    """Writes an uncompressed ``.npz`` with fixed zip timestamps (same arrays, same bytes), atomically."""
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
             for name, arr in arrays.items():
-                with zf.open(zipfile.ZipInfo(name + ".npy", date_time=_ZIP_TIME), "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+                with zf.open(zipfile.ZipInfo(name + ".npy", date_time=_ZIP_TIME), "w", force_zip64=True) as g:
+                    np.lib.format.write_array(g, np.ascontiguousarray(arr), allow_pickle=False)
 
-
-def _write_json(path, obj):
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    io.atomic_write(path, write)
 
 
 def chunk_name(c: int) -> str:
@@ -631,7 +617,7 @@ def fit_dataset(
             )
             manifest["chunks"].sort(key=lambda e: e["start"])
             manifest["complete"] = len(manifest["chunks"]) == nchunks
-            _write_json(os.path.join(out_dir, STORE_JSON), manifest)
+            io.write_json(os.path.join(out_dir, STORE_JSON), manifest, indent=1)
         bar.update(len(idx))
         bar.set_postfix(psnr=f"{float(np.mean(res.psnr)):.2f}")
     bar.close()
@@ -672,7 +658,7 @@ def _open_store(out_dir, header: dict, resume: bool, writer: bool) -> dict:
     sharding.barrier("asmr_jax.batch: store checked")  # every process has looked before one writes
     if writer:
         os.makedirs(out_dir, exist_ok=True)
-        _write_json(manifest_path, manifest)
+        io.write_json(manifest_path, manifest, indent=1)
     return manifest
 
 

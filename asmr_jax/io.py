@@ -28,22 +28,43 @@ FORMAT = "asmr-jax-model"
 VERSION = 1
 
 
-def atomic_write(path, data: bytes | str) -> str:
-    """Writes ``data`` to ``path`` atomically: a unique temporary file in the same folder,
-    flushed and fsynced, ``os.replace``-d into place, then the folder fsynced.
+def atomic_write(path, data, overwrite: bool = True) -> str:
+    """Writes ``path`` atomically; the one writer every file of this project goes through.
 
-    A crash leaves either the old file or the new one, never a mix. Returns the path.
+    ``data`` is ``bytes``, ``str``, or ``write(f)`` filling a binary file object. It goes to
+    a unique temporary file in the same folder (a new file's usual permissions), flushed
+    and fsynced, then ``os.replace``-d into place (with ``overwrite=False``, hard-linked,
+    which refuses a file that appeared meanwhile), then the folder is fsynced. A crash or
+    an error leaves the old file or nothing, never a partial one. Returns the path.
     """
     path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory; expected a file path")
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it") \
+                    from None
+            os.unlink(tmp)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -200,7 +221,7 @@ def write_png(path, image):
     img = to_uint8(image)
     if img.ndim == 3 and img.shape[-1] == 1:
         img = img[..., 0]
-    Image.fromarray(img).save(path)
+    atomic_write(path, lambda f: Image.fromarray(img).save(f, format="PNG"))
 
 
 def write_wav(path, audio, sample_rate: int = 16000):

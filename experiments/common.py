@@ -14,13 +14,12 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 
 import jax
 import numpy as np
 
 from asmr_jax import fit as fit_lib
-from asmr_jax import macs, models
+from asmr_jax import io, macs, models
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -121,22 +120,6 @@ def environment() -> dict:
     }
 
 
-def _atomic_write(path: str, text: str) -> None:
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def jsonable(obj):
     """``obj`` with tuples as lists, NumPy scalars as Python numbers and NaN/inf as ``None``."""
     if isinstance(obj, dict):
@@ -162,8 +145,8 @@ def write_results(out_dir: str, name: str, payload: dict, markdown: str) -> tupl
     payload = dict(payload, environment=environment())
     json_path = os.path.join(out_dir, f"{name}.json")
     md_path = os.path.join(out_dir, f"{name}.md")
-    _atomic_write(json_path, json.dumps(jsonable(payload), indent=2) + "\n")
-    _atomic_write(md_path, markdown.rstrip() + "\n")
+    io.atomic_write(json_path, json.dumps(jsonable(payload), indent=2) + "\n")
+    io.atomic_write(md_path, markdown.rstrip() + "\n")
     return json_path, md_path
 
 
@@ -194,7 +177,7 @@ def write_partial(out_dir: str, name: str, payload: dict) -> str:
     """Saves progress of a long run to ``<out_dir>/<name>.partial.json`` (never the final files)."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{name}.partial.json")
-    _atomic_write(path, json.dumps(jsonable(payload), indent=2) + "\n")
+    io.atomic_write(path, json.dumps(jsonable(payload), indent=2) + "\n")
     return path
 
 

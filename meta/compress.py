@@ -48,10 +48,11 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
+
+from asmr_jax import io
 
 MAGIC = b"AFZ"
 VERSION = 1
@@ -381,7 +382,7 @@ class Codec:
             np.savez(f, meta=np.array(meta), bits=np.int64(q.bits), clip=np.float64(q.clip), center=q.center,
                      scale=q.scale, probs=self.symbols.probs, model_id=np.frombuffer(self.model_id, np.uint8))
 
-        return atomic_write(path, write, overwrite=overwrite)
+        return io.atomic_write(path, write, overwrite=overwrite)
 
     @classmethod
     def load(cls, path) -> Codec:
@@ -487,44 +488,6 @@ def unpack(data: bytes, name: str = "input") -> Header:
     check_bits(bits)
     start = need - _TAIL
     return Header(mid, cid, bits, dim, shape, channels, data[start:start + plen])
-
-
-def atomic_write(path, write, overwrite: bool = False, suffix: str = "") -> str:
-    """Calls ``write(f)`` on a temporary file and moves it to ``path`` only on success.
-
-    Raises ``FileExistsError`` (before writing anything) if ``path`` exists and not
-    ``overwrite``; without ``overwrite`` the final step is a hard link, which also
-    refuses to replace a file that appeared meanwhile. On any error ``path`` is untouched.
-    """
-    path = os.path.abspath(os.fspath(path))
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a directory; expected a file path")
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600; give it a new file's usual mode
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(f"{path} already exists; pass --overwrite to replace it") from None
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # ----------------------------------------------------------------------------- encode / decode

@@ -80,7 +80,7 @@ def cmd_codec_fit(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    from asmr_jax import metrics
+    from asmr_jax import io, metrics
     from meta import compress as C
 
     bits = C.check_bits(args.bits)
@@ -93,7 +93,7 @@ def cmd_encode(args) -> int:
     enc = C.encode(image, codec, net.id, net.fit, net.render, refine_steps=args.refine,
                    render_jax=net.render_jax)
     seconds = time.perf_counter() - t0
-    C.atomic_write(args.out, lambda f: f.write(enc.data), overwrite=args.overwrite)
+    io.atomic_write(args.out, enc.data, overwrite=args.overwrite)
     ssim = metrics.ssim(enc.image, image)
     print(f"{args.image} -> {args.out}: {len(enc.data)} bytes ({enc.bpp:.3f} bpp; payload "
           f"{enc.payload_bpp:.3f} bpp), "
@@ -127,9 +127,7 @@ def cmd_decode(args) -> int:
     seconds = time.perf_counter() - t0
     pixels = io.to_uint8(image)
     pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
-    C.atomic_write(args.out, lambda f: Image.fromarray(pixels).save(f, format="PNG"),
-                   overwrite=args.overwrite,
-                   suffix=".png")
+    io.atomic_write(args.out, lambda f: Image.fromarray(pixels).save(f, format="PNG"), overwrite=args.overwrite)
     msg = f"{args.file} -> {args.out}: {'x'.join(map(str, image.shape))}, {header.bits} bits, {seconds:.2f} s"
     if args.reference:
         from asmr_jax import metrics

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 
@@ -131,16 +130,9 @@ def save_functaset(path, arrays: dict, overwrite: bool = False):
     missing = [k for k in KEYS if k not in arrays]
     if missing:
         raise ValueError(f"functaset is missing {missing}")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: arrays[k] for k in KEYS})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from asmr_jax.io import atomic_write
+
+    atomic_write(path, lambda f: np.savez(f, **{k: arrays[k] for k in KEYS}))
 
 
 def load_functaset(path) -> dict:

@@ -23,7 +23,6 @@ existing ``OUT`` is never overwritten.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -160,9 +159,9 @@ def main(argv=None) -> int:
     summary = {"args": vars(args), "train_images": len(train_ds), "test_images": len(test_ds),
                "equal_step": n_siren, "asmr_over_siren_images_per_second": speedup, "models": rows,
                "table": table}
-    with open(os.path.join(run, "results.json.tmp"), "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(os.path.join(run, "results.json.tmp"), os.path.join(run, "results.json"))
+    from asmr_jax.io import write_json
+
+    write_json(os.path.join(run, "results.json"), summary)
     print(f"wrote {run}/results.json, psnr.png (curves), reconstructions.png (rows: targets, ASMR, SIREN)")
     bad = [n for n, r in results.items() if r.status == "diverged"]
     if bad:

@@ -385,9 +385,7 @@ def write_grid(path, rows, pad: int = 2, min_size: int = 96):
             canvas[pad + i * (h + pad):pad + i * (h + pad) + h, pad + j * (w + pad):pad + j * (w + pad) + w] = img
     if c == 1:
         canvas = np.repeat(canvas, 3, axis=-1)
-    tmp = path + ".tmp.png"
-    write_png(tmp, canvas)
-    os.replace(tmp, path)
+    write_png(path, canvas)
 
 
 def plot_history(history, path, inner_steps: int, more_steps: int, title: str = "", label: str = "",
@@ -414,7 +412,5 @@ def plot_history(history, path, inner_steps: int, more_steps: int, title: str = 
     ax.legend(fontsize=7)
     if own:
         fig.tight_layout()
-        tmp = path + ".tmp.png"
-        fig.savefig(tmp, dpi=120)
+        io.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
         plt.close(fig)
-        os.replace(tmp, path)

@@ -1,6 +1,5 @@
 """Latent compression: quantizer bounds, exact entropy coding, file format and its failure modes."""
 
-import os
 import zlib
 
 import jax
@@ -260,25 +259,6 @@ def test_image_the_model_cannot_take():
         C.check_image(np.zeros((8, 5, 3)), SHAPE, CHANNELS)
     with pytest.raises(ValueError, match="on \\[0, 1\\]"):
         C.check_image(np.full((6, 5, 3), 2.0), SHAPE, CHANNELS)
-
-
-def test_atomic_write_never_clobbers_or_leaves_partial_files(tmp_path):
-    path = tmp_path / "out.bin"
-    path.write_bytes(b"original")
-    with pytest.raises(FileExistsError):
-        C.atomic_write(path, lambda f: f.write(b"new"))
-    assert path.read_bytes() == b"original"
-
-    def fail(f):
-        f.write(b"half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        C.atomic_write(path, fail, overwrite=True)
-    assert path.read_bytes() == b"original"
-    assert sorted(os.listdir(tmp_path)) == ["out.bin"]  # no temporary left behind
-    C.atomic_write(path, lambda f: f.write(b"new"), overwrite=True)
-    assert path.read_bytes() == b"new"
 
 
 # ----------------------------------------------------------------------------- command line

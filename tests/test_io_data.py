@@ -129,3 +129,31 @@ def test_npy_layout_rule_is_one_for_every_command(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((2, 2, 2, 2, 2)))
     with pytest.raises(ValueError, match="1 to 4 axes"):
         data.load_signal(tmp_path / "bad.npy")
+
+
+def test_atomic_write_never_clobbers_or_leaves_partial_files(tmp_path):
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"original")
+    with pytest.raises(FileExistsError):
+        io.atomic_write(path, lambda f: f.write(b"new"), overwrite=False)
+    assert path.read_bytes() == b"original"
+
+    def fail(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        io.atomic_write(path, fail, overwrite=True)
+    assert path.read_bytes() == b"original"
+    assert sorted(os.listdir(tmp_path)) == ["out.bin"]  # no temporary left behind
+    io.atomic_write(path, lambda f: f.write(b"new"), overwrite=True)
+    assert path.read_bytes() == b"new"
+
+
+
+def test_atomic_write_accepts_bytes_text_and_refuses_a_folder(tmp_path):
+    io.atomic_write(tmp_path / "a.txt", "text")
+    io.atomic_write(tmp_path / "a.txt", b"bytes")
+    assert (tmp_path / "a.txt").read_bytes() == b"bytes" and oct((tmp_path / "a.txt").stat().st_mode)[-3:] != "600"
+    with pytest.raises(IsADirectoryError):
+        io.atomic_write(tmp_path, b"x")
