@@ -1,7 +1,7 @@
 """Meta-step speed and memory of SIREN-functa and ASMR-functa at functa's configs.
 
-    python experiments/meta_benchmark.py            # ~25 min on 2 cores (the default-size SIREN dominates)
-    python experiments/meta_benchmark.py --quick    # the three small configs only (~6 min)
+    python experiments/meta_benchmark.py            # ~12 min on 2 cores (the default-size SIREN dominates)
+    python experiments/meta_benchmark.py --quick    # the three small configs only (~4 min)
     python experiments/meta_benchmark.py --smoke    # tiny, seconds
 
 Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):
@@ -10,8 +10,9 @@ Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):
   32x32, width 256 depth 4 at 64x64, and ASMR of the same width and depth (equal
   parameters up to the modulators, ~0.3%);
 * functa's default size: width 512, depth 15, 64x64, latent 512 (SIREN and a 15-level ASMR);
-* each with ``microbatch`` (gradients summed over chunks of the batch: same step, less
-  memory) where it matters, and ``remat`` (``jax.checkpoint`` per inner step).
+* SIREN also with ``microbatch=4`` (gradients summed over chunks of 4 images: the same
+  step, less memory). ``remat`` (``jax.checkpoint`` per inner step) is not a row: XLA's
+  CPU memory plan is the same with and without it (experiments/README.md).
 
 Each row runs in a fresh process on random images: one compiling step, then the median
 of ``--steps`` timed steps. Memory: the process's peak RSS (the CPU backend has no
@@ -49,12 +50,14 @@ DEFAULT = (512, 15, 64, 512)
 
 
 def get_config(arg=None) -> dict:
+    """Rows: per config, SIREN with each lever and ASMR without; at the default size the
+    levers that fit in 24 GB (SIREN plain needs ~29 GiB by XLA's plan), one timed step."""
     if arg == "smoke":
         return {"steps": 2, "configs": [(16, 3, 16, 8)], "levers": [{}, {"microbatch": 4}], "batch": 8}
+    small = {"steps": 3, "configs": SMALL, "levers": [{}, {"microbatch": 4}], "batch": 16}
     if arg == "quick":
-        return {"steps": 3, "configs": SMALL, "levers": [{}, {"microbatch": 4}], "batch": 16}
-    return {"steps": 3, "configs": SMALL + [DEFAULT], "levers": [{}, {"microbatch": 4}, {"remat": True}],
-            "batch": 16, "default_levers": [{"microbatch": 1}, {"microbatch": 1, "remat": True}]}
+        return small
+    return {**small, "configs": SMALL + [DEFAULT], "default_levers": [{"microbatch": 4}], "default_steps": 1}
 
 
 def run_one(row: dict) -> dict:
@@ -128,8 +131,9 @@ def main(argv=None) -> int:
     for config in cfg["configs"]:
         levers = cfg.get("default_levers", cfg["levers"]) if tuple(config) == DEFAULT else cfg["levers"]
         for model in ("siren", "asmr"):
-            for lever in ([{}] if model == "asmr" and tuple(config) != DEFAULT else levers):
-                row = spawn({"config": list(config), "model": model, "lever": lever, "steps": cfg["steps"],
+            for lever in ([{}] if model == "asmr" else levers):
+                steps = cfg.get("default_steps", cfg["steps"]) if tuple(config) == DEFAULT else cfg["steps"]
+                row = spawn({"config": list(config), "model": model, "lever": lever, "steps": steps,
                              "batch": cfg["batch"]})
                 rows.append(row)
                 print(f"[{time.time() - t0:5.0f}s] {model} {config} {lever}: {row['step_seconds']:.3f} s/step, "
