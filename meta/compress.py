@@ -48,6 +48,7 @@ import hashlib
 import json
 import os
 import struct
+import zipfile
 import zlib
 
 import numpy as np
@@ -394,8 +395,9 @@ class Codec:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in ("bits", "clip", "center", "scale", "probs", "model_id")}
-        except (OSError, ValueError, KeyError, zlib.error, EOFError, AttributeError) as e:
-            raise ValueError(f"{path} is not a readable codec file: {type(e).__name__}: {e}") from None
+        except (OSError, ValueError, KeyError, zlib.error, EOFError, AttributeError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path} is not a readable codec file (truncated or damaged?): "
+                             f"{type(e).__name__}: {e}") from None
         if not isinstance(meta,
                           dict) or meta.get("format") != CODEC_FORMAT or meta.get("version") != CODEC_VERSION:
             raise ValueError(f"{path} is not a version-{CODEC_VERSION} {CODEC_FORMAT} file ({meta})")

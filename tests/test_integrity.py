@@ -115,3 +115,25 @@ def test_functaset_from_another_network_is_refused(tmp_path, data):
         functaset.load_functaset(tmp_path / "cut.npz")
     with pytest.raises(IsADirectoryError, match="directory"):
         functaset.encode_split(tmp_path / "a", out=tmp_path, overwrite=True)
+
+
+def test_truncated_codec_file_is_a_clear_error(tmp_path):
+    from meta import compress as C
+
+    latents = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    codec = C.fit_codec(latents, 4, b"\x00" * 8)
+    codec.save(tmp_path / "c.npz")
+    assert C.Codec.load(tmp_path / "c.npz").bits == 4
+    blob = (tmp_path / "c.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="truncated or damaged"):
+        C.Codec.load(tmp_path / "cut.npz")
+
+
+def test_meaningless_meta_train_settings_are_refused_before_any_write(tmp_path, data):
+    kw = dict(TINY, dataset=data[0], test_dataset=data[1])
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        train_lib.train(workdir=tmp_path / "a", **{**kw, "steps": 0})
+    with pytest.raises(ValueError, match="eval_images must be >= 1"):
+        train_lib.train(workdir=tmp_path / "b", steps=2, **{**kw, "eval_images": 0})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
