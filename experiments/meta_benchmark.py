@@ -10,8 +10,8 @@ Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):
   32x32, width 256 depth 4 at 64x64, and ASMR of the same width and depth (equal
   parameters up to the modulators, ~0.3%);
 * functa's default size: width 512, depth 15, 64x64, latent 512 (SIREN and a 15-level ASMR);
-* SIREN also with ``microbatch=4`` (gradients summed over chunks of 4 images: the same
-  step, less memory). ``remat`` (``jax.checkpoint`` per inner step) is not a row: XLA's
+* SIREN also with ``microbatch`` (gradients summed over chunks of 8 images, of 4 at the
+  default size: the same step, less memory). ``remat`` (``jax.checkpoint`` per inner step) is not a row: XLA's
   CPU memory plan is the same with and without it (experiments/README.md).
 
 Each row runs in a fresh process on random images: one compiling step, then the median
@@ -54,7 +54,7 @@ def get_config(arg=None) -> dict:
     levers that fit in 24 GB (SIREN plain needs ~29 GiB by XLA's plan), one timed step."""
     if arg == "smoke":
         return {"steps": 2, "configs": [(16, 3, 16, 8)], "levers": [{}, {"microbatch": 4}], "batch": 8}
-    small = {"steps": 3, "configs": SMALL, "levers": [{}, {"microbatch": 4}], "batch": 16}
+    small = {"steps": 3, "configs": SMALL, "levers": [{}, {"microbatch": 8}], "batch": 16}
     if arg == "quick":
         return small
     return {**small, "configs": SMALL + [DEFAULT], "default_levers": [{"microbatch": 4}], "default_steps": 1}
