@@ -5,7 +5,7 @@
 
 ``--dataset`` is a name for :func:`asmr_jax.datasets.load_dataset` (``patches``, ``lfw``,
 a prepared TFDS set with ``--data-dir``) or a ``.npy`` file holding ``[n, H, W, C]``
-images on ``[0, 1]``. The store format is described in :mod:`asmr_jax.batch`.
+images on ``[0, 1]``. The store format is described in :mod:`asmr_jax.store`.
 Multi-host: run the same command with ``--distributed`` on every host. The process group
 comes from the cluster environment (SLURM, Open MPI, TPU pods, ... as detected by
 ``jax.distributed.initialize``) or from ``--coordinator HOST:PORT --num-processes N

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from asmr_jax import batch, fit, metrics, sharding
+from asmr_jax import store as store_lib
 from asmr_jax.asmr import ASMR
 from meta import command as cli
 
@@ -149,7 +150,7 @@ def test_target_psnr_freezes_signals():
 
 
 def test_store_round_trip(full_store, many):
-    store = batch.load_store(full_store)
+    store = store_lib.load_store(full_store)
     assert len(store) == 5 and store.complete and store.model == MODEL
     assert [e["count"] for e in store.meta["chunks"]] == [2, 2, 1]
     for i in range(5):
@@ -191,7 +192,7 @@ def test_resume_after_interruption_is_identical_and_keeps_finished_chunks(full_s
     with pytest.raises(Interrupted):
         fit_store(out)
     monkeypatch.setattr(batch, "_fit", real)
-    partial = batch.load_store(out)
+    partial = store_lib.load_store(out)
     assert len(partial) == 4 and not partial.complete
     with pytest.raises(IndexError, match="not fitted yet"):
         partial.params(4)
@@ -225,17 +226,17 @@ def test_corrupt_chunk_is_reported(full_store, tmp_path):
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     path.write_bytes(bytes(blob))
-    store = batch.load_store(out)
+    store = store_lib.load_store(out)
     assert store.params(0) is not None  # other chunks still load
-    with pytest.raises(batch.CorruptChunkError, match="chunk_00001.npz is corrupt: sha256"):
+    with pytest.raises(store_lib.CorruptChunkError, match="chunk_00001.npz is corrupt: sha256"):
         store.params(2)
-    with pytest.raises(batch.CorruptChunkError, match="chunk_00001.npz"):
+    with pytest.raises(store_lib.CorruptChunkError, match="chunk_00001.npz"):
         store.verify()
-    with pytest.raises(batch.CorruptChunkError, match="chunk_00001.npz is corrupt"):
+    with pytest.raises(store_lib.CorruptChunkError, match="chunk_00001.npz is corrupt"):
         fit_store(out, resume=True)
     assert path.read_bytes() == bytes(blob)  # reported, not silently replaced
     path.unlink()
-    with pytest.raises(batch.CorruptChunkError, match="missing"):
+    with pytest.raises(store_lib.CorruptChunkError, match="missing"):
         fit_store(out, resume=True)
 
 
@@ -286,7 +287,7 @@ def test_bad_input_is_rejected(tmp_path):
     with pytest.raises(ValueError, match=r"signals \[3\] contain NaN"):
         fit_store(tmp_path / "d", data=ArrayData(nan))  # named by its dataset index, in the second chunk
     with pytest.raises(ValueError, match="not a batch store"):
-        batch.load_store(tmp_path)
+        store_lib.load_store(tmp_path)
 
 
 def test_cli_fit_many(tmp_path, capsys):
@@ -317,7 +318,7 @@ def test_cli_fit_many(tmp_path, capsys):
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "mean PSNR" in printed and "2 chunks" in printed
-    store = batch.load_store(out)
+    store = store_lib.load_store(out)
     assert len(store) == 3 and store.model == MODEL
     assert cli.main(argv) == 2  # existing store without --resume
     assert "--resume" in capsys.readouterr().err
