@@ -55,7 +55,7 @@ import optax
 from tqdm.auto import tqdm
 
 from asmr_jax import fit as fit_lib
-from asmr_jax import io, sharding
+from asmr_jax import io, metrics, sharding
 from asmr_jax.store import (
     FORMAT,
     STORE_JSON,
@@ -186,7 +186,7 @@ def _final_psnr(model, params, targets):
 
     def one(p, t):
         pred = jnp.clip(model.render(p), 0.0, 1.0)
-        return -10.0 * jnp.log10(jnp.maximum(jnp.mean((pred - t) ** 2), 1e-20))
+        return metrics.mse_to_psnr(jnp.mean((pred - t) ** 2))
 
     return jax.vmap(one)(params, targets)
 
@@ -366,7 +366,7 @@ def _fit(model, load_rows, indices, steps, *, lr, cosine, key, init, target_psnr
                 f"{done}; try a lower learning rate"
             )
         bar.update(k)
-        bar.set_postfix(psnr=f"{float(np.mean(-10 * np.log10(np.maximum(loss_h, 1e-20)))):.2f}")
+        bar.set_postfix(psnr=f"{float(np.mean(metrics.mse_to_psnr(loss_h))):.2f}")
         if target_psnr is not None and _to_host(state[3])[:n].all():
             break
     bar.close()

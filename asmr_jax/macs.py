@@ -30,9 +30,7 @@ import jax
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
-from asmr_jax.asmr import use_angle_sum
-
-NONLINEAR_WIDTH = 32
+from asmr_jax.asmr import NONLINEAR_WIDTH, use_angle_sum
 
 
 @dataclasses.dataclass(frozen=True)
