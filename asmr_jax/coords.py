@@ -115,12 +115,17 @@ def _balanced_factorizations(n: int, parts: int, smallest: int = 1) -> tuple[int
 def auto_bases(shape: Sequence[int], levels: int) -> Bases:
     """Picks balanced bases for ``shape`` with ``levels`` levels (paper style).
 
-    Each axis gets the factorization of the smallest size ``m >= N`` whose factors are
-    balanced (largest factor at most twice ``ceil(m ** (1/levels))``; among those with
-    the same largest factor, the one with the largest smallest factor), sorted so the
-    largest base is at the finest level: 512 with 4 levels gives ``(4, 4, 4, 8)``,
-    768 gives ``(4, 4, 6, 8)``, 451 (a prime product 11 x 41) pads to 456 = 2x4x57?
-    no: to the first balanced size.
+    Each axis of size ``N`` gets the factorization of the smallest padded size ``m >= N``
+    whose factors, sorted coarse to fine (the largest base at the finest level), are
+
+    * balanced: the largest at most ``max(2, 2 * ceil(m ** (1/levels)))``, and among
+      factorizations with the same largest factor the one with the largest smallest;
+    * informative: every base >= 2 whenever ``N >= 2 ** levels`` (a base of 1 makes its
+      level see coordinate 0 only), so a little padding is preferred over a base of 1.
+
+    So 512 with 4 levels gives ``(4, 4, 4, 8)``, 768 ``(4, 4, 6, 8)``, 451 (11 x 41)
+    pads to 480 = ``(4, 4, 5, 6)``, 741 (3 x 13 x 19) to 750 = ``(5, 5, 5, 6)`` and 25
+    to 32 = ``(2, 2, 2, 4)`` rather than ``(1, 1, 5, 5)``.
 
     >>> auto_bases((512, 512), 4)
     ((4, 4, 4, 8), (4, 4, 4, 8))
@@ -133,8 +138,9 @@ def auto_bases(shape: Sequence[int], levels: int) -> Bases:
         if n < 1:
             raise ValueError(f"axis {axis} has size {n}; need >= 1")
         m = n
+        smallest = 2 if n >= 2**levels else 1
         while True:
-            fac = _balanced_factorizations(m, levels)
+            fac = _balanced_factorizations(m, levels, smallest)
             limit = 2 * math.ceil(m ** (1.0 / levels) - 1e-9)
             if fac is not None and fac[-1] <= max(limit, 2):
                 out.append(fac)

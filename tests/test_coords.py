@@ -57,3 +57,15 @@ def test_parse_bases():
     assert coords.parse_bases("4,4,4,8;4,4,6,8") == [[4, 4, 4, 8], [4, 4, 6, 8]]
     with pytest.raises(ValueError, match="cannot parse bases"):
         coords.parse_bases("4,x")
+
+
+def test_auto_bases_prefers_padding_over_uninformative_levels():
+    from asmr_jax.coords import auto_bases
+
+    assert auto_bases((25,), 4) == ((2, 2, 2, 4),)  # not (1, 1, 5, 5): every level sees >= 2 digits
+    assert auto_bases((32, 451, 741), 4) == ((2, 2, 2, 4), (4, 4, 5, 6), (5, 5, 5, 6))
+    for n in (25, 32, 451, 741):
+        for levels in (3, 4):
+            (b,) = auto_bases((n,), levels)
+            assert min(b) >= 2 and np.prod(b) >= n and list(b) == sorted(b)
+    assert auto_bases((6,), 4) == ((1, 1, 2, 3),)  # fewer pixels than 2**levels: a base of 1 is unavoidable
