@@ -27,10 +27,10 @@ def asmr_models(draw):
         shape = tuple(math.prod(b) for b in bases)
         bases[0][-1] = max(bases[0][-1], 2)
         shape = (math.prod(bases[0]),) + shape[1:]
-    width = draw(st.sampled_from([4, 8, 13]))
+    widths = tuple(draw(st.sampled_from([4, 8, 13])) for _ in range(levels - 1))  # one per hidden layer
     channels = draw(st.integers(1, 3))
     modulator = draw(st.sampled_from(["linear", "nonlinear"]))
-    return ASMR(shape, channels, bases=bases, widths=width, modulator=modulator)
+    return ASMR(shape, channels, bases=bases, widths=widths, modulator=modulator)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -64,8 +64,15 @@ def test_matrix_is_fixed_by_seed_and_not_a_parameter(key):
 def test_fit_trains_only_the_mlp_and_config_round_trips():
     model = FFN((12, 12), 1, widths=(32, 32), n_freqs=16, sigma=4.0)
     target = np.asarray(jax.random.uniform(jax.random.key(1), (12, 12, 1)))
-    before = model.matrix.copy()
+    before = np.array(model.matrix)  # the same B as the one the fit encodes with (a fresh array each access)
     res = fit(model, target, steps=40, lr=1e-2, chunk=20, progress=False)
+    # B is not trained: the fitted field is the encoding of this B through the fitted MLP
+    from asmr_jax import coords as coords_lib
+
+    pts = coords_lib.grid_coords(model.shape)
+    enc = np.concatenate([np.cos(2 * np.pi * model.normalize(pts) @ before),
+                          np.sin(2 * np.pi * model.normalize(pts) @ before)], -1)
+    np.testing.assert_allclose(np.asarray(model.encode(model.normalize(pts))), enc, atol=1e-4)
     first = res.history[0][1]
     assert res.history[-1][1] > first  # loss falls
     np.testing.assert_array_equal(model.matrix, before)
