@@ -283,7 +283,7 @@ def inner_loop(meta: MetaModel, params, image, steps: int | None = None, latent=
         body = jax.checkpoint(body)
     # Unrolled for the training k (XLA fuses across steps); rolled beyond it, so that
     # encoding with hundreds of steps compiles in bounded time.
-    unroll = max(1, min(steps, max(meta.inner_steps, 1)))
+    unroll = True if steps <= max(meta.inner_steps, 1) else max(meta.inner_steps, 1)
     latent, _ = jax.lax.scan(body, latent, None, length=steps, unroll=unroll)
     return latent
 
