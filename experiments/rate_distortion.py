@@ -57,7 +57,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--width", type=int, default=64, help="hidden width (default 64; 4 layers each)")
     p.add_argument("--lr", type=float, default=1e-3, help="outer Adam rate (default 1e-3)")
-    p.add_argument("--inner-lr", type=float, default=10.0, help="inner rate before meta-SGD scaling (default 10)")
+    p.add_argument("--lr-scale", type=float, default=1.0, help="scale of the meta-SGD inner rates (functa: 1)")
     p.add_argument("--refine", type=int, default=10, help="straight-through refinement steps (default 10; 0 = off)")
     p.add_argument("--timing-images", type=int, default=8, help="images timed one by one per setting (default 8)")
     p.add_argument("--workdir", default="outputs/compress/rd", help="checkpoints (reused if present)")
@@ -78,7 +78,7 @@ def checkpoint(args, kind: str, dim: int) -> str:
     from meta import functa, train
 
     path = os.path.join(
-        args.workdir, f"{kind}-w{args.width}-d{dim}-s{args.train_steps}-lr{args.lr:g}-ilr{args.inner_lr:g}"
+        args.workdir, f"{kind}-w{args.width}-d{dim}-s{args.train_steps}-lr{args.lr:g}-ls{args.lr_scale:g}"
     )
     if os.path.isdir(os.path.join(path, functa.CHECKPOINTS)):
         print(f"reusing {path}")
@@ -94,7 +94,7 @@ def checkpoint(args, kind: str, dim: int) -> str:
         levels=4,
         latent_dim=dim,
         inner_steps=3,
-        inner_lr=args.inner_lr,
+        lr_scale=args.lr_scale,
         batch_size=16,
         steps=args.train_steps,
         lr=args.lr,
