@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         res = fit.fit(model, half, cfg["steps"], progress=False, key=jax.random.key(0))
         up = np.clip(np.asarray(model.render(res.params, shape=(s, s))), 0, 1)
 
-        def pil_up(method):
+        def pil_up(method, half=half, s=s, c=c):
             chans = [np.asarray(Image.fromarray(half[..., k].astype(np.float32), mode="F").resize((s, s), method))
                      for k in range(c)]
             return np.clip(np.stack(chans, -1), 0, 1)
