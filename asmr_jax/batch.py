@@ -98,15 +98,6 @@ def _init_digest(init) -> str | None:
     return h.hexdigest()
 
 
-def _to_host(x) -> np.ndarray:
-    """A (possibly multi-process) sharded array as one host numpy array."""
-    if getattr(x, "is_fully_addressable", True):
-        return np.asarray(x)
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 # ----------------------------------------------------------------------------- jitted pieces
 @functools.partial(jax.jit, static_argnames=("model", "impl"))
 def _init_random(model, key_data, impl, indices, targets):
@@ -357,7 +348,7 @@ def _fit(model, load_rows, indices, steps, *, lr, cosine, key, init, target_psnr
         k = min(steps_per_call, steps - done)
         state, loss = run(model, tx, state, targets, threshold, k)
         done += k
-        loss_h = _to_host(loss)[:n]
+        loss_h = sharding.to_host(loss)[:n]
         if not np.isfinite(loss_h).all():
             bar.close()
             bad = np.flatnonzero(~np.isfinite(loss_h))
@@ -367,18 +358,18 @@ def _fit(model, load_rows, indices, steps, *, lr, cosine, key, init, target_psnr
             )
         bar.update(k)
         bar.set_postfix(psnr=f"{float(np.mean(metrics.mse_to_psnr(loss_h))):.2f}")
-        if target_psnr is not None and _to_host(state[3])[:n].all():
+        if target_psnr is not None and sharding.to_host(state[3])[:n].all():
             break
     bar.close()
     params, _, steps_done, frozen = state
-    psnr = _to_host(_final_psnr(model, params, targets))[:n]
-    params_h = jax.tree.map(lambda x: _to_host(x)[:n], params)
+    psnr = sharding.to_host(_final_psnr(model, params, targets))[:n]
+    params_h = jax.tree.map(lambda x: sharding.to_host(x)[:n], params)
     return BatchResult(
         model=model,
         params=params_h,
         psnr=psnr.astype(np.float32),
-        steps=_to_host(steps_done)[:n],
-        stopped=_to_host(frozen)[:n],
+        steps=sharding.to_host(steps_done)[:n],
+        stopped=sharding.to_host(frozen)[:n],
         indices=indices[:n],
         fit_seconds=time.perf_counter() - t_start,
     )

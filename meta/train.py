@@ -281,7 +281,7 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
         nonlocal good, status
         if not pending:
             return True
-        values = [(t, sharding.to_host(m)) for t, m in pending]
+        values = list(zip([t for t, _ in pending], sharding.to_host([m for _, m in pending])))  # one transfer
         pending.clear()
         now = time.perf_counter()
         windows.append((values[-1][0] - last_fetch[1], now - last_fetch[0]))
