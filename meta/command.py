@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
         print(f"asmr {args.command}: error: {e}", file=sys.stderr)
         return 2
 

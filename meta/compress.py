@@ -17,23 +17,8 @@ network (``meta.functa``), then:
 3. **Entropy coder**: ``constriction``'s range coder with that model; the payload is
    the coder's 32-bit words, big-endian, with up to 3 trailing zero bytes dropped
    (restored exactly on decode).
-4. **File** (:func:`pack` / :func:`unpack`)::
-
-       offset size  field
-       0      3     magic b"AFZ"
-       3      1     format version (1)
-       4      8     model id: sha256 of the shared network's config + parameters, truncated
-       12     4     codec id: sha256 of the quantizer + symbol tables, truncated
-       16     1     bits per latent dimension (1..16)
-       17     2     latent dimension D
-       19     1     number of signal axes d
-       20     2*d   signal shape (uint16 each)
-       ..     1     channels
-       ..     4     payload length P
-       ..     P     payload (range-coded symbols)
-       ..     4     CRC32 of everything before it
-
-   All integers big-endian. For a 2D image the overhead is 33 bytes.
+4. **File**: :mod:`meta.container` (one signal per file, or many in one container whose
+   payload is a single range-coded stream).
 
 The quantizer + symbol model (a :class:`Codec`) is fitted once on a training
 functaset (``asmr codec-fit``) and saved as ``.npz``; encoder and decoder load the same
@@ -54,9 +39,8 @@ import zlib
 import numpy as np
 
 from asmr_jax import io
+from meta import container
 
-MAGIC = b"AFZ"
-VERSION = 1
 MAX_BITS = 16
 CODEC_FORMAT = "asmr-functa-codec"
 CODEC_VERSION = 1
@@ -216,8 +200,8 @@ class SymbolModel:
 
     def _check_symbols(self, symbols) -> np.ndarray:
         symbols = np.asarray(symbols)
-        if symbols.ndim != 1:
-            raise ValueError(f"symbols must be one message [D], got shape {symbols.shape}")
+        if symbols.ndim not in (1, 2):
+            raise ValueError(f"symbols must be one message [D] or several [n, D], got shape {symbols.shape}")
         if not np.issubdtype(symbols.dtype, np.integer):
             raise ValueError(f"symbols must be integers, got dtype {symbols.dtype}")
         if symbols.size and (symbols.min() < 0 or symbols.max() >= self.levels):
@@ -226,26 +210,30 @@ class SymbolModel:
         return symbols.astype(np.int32)
 
     def encode(self, symbols) -> bytes:
-        """Range-codes ``symbols`` ``[D]`` into bytes."""
+        """Range-codes ``symbols`` (``[D]``, or ``[n, D]`` as one stream) into bytes."""
         model, queue = _entropy_model()
         symbols = self._check_symbols(symbols)
         enc = queue.RangeEncoder()
         if self.shared:
-            enc.encode(symbols, model.Categorical(self.probs[0], perfect=False))
+            enc.encode(symbols.reshape(-1), model.Categorical(self.probs[0], perfect=False))
         else:
-            enc.encode(symbols, model.Categorical(perfect=False), self.table(symbols.shape[0]))
+            table = self.table(symbols.shape[-1])
+            rows = 1 if symbols.ndim == 1 else symbols.shape[0]
+            enc.encode(symbols.reshape(-1), model.Categorical(perfect=False), np.tile(table, (rows, 1)))
         return _words_to_bytes(enc.get_compressed())
 
-    def decode(self, payload: bytes, dim: int) -> np.ndarray:
-        """Inverse of :meth:`encode`: bytes -> ``[dim]`` int32 symbols."""
+    def decode(self, payload: bytes, dim: int, count: int | None = None) -> np.ndarray:
+        """Inverse of :meth:`encode`: bytes -> ``[dim]`` (or ``[count, dim]``) int32 symbols."""
         model, queue = _entropy_model()
-        self.table(dim)  # raises on a dimension mismatch
+        table = self.table(dim)  # raises on a dimension mismatch
+        rows = 1 if count is None else int(count)
         dec = queue.RangeDecoder(_bytes_to_words(payload))
         if self.shared:
-            out = dec.decode(model.Categorical(self.probs[0], perfect=False), dim)
+            out = dec.decode(model.Categorical(self.probs[0], perfect=False), rows * dim)
         else:
-            out = dec.decode(model.Categorical(perfect=False), self.probs)
-        return np.asarray(out, np.int32)
+            out = dec.decode(model.Categorical(perfect=False), np.tile(table, (rows, 1)))
+        out = np.asarray(out, np.int32)
+        return out if count is None else out.reshape(rows, dim)
 
 
 def _words_to_bytes(words) -> bytes:
@@ -366,13 +354,13 @@ class Codec:
         return h.digest()[:4]
 
     def encode_latent(self, latent) -> tuple[bytes, np.ndarray]:
-        """``[D]`` latent -> (payload bytes, ``[D]`` int32 symbols)."""
+        """``[D]`` latent (or ``[n, D]``, one stream) -> (payload bytes, int32 symbols of that shape)."""
         symbols = self.quantizer.quantize(np.asarray(latent, np.float32))
         return self.symbols.encode(symbols), symbols
 
-    def decode_latent(self, payload: bytes) -> np.ndarray:
-        """Payload -> ``[D]`` float32 dequantized latent."""
-        return self.quantizer.dequantize(self.symbols.decode(payload, self.dim))
+    def decode_latent(self, payload: bytes, count: int | None = None) -> np.ndarray:
+        """Payload -> ``[D]`` (or ``[count, D]``) float32 dequantized latents."""
+        return self.quantizer.dequantize(self.symbols.decode(payload, self.dim, count))
 
     def save(self, path, overwrite: bool = False) -> str:
         """Writes the codec as ``.npz`` atomically; returns the path."""
@@ -423,87 +411,21 @@ def model_id(params, config=None) -> bytes:
     return bytes.fromhex(params_digest(params, config))[:8]
 
 
-# ----------------------------------------------------------------------------- file format
-@dataclasses.dataclass(frozen=True)
-class Header:
-    """Fields of a compressed file (see the module docstring for the layout)."""
-
-    model_id: bytes
-    codec_id: bytes
-    bits: int
-    dim: int
-    shape: tuple[int, ...]
-    channels: int
-    payload: bytes
-
-
-_FIXED = struct.Struct(">3sB8s4sBHB")  # magic, version, model id, codec id, bits, D, ndim
-_TAIL = 4  # CRC32
-
-
-def pack(header: Header) -> bytes:
-    """Serializes a :class:`Header` (with payload) to bytes, CRC32 last."""
-    check_bits(header.bits)
-    if not 1 <= len(header.shape) <= 255 or any(not 1 <= s <= 0xFFFF for s in header.shape):
-        raise ValueError(f"signal shape {header.shape} must have 1..255 axes of size 1..65535")
-    if not 1 <= header.channels <= 255 or not 1 <= header.dim <= 0xFFFF:
-        raise ValueError(f"channels {header.channels} must be 1..255 and latent dim {header.dim} 1..65535")
-    if len(header.model_id) != 8 or len(header.codec_id) != 4:
-        raise ValueError("model id must be 8 bytes and codec id 4 bytes")
-    body = (_FIXED.pack(MAGIC, VERSION, header.model_id, header.codec_id, header.bits, header.dim,
-                        len(header.shape))
-            + struct.pack(f">{len(header.shape)}HBI", *header.shape, header.channels, len(header.payload))
-            + header.payload)
-    return body + struct.pack(">I", zlib.crc32(body))
-
-
-def header_size(ndim: int) -> int:
-    """Bytes of a file besides the payload, for a signal with ``ndim`` axes."""
-    return _FIXED.size + 2 * ndim + 1 + 4 + _TAIL
-
-
-def unpack(data: bytes, name: str = "input") -> Header:
-    """Parses and verifies a compressed file; ``ValueError`` names what is wrong."""
-    data = bytes(data)
-    if len(data) < _FIXED.size:
-        raise ValueError(f"{name}: {len(data)} bytes is too short for a compressed file (header alone is "
-                         f">= {header_size(1)} bytes); the file is truncated or not a compressed file")
-    magic, version, mid, cid, bits, dim, ndim = _FIXED.unpack_from(data)
-    if magic != MAGIC:
-        raise ValueError(f"{name}: not a functa-compressed file (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise ValueError(f"{name}: file format version {version}, this library reads version {VERSION}")
-    need = header_size(ndim)
-    if len(data) < need:
-        raise ValueError(f"{name}: truncated: {len(data)} bytes, the header alone needs {need}")
-    fields = struct.unpack_from(f">{ndim}HBI", data, _FIXED.size)
-    shape, channels, plen = tuple(fields[:ndim]), fields[ndim], fields[ndim + 1]
-    if len(data) != need + plen:
-        what = "truncated" if len(data) < need + plen else "has trailing bytes"
-        raise ValueError(f"{name}: {what}: {len(data)} bytes, the header says {need + plen} "
-                         f"({plen}-byte payload)")
-    (crc,) = struct.unpack_from(">I", data, len(data) - _TAIL)
-    if zlib.crc32(data[:-_TAIL]) != crc:
-        raise ValueError(f"{name}: checksum mismatch (CRC32 {zlib.crc32(data[:-_TAIL]):08x}, stored "
-                         f"{crc:08x}): "
-                         "the file is corrupt")
-    check_bits(bits)
-    start = need - _TAIL
-    return Header(mid, cid, bits, dim, shape, channels, data[start:start + plen])
-
-
 # ----------------------------------------------------------------------------- encode / decode
 @dataclasses.dataclass
 class Encoded:
-    """Result of :func:`encode`: file bytes plus what was measured on the way."""
+    """Result of :func:`encode`: file bytes plus what was measured on the way.
+
+    Arrays have a leading signal axis ``n`` (1 for a single-signal file).
+    """
 
     data: bytes
-    symbols: np.ndarray  # [D] int32
-    latent: np.ndarray  # [D] float32, the dequantized latent the decoder will see
-    image: np.ndarray  # [*shape, C] reconstruction from ``latent``
-    psnr: float  # PSNR of ``image`` against the input
-    psnr_unquantized: float  # PSNR before quantization
-    bpp: float  # file bits per pixel (header included)
+    symbols: np.ndarray  # [n, D] int32
+    latents: np.ndarray  # [n, D] float32, the dequantized latents the decoder will see
+    images: np.ndarray  # [n, *shape, C] reconstructions from ``latents``
+    psnr: np.ndarray  # [n] PSNR of ``images`` against the inputs
+    psnr_unquantized: np.ndarray  # [n] PSNR before quantization
+    bpp: float  # file bits per pixel (header included), over all signals
     payload_bpp: float  # payload bits per pixel
 
 
@@ -571,67 +493,89 @@ def check_image(image, shape, channels) -> np.ndarray:
     return image
 
 
-def encode(image, codec: Codec, model_id_: bytes, fit, render, refine_steps: int = 0,
-           refine_lr: float = 0.1, render_jax=None) -> Encoded:
-    """Compresses one signal.
-
-    ``image``: ``[*shape, C]`` on [0, 1]; ``fit(image) -> [D]`` latent;
-    ``render(latent [D]) -> [*shape, C]``; ``render_jax``: a differentiable JAX version
-    of ``render`` for the refinement (default ``render``). ``model_id_`` must be the id
-    the codec was fitted for (the network's :func:`model_id`).
-    """
-    from asmr_jax import metrics
-
+def _check_ids(codec: Codec, model_id_: bytes):
     if bytes(model_id_) != codec.model_id:
         raise ValueError(f"codec was fitted for network {codec.model_id.hex()}, this network is "
                          f"{bytes(model_id_).hex()}; refit it with `asmr codec-fit`")
-    image = np.asarray(image, np.float32)
-    latent = np.asarray(fit(image), np.float32).reshape(-1)
-    if latent.shape != (codec.dim,):
-        raise ValueError(f"the network's latent has {latent.size} dims, the codec expects {codec.dim}")
-    psnr_float = metrics.psnr(np.asarray(render(latent)), image)
+
+
+def psnr_each(pred, target) -> np.ndarray:
+    """``[n]`` PSNR in dB of ``pred`` (clipped to [0, 1]) against ``target``, both ``[n, ...]``."""
+    from asmr_jax import metrics
+
+    return np.array([metrics.psnr(np.clip(p, 0, 1), t) for p, t in zip(np.asarray(pred), np.asarray(target))])
+
+
+def encode(images, codec: Codec, model_id_: bytes, fit, render, *, many: bool = False, refine_steps: int = 0,
+           refine_lr: float = 0.1, render_jax=None) -> Encoded:
+    """Compresses one signal (a single-signal file) or, with ``many``, several into one container.
+
+    ``images``: one ``[*shape, C]`` signal on [0, 1], or ``[n, *shape, C]`` with ``many``;
+    ``fit(images [n, ...]) -> [n, D]`` latents; ``render(latents [n, D]) -> [n, *shape, C]``;
+    ``render_jax``: a differentiable JAX ``render`` of one latent ``[D]`` for the
+    refinement. ``model_id_`` must be the id the codec was fitted for (the network's
+    :func:`model_id`). File formats: :mod:`meta.container`.
+    """
+    _check_ids(codec, model_id_)
+    images = np.asarray(images, np.float32)
+    batch = images if many else images[None]
+    if not len(batch):
+        raise ValueError("nothing to encode: no signals given")
+    latents = np.asarray(fit(batch), np.float32)
+    if latents.shape != (len(batch), codec.dim):
+        raise ValueError(f"the network's latents are {latents.shape[1:]}, the codec expects [{codec.dim}]")
+    psnr_float = psnr_each(render(latents), batch)
     if refine_steps:
-        latent = refine(latent, image, render_jax or render, codec.quantizer, refine_steps, refine_lr)
-    payload, symbols = codec.encode_latent(latent)
-    data = pack(Header(bytes(model_id_), codec.codec_id, codec.bits, codec.dim, tuple(image.shape[:-1]),
-                       int(image.shape[-1]), payload))
-    deq = codec.quantizer.dequantize(symbols)
+        if render_jax is None:
+            raise ValueError("refinement needs render_jax, a differentiable render of one latent")
+        latents = refine(latents, batch, render_jax, codec.quantizer, refine_steps, refine_lr)
+    payload, symbols = codec.encode_latent(latents if many else latents[0])
+    mid, cid = container.short_ids(model_id_, codec.codec_id)
+    data = container.pack(container.Stream(mid, cid, len(batch) if many else None, payload))
+    deq = codec.quantizer.dequantize(symbols.reshape(len(batch), -1))
     recon = np.asarray(render(deq))
-    pixels = int(np.prod(image.shape[:-1]))
-    return Encoded(data, symbols, deq, recon, metrics.psnr(recon, image), psnr_float,
+    pixels = len(batch) * int(np.prod(batch.shape[1:-1]))
+    return Encoded(data, symbols.reshape(len(batch), -1), deq, recon, psnr_each(recon, batch), psnr_float,
                    8 * len(data) / pixels, 8 * len(payload) / pixels)
 
 
-def decode(data: bytes, codec: Codec, model_id_: bytes, render, name: str = "input"):
-    """Decompresses file bytes -> ``(image [*shape, C], latent [D], header)``.
+def check_stream(stream: container.Stream, codec: Codec, model_id_: bytes, name: str = "input"):
+    """Raises ``ValueError`` unless ``stream`` was written with this network and codec."""
+    mid, cid = container.short_ids(model_id_, codec.codec_id)
+    if stream.model_id != mid:
+        raise ValueError(f"{name} was encoded with network {stream.model_id.hex()}..., but the given model is "
+                         f"{mid.hex()}...; decode it with the checkpoint it was encoded with")
+    if stream.codec_id != cid:
+        raise ValueError(f"{name} was encoded with codec {stream.codec_id.hex()}..., the codec found is "
+                         f"{cid.hex()}... ({codec.bits} bits)")
 
-    Raises ``ValueError`` for a truncated or corrupt file, or one written for another
-    network or codec.
+
+def decode(data: bytes, codec: Codec, model_id_: bytes, render, name: str = "input"):
+    """Decompresses file bytes -> ``(images, latents, stream)``.
+
+    ``render(latents [n, D]) -> [n, *shape, C]``. For a single-signal file ``images`` is
+    ``[*shape, C]`` and ``latents`` ``[D]``; for a container ``[n, *shape, C]`` and
+    ``[n, D]``. Raises ``ValueError`` for a truncated or corrupt file, or one written for
+    another network or codec.
     """
-    header = unpack(data, name)
-    if header.model_id != bytes(model_id_):
-        raise ValueError(f"{name} was encoded with network {header.model_id.hex()}, but the given model is "
-                         f"{bytes(model_id_).hex()}; decode it with the checkpoint it was encoded with")
-    if header.codec_id != codec.codec_id or header.bits != codec.bits or header.dim != codec.dim:
-        raise ValueError(f"{name} was encoded with codec {header.codec_id.hex()} ({header.bits} bits, "
-                         f"D={header.dim}),"
-                         f" the codec found is {codec.codec_id.hex()} ({codec.bits} bits, D={codec.dim})")
-    latent = codec.decode_latent(header.payload)
-    image = np.asarray(render(latent))
-    if image.shape != tuple(header.shape) + (header.channels,):
-        raise ValueError(f"{name}: the network renders {image.shape}, the file says "
-                         f"{tuple(header.shape) + (header.channels,)}")
-    return image, latent, header
+    stream = container.unpack(data, name)
+    check_stream(stream, codec, model_id_, name)
+    try:
+        latents = codec.decode_latent(stream.payload, stream.count)
+    except (ValueError, RuntimeError) as e:  # a payload that is not a stream of this codec
+        raise ValueError(f"{name}: the payload does not decode with codec {codec.codec_id.hex()}: {e}") from None
+    images = np.asarray(render(latents if stream.count else latents[None]))
+    return (images if stream.count else images[0]), latents, stream
 
 
 # ----------------------------------------------------------------------------- meta-learned networks
 class MetaNetwork:
     """A meta-learned checkpoint (``meta.functa``) seen as ``fit``/``render`` functions.
 
-    ``fit(image [H, W, C]) -> [D]`` runs ``steps`` inner steps (default the checkpoint's
-    ``k``); ``render(latent [D]) -> [H, W, C]`` (numpy, clipped to [0, 1]);
-    ``render_jax`` is the same, traceable and differentiable. ``id`` is :func:`model_id`
-    of the shared parameters and the meta config.
+    ``fit(images [n, H, W, C]) -> [n, D]`` runs ``steps`` inner steps (default the
+    checkpoint's ``k``); ``render(latents [n, D]) -> [n, H, W, C]`` (numpy, clipped to
+    [0, 1]); ``render_jax`` renders one latent ``[D]``, traceable and differentiable.
+    ``id`` is :func:`model_id` of the shared parameters and the meta config.
     """
 
     def __init__(self, path, steps: int | None = None):
@@ -657,19 +601,13 @@ class MetaNetwork:
     def dim(self) -> int:
         return int(self.meta.latent_dim)
 
-    def fit_many(self, images) -> tuple[np.ndarray, np.ndarray]:
-        """``[n, H, W, C]`` -> ``(latents [n, D], psnrs [n])``."""
-        return self._functa.fit_latents(self.meta, self.params, images, self.steps)
+    def fit(self, images) -> np.ndarray:
+        """``[n, H, W, C]`` -> latents ``[n, D]``."""
+        return self._functa.fit_latents(self.meta, self.params, images, self.steps)[0]
 
-    def fit(self, image) -> np.ndarray:
-        return self.fit_many(np.asarray(image)[None])[0][0]
-
-    def render_many(self, latents) -> np.ndarray:
+    def render(self, latents) -> np.ndarray:
         """``[n, D]`` -> ``[n, H, W, C]``."""
         return self._functa.render_latents(self.meta, self.params, latents)
-
-    def render(self, latent) -> np.ndarray:
-        return self.render_many(np.asarray(latent)[None])[0]
 
     @functools.cached_property
     def render_jax(self):
@@ -682,6 +620,24 @@ class MetaNetwork:
 def codec_path(checkpoint, bits: int) -> str:
     """Default codec location: ``CHECKPOINT/codec/bits{bits}.npz``."""
     return os.path.join(os.fspath(checkpoint), "codec", f"bits{check_bits(bits)}.npz")
+
+
+def find_codec(net: MetaNetwork, stream: container.Stream, name: str = "input") -> Codec:
+    """The codec in ``CHECKPOINT/codec/`` whose id ``stream`` names; a clear error if none."""
+    mid, _ = container.short_ids(net.id, b"")
+    if stream.model_id != mid:
+        raise ValueError(f"{name} was encoded with network {stream.model_id.hex()}..., but {net.path} is "
+                         f"{mid.hex()}...; decode it with the checkpoint it was encoded with")
+    folder = os.path.dirname(codec_path(net.path, 1))
+    found = []
+    for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if entry.endswith(".npz"):
+            codec = Codec.load(os.path.join(folder, entry))
+            found.append(f"{entry} ({codec.codec_id[:container.CODEC_ID_BYTES].hex()})")
+            if codec.codec_id.startswith(stream.codec_id) and codec.model_id == net.id:
+                return codec
+    raise FileNotFoundError(f"{name} needs codec {stream.codec_id.hex()}..., not among the codecs in {folder}: "
+                            f"{', '.join(found) or 'none'}; pass the codec file with --codec")
 
 
 def load_codec_for(net: MetaNetwork, bits: int, path=None) -> Codec:

@@ -7,6 +7,8 @@ functaset (``asmr meta-encode``) or by fitting latents of a training split direc
     asmr codec-fit CKPT --bits 6 --functaset train.npz      # or --dataset patches
     asmr encode photo.png --model CKPT --bits 6 --out photo.afz
     asmr decode photo.afz --model CKPT --out photo_decoded.png
+    asmr encode photos/ --model CKPT --bits 6 --out photos.afzm     # one container, shared header
+    asmr decode photos.afzm --model CKPT --out decoded/
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _training_latents(args, net):
         raise ValueError(f"{ds!r} images are {ds.shape}x{ds.channels}, the network takes "
                          f"{net.shape}x{net.channels}")
     n = len(ds) if args.limit is None else min(len(ds), args.limit)
-    latents, _ = net.fit_many(ds.get(np.arange(n)))
+    latents = net.fit(ds.get(np.arange(n)))
     return latents, f"{n} {args.dataset}/{args.split} images ({net.steps} inner steps)"
 
 
@@ -79,61 +81,124 @@ def cmd_codec_fit(args) -> int:
     return 0
 
 
+def _sources(paths) -> list[str]:
+    """The images named by ``paths``: files, bundled names, or every image of a folder (sorted by name)."""
+    from asmr_jax.data import IMAGE_EXT
+
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            files = sorted(f for f in os.listdir(p) if f.lower().endswith(IMAGE_EXT + (".npy",)))
+            if not files:
+                raise ValueError(f"folder {p} holds no images ({', '.join(IMAGE_EXT)}, .npy)")
+            out += [os.path.join(p, f) for f in files]
+        else:
+            out.append(p)
+    return out
+
+
+def _refuse_existing(paths, overwrite: bool):
+    for path in paths:
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
+
+
+def _summary(enc, images, seconds: float) -> str:
+    from asmr_jax import metrics
+
+    ssim = [metrics.ssim(r, x) for r, x in zip(enc.images, images)]
+    return (f"{len(enc.data)} bytes ({enc.bpp:.3f} bpp; payload {enc.payload_bpp:.3f} bpp), "
+            f"PSNR {np.mean(enc.psnr):.2f} dB (unquantized {np.mean(enc.psnr_unquantized):.2f} dB)"
+            + (f", SSIM {np.mean(ssim):.4f}" if None not in ssim else "") + f", {seconds:.2f} s")
+
+
 def cmd_encode(args) -> int:
-    from asmr_jax import io, metrics
-    from meta import compress as C
-
-    bits = C.check_bits(args.bits)
-    if os.path.exists(args.out) and not args.overwrite:
-        raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
-    net = C.MetaNetwork(args.model, steps=args.steps)
-    codec = C.load_codec_for(net, bits, args.codec)
-    image = _load_image(args.image, net)
-    t0 = time.perf_counter()
-    enc = C.encode(image, codec, net.id, net.fit, net.render, refine_steps=args.refine,
-                   render_jax=net.render_jax)
-    seconds = time.perf_counter() - t0
-    io.atomic_write(args.out, enc.data, overwrite=args.overwrite)
-    ssim = metrics.ssim(enc.image, image)
-    print(f"{args.image} -> {args.out}: {len(enc.data)} bytes ({enc.bpp:.3f} bpp; payload "
-          f"{enc.payload_bpp:.3f} bpp), "
-          f"PSNR {enc.psnr:.2f} dB (unquantized {enc.psnr_unquantized:.2f} dB)"
-          + (f", SSIM {ssim:.4f}" if ssim is not None else "") + f", {seconds:.2f} s")
-    return 0
-
-
-def cmd_decode(args) -> int:
-    from PIL import Image
-
     from asmr_jax import io
     from meta import compress as C
 
-    if os.path.exists(args.out) and not args.overwrite:
-        raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
-    if not args.out.lower().endswith(".png"):
-        raise ValueError(f"decoded images are written as PNG; got --out {args.out}")
+    bits = C.check_bits(args.bits)
+    sources = _sources(args.images)
+    many = len(sources) > 1 or os.path.isdir(args.images[0])
+    if many and args.per_image:
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise NotADirectoryError(f"--per-image writes one file per image into a folder; {args.out} is a file")
+        outs = [os.path.join(args.out, os.path.splitext(os.path.basename(s))[0] + ".afz") for s in sources]
+        if len(set(outs)) != len(outs):
+            raise ValueError("--per-image: two inputs have the same file name stem; encode them separately")
+    else:
+        outs = [args.out]
+    _refuse_existing(outs, args.overwrite)
+    net = C.MetaNetwork(args.model, steps=args.steps)
+    codec = C.load_codec_for(net, bits, args.codec)
+    images = np.stack([_load_image(s, net) for s in sources])
+    t0 = time.perf_counter()
+    kwargs = dict(refine_steps=args.refine, render_jax=net.render_jax)
+    if many and not args.per_image:
+        enc = C.encode(images, codec, net.id, net.fit, net.render, many=True, **kwargs)
+        io.atomic_write(args.out, enc.data, overwrite=args.overwrite)
+        print(f"{len(sources)} images -> {args.out} (in this order: {', '.join(sources[:3])}"
+              f"{', ...' if len(sources) > 3 else ''}): {_summary(enc, images, time.perf_counter() - t0)}")
+        return 0
+    if many:
+        os.makedirs(args.out, exist_ok=True)
+    for src, image, out in zip(sources, images, outs):
+        t = time.perf_counter()
+        enc = C.encode(image, codec, net.id, net.fit, net.render, **kwargs)
+        io.atomic_write(out, enc.data, overwrite=args.overwrite)
+        print(f"{src} -> {out}: {_summary(enc, image[None], time.perf_counter() - t)}")
+    return 0
+
+
+def _write_png(path, image, overwrite: bool):
+    from PIL import Image
+
+    from asmr_jax import io
+
+    pixels = io.to_uint8(image)
+    pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+    io.atomic_write(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"), overwrite=overwrite)
+
+
+def cmd_decode(args) -> int:
+    from meta import compress as C
+    from meta import container
+
     if not os.path.isfile(args.file):
         raise FileNotFoundError(f"{args.file} does not exist")
     with open(args.file, "rb") as f:
         data = f.read()
-    header = C.unpack(data, args.file)  # checks the file before the network is loaded
+    stream = container.unpack(data, args.file)  # checks the file before the network is loaded
+    many = stream.count is not None
+    if many:
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise NotADirectoryError(f"{args.file} holds {stream.count} images: --out must be a folder, "
+                                     f"{args.out} is a file")
+        outs = [os.path.join(args.out, f"{i:05d}.png") for i in range(stream.count)]
+    else:
+        if not args.out.lower().endswith(".png"):
+            raise ValueError(f"decoded images are written as PNG; got --out {args.out}")
+        outs = [args.out]
+    _refuse_existing(outs, args.overwrite)
     net = C.MetaNetwork(args.model)
-    if header.model_id != net.id:
-        raise ValueError(f"{args.file} was encoded with network {header.model_id.hex()}, but {args.model} is "
-                         f"{net.id.hex()}; decode it with the checkpoint it was encoded with")
-    codec = C.load_codec_for(net, header.bits, args.codec)
+    codec = C.Codec.load(args.codec) if args.codec else C.find_codec(net, stream, args.file)
     t0 = time.perf_counter()
-    image, _, _ = C.decode(data, codec, net.id, net.render, name=args.file)
+    images, _, _ = C.decode(data, codec, net.id, net.render, name=args.file)
     seconds = time.perf_counter() - t0
-    pixels = io.to_uint8(image)
-    pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
-    io.atomic_write(args.out, lambda f: Image.fromarray(pixels).save(f, format="PNG"), overwrite=args.overwrite)
-    msg = f"{args.file} -> {args.out}: {'x'.join(map(str, image.shape))}, {header.bits} bits, {seconds:.2f} s"
+    images = images if many else images[None]
+    if many:
+        os.makedirs(args.out, exist_ok=True)
+    for out, image in zip(outs, images):
+        _write_png(out, image, args.overwrite)
+    where = f"{args.out}/00000.png .. {os.path.basename(outs[-1])}" if many else args.out
+    msg = (f"{args.file} -> {where}: {len(images)} x {'x'.join(map(str, images.shape[1:]))}, "
+           f"{codec.bits} bits, {seconds:.2f} s")
     if args.reference:
-        from asmr_jax import metrics
+        from meta.compress import psnr_each
 
-        ref = _load_image(args.reference, net)
-        msg += f", PSNR {metrics.psnr(image, ref):.2f} dB against {args.reference}"
+        refs = np.stack([_load_image(s, net) for s in _sources([args.reference])])
+        if len(refs) != len(images):
+            raise ValueError(f"--reference {args.reference} has {len(refs)} images, the file {len(images)}")
+        msg += f", PSNR {np.mean(psnr_each(images, refs)):.2f} dB against {args.reference}"
     print(msg)
     return 0
 
@@ -166,13 +231,20 @@ def add_commands(sub):
     p.add_argument("--overwrite", action="store_true", help="replace an existing codec file")
     p.set_defaults(func=cmd_codec_fit)
 
-    p = sub.add_parser("encode", help="compress an image to a latent file (needs `asmr codec-fit` first)",
-                       description="Fit the image's latent, quantize and entropy-code it, write the file.")
-    p.add_argument("image", help="image file (PNG, JPEG, .npy) or a bundled image name, of the model's size")
+    p = sub.add_parser("encode", help="compress images to latent files (needs `asmr codec-fit` first)",
+                       description="Fit each image's latent, quantize and entropy-code it, write the file. One "
+                                   "image gives a single-image file (.afz); several images or a folder give one "
+                                   "container (.afzm) with one shared header and one coded stream, or with "
+                                   "--per-image one .afz per image in the --out folder.")
+    p.add_argument("images", nargs="+",
+                   help="image files (PNG, JPEG, .npy), bundled image names or folders of images (taken in "
+                        "sorted name order), all of the model's size")
     p.add_argument("--model", required=True, help="meta-learning checkpoint")
     p.add_argument("--bits", type=int, required=True,
                    help="bits per latent dimension (a codec for it must exist)")
-    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--out", required=True, help="output file (or folder with --per-image)")
+    p.add_argument("--per-image", action="store_true",
+                   help="several images: one .afz file each in the --out folder instead of one container")
     p.add_argument("--codec", default=None, help="codec file (default MODEL/codec/bits{b}.npz)")
     p.add_argument("--steps", type=int, default=None,
                    help="inner steps to fit the latent (default: the k trained)")
@@ -181,14 +253,16 @@ def add_commands(sub):
     p.add_argument("--overwrite", action="store_true", help="replace --out")
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help="decompress a latent file to PNG",
+    p = sub.add_parser("decode", help="decompress a latent file (or container) to PNG",
                        description="Check and decode a file written by `asmr encode` with the same "
-                                   "checkpoint.")
-    p.add_argument("file", help="compressed file")
+                                   "checkpoint. A container decodes to OUT/00000.png, 00001.png, ... in the "
+                                   "order the images were encoded.")
+    p.add_argument("file", help="compressed file (.afz) or container (.afzm)")
     p.add_argument("--model", required=True, help="the meta-learning checkpoint it was encoded with")
-    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--out", required=True, help="output PNG (a folder for a container)")
     p.add_argument("--codec", default=None,
-                   help="codec file (default MODEL/codec/bits{b}.npz, b from the file)")
-    p.add_argument("--reference", default=None, help="original image: also print the PSNR against it")
+                   help="codec file (default: the one in MODEL/codec/ whose id the file names)")
+    p.add_argument("--reference", default=None,
+                   help="original image (or folder, for a container): also print the PSNR against it")
     p.add_argument("--overwrite", action="store_true", help="replace --out")
     p.set_defaults(func=cmd_decode)

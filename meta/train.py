@@ -138,7 +138,8 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
       checkpoint_every: checkpoint period (plus one at the end).
       log_every: steps between metric fetches (the only host syncs besides evals/checkpoints).
       prefetch: batches loaded ahead by the background thread (0: none, the plain loop).
-      max_seconds: stop (and checkpoint) once this much training time has passed.
+      max_seconds: stop (and checkpoint) once this much training time has passed (counted from
+        the end of the first step, so that compilation is not part of it).
 
     Returns:
       a :class:`TrainResult`.
@@ -264,7 +265,7 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
 
     # ---------------------------------------------------------------- loop
     status, step = "done", start
-    windows, t_start = [], time.perf_counter()  # (steps, seconds) between fetches
+    windows, t_start, t_budget = [], time.perf_counter(), None  # (steps, seconds) between fetches
     bar = None
     if progress and main:
         from tqdm import tqdm
@@ -312,7 +313,10 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
             pending.append((step, m))
             want_eval = step % int(eval_every) == 0 or step == int(steps) or step in extra_evals
             want_ckpt = step % int(checkpoint_every) == 0
-            over_time = max_seconds is not None and time.perf_counter() - t_start > max_seconds
+            if t_budget is None:  # the budget starts once the first step (its compilation) is done
+                jax.block_until_ready(params)
+                t_budget = time.perf_counter()
+            over_time = max_seconds is not None and time.perf_counter() - t_budget > max_seconds
             if want_eval or want_ckpt or over_time or step % int(log_every) == 0:
                 if not fetch():
                     break
@@ -330,6 +334,7 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
         if bar is not None:
             bar.close()
     train_seconds = time.perf_counter() - t_start
+    budget_seconds = 0.0 if t_budget is None else time.perf_counter() - t_budget
     step, params, opt_state = good
     if status != "diverged" and mgr.latest_step() != step and step > start:
         if f"test_psnr_{inner_steps}" not in (history[-1] if history else {}):
@@ -350,7 +355,7 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
         "mac_per_pixel": cost.paper_macs, "render_mac_per_pixel": cost.render_macs,
         "devices": mesh.size, "processes": jax.process_count(), "step_seconds_median": sec,
         "images_per_second": batch_size / sec if rates else None,
-        "train_seconds": train_seconds, "steps_this_run": step - start,
+        "train_seconds": train_seconds, "budget_seconds": budget_seconds, "steps_this_run": step - start,
         "test_images": len(eval_imgs),
         "test_psnr": {str(s): last_eval.get(f"test_psnr_{s}") for s in eval_steps},
         "final_train_loss": history[-1]["loss"] if history else None,

@@ -1,4 +1,4 @@
-"""Latent compression: quantizer bounds, exact entropy coding, file format and its failure modes."""
+"""Latent compression: quantizer bounds, exact entropy coding, file formats and their failure modes."""
 
 import zlib
 
@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meta import compress as C
+from meta import container
 
 D = 24
 SHAPE, CHANNELS = (6, 5), 3
@@ -24,23 +25,29 @@ def synthetic_latents(n, dim=D, seed=0):
 
 
 class LinearNet:
-    """A tiny stand-in for a meta-learned network: image = sigmoid(z @ A + b), [D] -> [6, 5, 3]."""
+    """A tiny stand-in for a meta-learned network: image = sigmoid(z @ A + b), [D] -> [6, 5, 3].
+
+    ``render_jax`` takes one latent; ``render``/``fit`` take batches, as
+    :class:`meta.compress.MetaNetwork` does.
+    """
 
     def __init__(self, seed=0):
         k1, k2 = jax.random.split(jax.random.key(seed))
         self.params = {"A": 0.3 * jax.random.normal(k1, (D, 90)), "b": 0.1 * jax.random.normal(k2, (90,))}
         self.id = C.model_id(self.params, {"kind": "linear", "dim": D})
 
-    def render(self, z):
+    def render_jax(self, z):
         return jax.nn.sigmoid(jnp.asarray(z) @ self.params["A"] + self.params["b"]).reshape(*SHAPE, CHANNELS)
 
-    def fit(self, image, steps=60):
-        z = jnp.zeros(D)
-        loss = lambda z: jnp.mean((self.render(z) - image) ** 2)
-        grad = jax.jit(jax.grad(loss))
-        for _ in range(steps):
-            z = z - 20.0 * grad(z)
-        return np.asarray(z)
+    def render(self, latents):
+        return np.asarray(jax.vmap(self.render_jax)(jnp.asarray(latents)))
+
+    def fit(self, images, steps=60):
+        def one(image):
+            grad = jax.grad(lambda z: jnp.mean((self.render_jax(z) - image) ** 2))
+            return jax.lax.fori_loop(0, steps, lambda _, z: z - 20.0 * grad(z), jnp.zeros(D))
+
+        return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(images)))
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +62,12 @@ def codec(net):
 
 @pytest.fixture(scope="module")
 def image(net):
-    z = synthetic_latents(1, seed=7)[0]
-    return np.asarray(net.render(z))
+    return net.render(synthetic_latents(1, seed=7))[0]
+
+
+@pytest.fixture(scope="module")
+def images(net):
+    return net.render(synthetic_latents(5, seed=8))
 
 
 # ----------------------------------------------------------------------------- quantizer
@@ -187,37 +198,69 @@ def test_model_id_depends_on_weights_and_config(net):
 # ----------------------------------------------------------------------------- encode / decode
 def test_encode_decode_round_trip(net, codec, image):
     enc = C.encode(image, codec, net.id, net.fit, net.render)
-    out, latent, header = C.decode(enc.data, codec, net.id, net.render)
-    np.testing.assert_array_equal(latent, enc.latent)  # bit-exact dequantized latent
-    np.testing.assert_array_equal(latent, codec.quantizer.dequantize(enc.symbols))
-    assert header.shape == SHAPE and header.channels == CHANNELS and header.bits == 6
+    out, latent, stream = C.decode(enc.data, codec, net.id, net.render)
+    np.testing.assert_array_equal(latent, enc.latents[0])  # bit-exact dequantized latent
+    np.testing.assert_array_equal(latent, codec.quantizer.dequantize(enc.symbols[0]))
+    np.testing.assert_array_equal(out, enc.images[0])  # the decoder's reconstruction, bit for bit
+    assert stream.count is None and out.shape == SHAPE + (CHANNELS,)
     from asmr_jax.metrics import psnr
 
-    assert psnr(out, image) == pytest.approx(enc.psnr, abs=1e-9)
-    assert enc.psnr > 20.0 and enc.psnr <= enc.psnr_unquantized + 1.0
+    assert psnr(out, image) == pytest.approx(enc.psnr[0], abs=1e-9)
+    assert enc.psnr[0] > 20.0 and enc.psnr[0] <= enc.psnr_unquantized[0] + 1.0
     pixels = np.prod(SHAPE)
     assert enc.bpp == 8 * len(enc.data) / pixels
-    assert enc.payload_bpp == 8 * (len(enc.data) - C.header_size(2)) / pixels
+    assert enc.payload_bpp == 8 * (len(enc.data) - container.SINGLE_OVERHEAD) / pixels
+    assert container.SINGLE_OVERHEAD == 12
+
+
+def test_container_round_trip_shares_the_header_and_one_stream(net, codec, images):
+    enc = C.encode(images, codec, net.id, net.fit, net.render, many=True)
+    out, latents, stream = C.decode(enc.data, codec, net.id, net.render)
+    assert stream.count == len(images) and out.shape == images.shape
+    np.testing.assert_array_equal(out, enc.images)
+    np.testing.assert_array_equal(latents, enc.latents)
+    # the same symbols as single files, and fewer bytes than those files together
+    singles = [C.encode(x, codec, net.id, net.fit, net.render) for x in images]
+    np.testing.assert_array_equal(np.concatenate([e.symbols for e in singles]), enc.symbols)
+    assert len(enc.data) < sum(len(e.data) for e in singles) - (len(images) - 1) * container.SINGLE_OVERHEAD
+    assert len(enc.data) == container.overhead(len(images)) + len(stream.payload)
+    pixels = images.shape[0] * np.prod(SHAPE)
+    assert enc.bpp == 8 * len(enc.data) / pixels and enc.payload_bpp == 8 * len(stream.payload) / pixels
+
+
+def test_container_header_round_trip_and_counts():
+    for count in (None, 1, 127, 128, 300, 2**20):
+        s = container.Stream(b"abcd", b"xy", count, b"payload")
+        data = container.pack(s)
+        assert container.unpack(data) == s and len(data) == container.overhead(count) + 7
+    with pytest.raises(ValueError, match="count 0"):
+        container.pack(container.Stream(b"abcd", b"xy", 0, b""))
+    with pytest.raises(ValueError, match="model id must be 4 bytes"):
+        container.pack(container.Stream(b"abcdefgh", b"xy", None, b""))
 
 
 def test_refinement_never_hurts_and_helps_at_low_bits(net, image):
     codec = C.fit_codec(synthetic_latents(300), 3, net.id)
+    kw = dict(refine_steps=15, render_jax=net.render_jax)
     plain = C.encode(image, codec, net.id, net.fit, net.render)
-    refined = C.encode(image, codec, net.id, net.fit, net.render, refine_steps=15)
-    assert refined.psnr >= plain.psnr - 1e-6
+    refined = C.encode(image, codec, net.id, net.fit, net.render, **kw)
+    assert refined.psnr[0] >= plain.psnr[0] - 1e-6
     # at 2 bits the rounding error is large, and the quantization-aware steps must win something
     coarse = C.fit_codec(synthetic_latents(300), 2, net.id)
-    assert (C.encode(image, coarse, net.id, net.fit, net.render, refine_steps=15).psnr
-            > C.encode(image, coarse, net.id, net.fit, net.render).psnr + 1e-3)
+    assert (C.encode(image, coarse, net.id, net.fit, net.render, **kw).psnr[0]
+            > C.encode(image, coarse, net.id, net.fit, net.render).psnr[0] + 1e-3)
     _, latent, _ = C.decode(refined.data, codec, net.id, net.render)
-    np.testing.assert_array_equal(latent, refined.latent)
+    np.testing.assert_array_equal(latent, refined.latents[0])
+    with pytest.raises(ValueError, match="render_jax"):
+        C.encode(image, codec, net.id, net.fit, net.render, refine_steps=2)
 
 
-def test_wrong_network_is_rejected(net, codec, image):
-    enc = C.encode(image, codec, net.id, net.fit, net.render)
+def test_wrong_network_is_rejected(net, codec, image, images):
     other = LinearNet(seed=1)
-    with pytest.raises(ValueError, match="encoded with network .* decode it with the checkpoint"):
-        C.decode(enc.data, codec, other.id, other.render)
+    for data in (C.encode(image, codec, net.id, net.fit, net.render).data,
+                 C.encode(images, codec, net.id, net.fit, net.render, many=True).data):
+        with pytest.raises(ValueError, match="encoded with network .* decode it with the checkpoint"):
+            C.decode(data, codec, other.id, other.render)
     with pytest.raises(ValueError, match="codec was fitted for network"):
         C.encode(image, codec, other.id, other.fit, other.render)
 
@@ -229,29 +272,33 @@ def test_wrong_codec_is_rejected(net, codec, image):
         C.decode(enc.data, codec4, net.id, net.render)
 
 
-def test_truncated_corrupt_and_foreign_files(net, codec, image):
-    data = C.encode(image, codec, net.id, net.fit, net.render).data
-    for n in (0, 5, C.header_size(2) - 1, len(data) - 1):
-        with pytest.raises(ValueError, match="truncated|too short"):
-            C.unpack(data[:n])
-    with pytest.raises(ValueError, match="trailing bytes"):
-        C.unpack(data + b"\0")
-    for pos in (4, 20, len(data) - 6, len(data) - 1):  # header, shape, payload, checksum itself
+@pytest.mark.parametrize("many", [False, True])
+def test_truncated_corrupt_and_foreign_files(net, codec, image, images, many):
+    data = C.encode(images if many else image, codec, net.id, net.fit, net.render, many=many).data
+    for n in (0, 5, container.SINGLE_OVERHEAD - 1):
+        with pytest.raises(ValueError, match="too short"):
+            container.unpack(data[:n])
+    for n in range(container.SINGLE_OVERHEAD, len(data)):  # every cut, and a byte appended
+        with pytest.raises(ValueError, match="checksum mismatch"):
+            C.decode(data[:n], codec, net.id, net.render)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        C.decode(data + b"\0", codec, net.id, net.render)
+    for pos in range(len(data)):  # every byte: magic, version, ids, count, payload, checksum
         bad = bytearray(data)
         bad[pos] ^= 0x10
-        with pytest.raises(ValueError, match="checksum mismatch|truncated|trailing"):
+        with pytest.raises(ValueError, match="checksum mismatch|not a functa|version"):
             C.decode(bytes(bad), codec, net.id, net.render)
     with pytest.raises(ValueError, match="not a functa-compressed file"):
-        C.unpack(b"\x89PNG" + data[4:])
+        container.unpack(b"\x89PNG" + data[4:])
     future = bytearray(data)
-    future[3] = 9
+    future[1] = 0x91
     with pytest.raises(ValueError, match="version 9"):
-        C.unpack(bytes(future))
+        container.unpack(bytes(future))
 
 
 def test_corrupt_byte_with_recomputed_crc_still_caught_by_ids(net, codec, image):
     data = bytearray(C.encode(image, codec, net.id, net.fit, net.render).data)
-    data[5] ^= 1  # model id byte, checksum fixed up: the id check must still catch it
+    data[3] ^= 1  # model id byte, checksum fixed up: the id check must still catch it
     body = bytes(data[:-4])
     fixed = body + zlib.crc32(body).to_bytes(4, "big")
     with pytest.raises(ValueError, match="encoded with network"):
@@ -328,11 +375,52 @@ def test_cli_codec_fit_encode_decode(meta_ckpt, capsys):
     # the PNG holds exactly the render of the dequantized latent
     net = C.MetaNetwork(r / "ckpt")
     codec = C.load_codec_for(net, 4)
-    image, latent, header = C.decode(data, codec, net.id, net.render)
+    image, latent, stream = C.decode(data, codec, net.id, net.render)
     from asmr_jax.io import to_uint8
 
     np.testing.assert_array_equal(np.asarray(Image.open(r / "dec.png")), to_uint8(image))
-    assert header.shape == (8, 8) and header.bits == 4 and latent.shape == (8,)
+    assert image.shape == (8, 8, 3) and stream.count is None and latent.shape == (8,)
+
+
+def test_cli_encode_decode_folder_as_container_and_per_image(meta_ckpt, capsys):
+    from PIL import Image
+
+    from asmr_jax.io import to_uint8, write_png
+
+    r = meta_ckpt
+    if not (r / "ckpt/codec/bits6.npz").exists():
+        assert run_cli(capsys, "codec-fit", r / "ckpt", "--bits", "6", "--functaset", r / "train.npz")[0] == 0
+    folder = r / "folder"
+    folder.mkdir()
+    for i, name in enumerate(("b.png", "a.png", "c.png")):
+        write_png(folder / name, np.asarray(Image.open(r / "img.png"), np.float32) / 255.0 * (1 - 0.2 * i))
+    rc, out = run_cli(capsys, "encode", folder, "--model", r / "ckpt", "--bits", "6", "--out", r / "all.afzm")
+    assert rc == 0, out
+    assert "3 images" in out and f"{(r / 'all.afzm').stat().st_size} bytes" in out
+    rc, out = run_cli(capsys, "decode", r / "all.afzm", "--model", r / "ckpt", "--out", r / "dec",
+                      "--reference", folder)
+    assert rc == 0, out
+    assert sorted(p.name for p in (r / "dec").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    # the container decodes to the same pixels as one file per image, in sorted name order
+    rc, out = run_cli(capsys, "encode", folder, "--model", r / "ckpt", "--bits", "6", "--out", r / "each",
+                      "--per-image")
+    assert rc == 0, out
+    for i, name in enumerate(("a", "b", "c")):
+        assert run_cli(capsys, "decode", r / "each" / f"{name}.afz", "--model", r / "ckpt", "--out",
+                       r / f"one_{name}.png")[0] == 0
+        np.testing.assert_array_equal(np.asarray(Image.open(r / f"one_{name}.png")),
+                                      np.asarray(Image.open(r / "dec" / f"{i:05d}.png")))
+    total = sum((r / "each" / f"{n}.afz").stat().st_size for n in "abc")
+    assert (r / "all.afzm").stat().st_size < total
+    net = C.MetaNetwork(r / "ckpt")
+    images, _, _ = C.decode((r / "all.afzm").read_bytes(), C.load_codec_for(net, 6), net.id, net.render)
+    np.testing.assert_array_equal(np.asarray(Image.open(r / "dec/00001.png")), to_uint8(images[1]))
+    # a container needs a folder to decode into; a truncated one is refused before anything is written
+    rc, out = run_cli(capsys, "decode", r / "all.afzm", "--model", r / "ckpt", "--out", r / "img.png")
+    assert rc == 2 and "must be a folder" in out
+    (r / "cut.afzm").write_bytes((r / "all.afzm").read_bytes()[:-5])
+    rc, out = run_cli(capsys, "decode", r / "cut.afzm", "--model", r / "ckpt", "--out", r / "dec2")
+    assert rc == 2 and "checksum mismatch" in out and not (r / "dec2").exists()
 
 
 def test_cli_errors_leave_files_untouched(meta_ckpt, capsys):
@@ -362,7 +450,7 @@ def test_cli_errors_leave_files_untouched(meta_ckpt, capsys):
 
     fails("encoded with network", "decode", r / "e.afz", "--model", r / "other", "--out", r / "d.png")
     (r / "trunc.afz").write_bytes(good[:-3])
-    fails("truncated", "decode", r / "trunc.afz", "--model", r / "ckpt", "--out", r / "d.png")
+    fails("truncated or corrupt", "decode", r / "trunc.afz", "--model", r / "ckpt", "--out", r / "d.png")
     bad = bytearray(good)
     bad[-6] ^= 0xFF
     (r / "bad.afz").write_bytes(bytes(bad))
