@@ -14,12 +14,16 @@ import time
 
 def add_model_flags(p: argparse.ArgumentParser):
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=("asmr", "siren"), default="asmr", help="network family (default asmr)")
+    g.add_argument("--model", choices=("asmr", "siren", "ffn", "mfn", "wire", "kilonerf", "loe", "ngp"),
+                   default="asmr",
+                   help="network family (default asmr; the baselines: siren, ffn, mfn (FourierNet), wire, "
+                        "kilonerf, loe, ngp (Instant-NGP hash grid); --width/--depth size them)")
     g.add_argument("--levels", type=int, default=None,
                    help="ASMR levels = layers (default 4; bases picked by auto_bases)")
     g.add_argument("--bases", default=None,
                    help="ASMR bases, coarse to fine: '4,4,4,8' for every axis or '4,4,4,8;4,4,6,8' per axis")
-    g.add_argument("--depth", type=int, default=None, help="SIREN layers incl. output (default: --levels or 4)")
+    g.add_argument("--depth", type=int, default=None,
+                   help="layers incl. output for the non-ASMR families (default: --levels or 4)")
     g.add_argument("--width", type=int, default=256, help="hidden width (default 256)")
     g.add_argument("--w0", type=float, default=30.0, help="sine frequency w0 (default 30)")
     g.add_argument("--modulator", choices=("linear", "nonlinear"), default="linear",

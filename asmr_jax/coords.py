@@ -185,6 +185,21 @@ def decompose(coords, bases: Bases) -> list:
     return out
 
 
+def normalize(coords, shape: Sequence[int], low: float = -1.0):
+    """Integer coordinates ``[..., d]`` -> floats on ``[low, 1]`` per axis (``low`` at 0, 1 at
+    ``shape - 1``; an axis of size 1 maps to ``low``)."""
+    import jax.numpy as jnp
+
+    denom = np.maximum(np.array(shape, np.float32) - 1, 1)
+    return jnp.asarray(coords).astype(jnp.float32) / denom * (1.0 - low) + low
+
+
+def unit_grid(shape: Sequence[int], low: float = -1.0) -> np.ndarray:
+    """Every point of ``shape`` as :func:`normalize` maps it: ``[*shape, d]`` float32."""
+    axes = [np.linspace(low, 1.0, s, dtype=np.float32) if s > 1 else np.full(1, low, np.float32) for s in shape]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+
+
 def grid_coords(shape: Sequence[int]) -> np.ndarray:
     """Integer coordinates of every point of ``shape`` in C order: ``[prod(shape), d]``."""
     grids = np.meshgrid(*[np.arange(s, dtype=np.int32) for s in shape], indexing="ij")

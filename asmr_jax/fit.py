@@ -78,10 +78,11 @@ def init_params(model, key, signal=None) -> dict:
 
 
 def set_output_bias(params: dict, value) -> dict:
-    """``params`` with the output layer's bias ``[C]`` replaced by ``value`` (the rest shared)."""
+    """``params`` with the output layer's bias ``[C]`` (or ``[..., C]``: one per cell or expert, each
+    set) replaced by ``value`` (the rest shared)."""
     layers = list(params["layers"])
     b = layers[-1]["b"]
-    layers[-1] = {**layers[-1], "b": jnp.reshape(jnp.asarray(value, b.dtype), b.shape)}
+    layers[-1] = {**layers[-1], "b": jnp.broadcast_to(jnp.asarray(value, b.dtype).reshape(-1), b.shape)}
     return {**params, "layers": layers}
 
 

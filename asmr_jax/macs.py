@@ -49,10 +49,13 @@ def _mlp_cost(sizes) -> int:
 
 
 def count(model) -> Cost:
-    """Analytic per-sample cost of a SIREN or ASMR (see module docstring)."""
+    """Analytic per-sample cost of any registered model (see module docstring)."""
     n = math.prod(model.shape)
     if model.kind == "asmr":
         return _asmr_cost(model, n)
+    if hasattr(model, "macs"):  # the other baselines count themselves (see their macs() docstrings)
+        m, t = model.macs(), model.transcendentals()
+        return Cost(model.num_params(), m, m, t, t * sine.SIN_FLOPS)
     sizes = (getattr(model, "in_features", model.ndim),) + tuple(model.widths) + (model.channels,)
     macs = _mlp_cost(sizes)
     if hasattr(model, "encoding_macs"):  # e.g. Fourier-feature baselines

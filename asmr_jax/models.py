@@ -14,9 +14,15 @@ import jax
 
 from asmr_jax.asmr import ASMR
 from asmr_jax.ffn import FFN
+from asmr_jax.kilonerf import KiloNeRF
+from asmr_jax.loe import LoE
+from asmr_jax.mfn import MFN
+from asmr_jax.ngp import InstantNGP
 from asmr_jax.siren import SIREN
+from asmr_jax.wire import WIRE
 
-MODELS = {"asmr": ASMR, "ffn": FFN, "siren": SIREN}
+MODELS = {"asmr": ASMR, "ffn": FFN, "kilonerf": KiloNeRF, "loe": LoE, "mfn": MFN, "ngp": InstantNGP,
+          "siren": SIREN, "wire": WIRE}
 
 
 @functools.lru_cache(maxsize=64)
@@ -58,5 +64,5 @@ def build(kind: str, shape, channels: int, *, width: int = 256, depth: int | Non
             raise ValueError(f"SIREN depth must be >= 2 (one hidden layer + output), got {depth}")
         return SIREN(tuple(shape), channels, widths=(width,) * (depth - 1), w0=w0)
     if kind in MODELS:
-        return MODELS[kind].build(shape, channels, width=width, depth=depth or 4)
+        return MODELS[kind].build(shape, channels, width=width, depth=depth or levels or 4)
     raise ValueError(f"unknown model {kind!r}; expected one of {sorted(MODELS)}")
