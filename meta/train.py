@@ -72,16 +72,24 @@ class TrainResult:
     history: list
 
 
-def build_meta(model: str = "asmr", resolution=32, channels: int = 3, width: int = 128,
+def build_meta(model="asmr", resolution=32, channels: int = 3, width: int = 128,
                depth: int | None = None, levels: int | None = 4, bases=None, w0: float = 30.0,
                **meta_kwargs) -> functa.MetaModel:
     """A :class:`~meta.functa.MetaModel` from flat keyword arguments (CLI/config friendly).
 
-    ``resolution`` is an int (square images) or a spatial shape; ``meta_kwargs`` are
-    :class:`~meta.functa.MetaModel` fields (``latent_dim``, ``inner_steps``, ``lr_scale``, ...).
+    ``model`` is a family name for :func:`asmr_jax.models.build` (sized by ``width``,
+    ``depth``, ``levels``, ``bases``, ``w0``) or a model's ``config()`` dict (any registered
+    model, e.g. an Instant-NGP hash grid, taken as it is). ``resolution`` is an int
+    (square images) or a spatial shape; ``meta_kwargs`` are :class:`~meta.functa.MetaModel`
+    fields (``latent_dim``, ``inner_steps``, ``lr_scale``, ...).
     """
     shape = (int(resolution),) * 2 if isinstance(resolution, (int, np.integer)) else tuple(resolution)
-    net = models.build(model, shape, channels, width=width, depth=depth, levels=levels, bases=bases, w0=w0)
+    if isinstance(model, dict):
+        net = models.from_config(model)
+        if tuple(net.shape) != shape or net.channels != channels:
+            raise ValueError(f"model config is for {net.shape} x {net.channels}, the data is {shape} x {channels}")
+    else:
+        net = models.build(model, shape, channels, width=width, depth=depth, levels=levels, bases=bases, w0=w0)
     return functa.MetaModel(net, **meta_kwargs)
 
 
@@ -124,7 +132,8 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
         ``test`` splits), or an :class:`ImageDataset` of any spatial shape (then pass
         ``test_dataset`` too, or the train set is used for evaluation).
       resolution: image side when ``dataset`` is a name.
-      model, width, depth, levels, bases, w0: the network (:func:`asmr_jax.models.build`).
+      model, width, depth, levels, bases, w0: the network (:func:`asmr_jax.models.build`), or
+        ``model`` a registered model's ``config()`` dict (the size fields are then unused).
       latent_dim ... meta_sgd: :class:`meta.functa.MetaModel` fields (functa's knobs).
       batch_size: global batch (over all devices and processes).
       steps: total outer steps (a resumed run continues up to this count).
@@ -151,7 +160,8 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
     res = (None if resolution is None else int(resolution) if isinstance(resolution, (int, np.integer))
            else tuple(int(r) for r in resolution))
     config = dict(dataset=dataset if isinstance(dataset, str) else dataset.name,
-                  data_dir=None if data_dir is None else os.fspath(data_dir), resolution=res, model=model,
+                  data_dir=None if data_dir is None else os.fspath(data_dir), resolution=res,
+                  model=dict(model) if isinstance(model, dict) else model,
                   width=int(width), depth=depth, levels=levels,
                   bases=None if bases is None else json.loads(json.dumps(bases)), w0=float(w0),
                   latent_dim=int(latent_dim), inner_steps=int(inner_steps), lr_scale=float(lr_scale),
