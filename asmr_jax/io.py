@@ -83,12 +83,35 @@ def write_json(path, obj, indent: int = 2) -> str:
     return atomic_write(path, json.dumps(obj, indent=indent))
 
 
+def exchange(a: str, b: str) -> bool:
+    """Atomically swaps the paths ``a`` and ``b`` (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns ``False`` (nothing changed) where the system or file system cannot do it.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 @contextlib.contextmanager
 def atomic_dir(path, overwrite: bool = False):
     """Yields a temporary directory that replaces ``path`` only if the block succeeds.
 
     Raises ``FileExistsError`` if ``path`` exists and ``overwrite`` is false. On error
-    the temporary directory is removed and ``path`` is left exactly as it was.
+    the temporary directory is removed and ``path`` is left exactly as it was. An
+    existing ``path`` is swapped with the new folder in one step (:func:`exchange`), so
+    there is no moment at which it does not exist; where the system cannot swap, it is
+    renamed aside first and the new folder renamed in.
     """
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not overwrite:
@@ -102,11 +125,15 @@ def atomic_dir(path, overwrite: bool = False):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if os.path.exists(path):
+    if os.path.exists(path) and exchange(tmp, path):
+        old = tmp  # now holds what was at path
+    elif os.path.exists(path):
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
         os.rmdir(old)
         os.rename(path, old)
-    os.rename(tmp, path)
+        os.rename(tmp, path)
+    else:
+        os.rename(tmp, path)
     if old is not None:
         if os.path.isdir(old):
             shutil.rmtree(old, ignore_errors=True)

@@ -478,3 +478,16 @@ def test_cli_codec_fit_from_a_dataset_split(tmp_path, capsys):
     assert codec.dim == 4 and codec.bits == 3 and codec.model_id == C.MetaNetwork(ckpt).id
     rc, out = run_cli(capsys, "codec-fit", ckpt, "--bits", "3")
     assert rc == 2 and "--functaset TRAIN.npz or --dataset NAME" in out
+
+
+def test_patch_splits_share_no_image():
+    """The codec is fitted on train-split latents: no test patch may appear in the train split."""
+    import hashlib
+
+    from asmr_jax.datasets import load_dataset
+
+    def digests(ds):
+        return {hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest() for x in ds.get(np.arange(len(ds)))}
+
+    train, test = digests(load_dataset("patches", "train", 32)), digests(load_dataset("patches", "test", 32))
+    assert len(test) > 100 and not train & test

@@ -229,3 +229,61 @@ def test_functa_comparison_smoke(tmp_path):
     mtime = os.path.getmtime(tmp_path / "w" / "functa-asmr-d8-s4-smoke" / "metrics.json")
     functa_comparison.main(["--smoke", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
     assert os.path.getmtime(tmp_path / "w" / "functa-asmr-d8-s4-smoke" / "metrics.json") == mtime
+
+
+def test_baselines_smoke(tmp_path):
+    from experiments import baselines
+
+    payload = baselines.main(["--smoke", "--out", str(tmp_path), "--only", "table2,table4"])
+    assert {r["table"] for r in payload["rows"]} == {"table2", "table4"}
+    assert {r["model"] for r in payload["rows"] if r["table"] == "table4"} == {"Instant-NGP", "KiloNeRF", "ASMR"}
+    assert all(math.isfinite(r["psnr"]) for r in payload["rows"])
+    saved, md = _read(str(tmp_path), "baselines")
+    assert "Table 2 rows" in md and "LoE-4" in md and not (tmp_path / "baselines.partial.json").exists()
+    # LoE's tiles multiply to the axis (the paper's rule); LoE-4 on 512 holds ~126K parameters
+    assert math.prod(baselines.loe_tiles(512, 4)) == 512 and baselines.loe_tiles(32, 3) == (2, 4, 4)
+
+
+def test_hybrid_meta_smoke_matches_shared_params(tmp_path):
+    from experiments import hybrid_meta
+
+    assert hybrid_meta.main(["--smoke", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")]) == 0
+    saved = json.loads((tmp_path / "hybrid_meta_smoke.json").read_text())
+    rows = {r["backbone"]: r for r in saved["rows"]}
+    assert {"asmr", "siren", "ngp-mlp", "ngp-features lr x10"} <= set(rows)
+    for r in rows.values():
+        assert abs(r["shared_params"] - rows["asmr"]["shared_params"]) / rows["asmr"]["shared_params"] < 0.15
+        assert r["steps"] >= 1 and r["test_psnr_3"] is not None
+
+
+def test_meta_step_profile_smoke(tmp_path):
+    from experiments import meta_step_profile
+
+    assert meta_step_profile.main(["--smoke", "--out", str(tmp_path)]) == 0
+    saved, md = _read(str(tmp_path), "meta_step_profile_smoke")
+    for row in saved["rows"]:
+        parts = {p["part"]: p for p in row["parts"]}
+        assert parts["outer loss + gradient"]["mflop"] > parts["outer loss"]["mflop"] > 0
+        assert row["profile"]["top"] and 0 <= row["profile"]["dot_share"] <= 1
+    assert "% of matmul" in md
+
+
+def test_rate_distortion_quick_trains_encodes_and_counts_file_bytes(tmp_path):
+    from experiments import rate_distortion
+
+    args = ["--quick", "--budget-minutes", "0.02", "--models", "asmr", "--bits", "4", "--test-images", "6",
+            "--codec-images", "16", "--timing-images", "1", "--workdir", str(tmp_path / "w"), "--out",
+            str(tmp_path), "--eval-every", "5"]
+    assert rate_distortion.main(args) == 0
+    saved = json.loads((tmp_path / "rate_distortion.json").read_text())
+    rows = [r for r in saved["rows"] if r["codec"] == "asmr-functa"]
+    single = next(r for r in rows if r["file"] == "single" and r["refine"] == 0)
+    many = next(r for r in rows if r["file"] == "container" and r["refine"] == 0)
+    # file bits = payload + the 12-byte header per single file; the container pays it once
+    assert single["bpp"] == pytest.approx(single["payload_bpp"] + 8 * 12 / 1024, abs=1e-9)
+    assert many["bpp"] < single["bpp"] and many["psnr"] == single["psnr"]
+    assert {r["codec"] for r in saved["rows"]} >= {"jpeg 4:4:4", "jpeg 4:2:0", "webp"}
+    # a second call reuses the trained checkpoint (its budget ledger says done)
+    ledger = next((tmp_path / "w").glob("*/budget.json"))
+    before = ledger.read_text()
+    assert rate_distortion.main(args + ["--train-only"]) == 0 and ledger.read_text() == before

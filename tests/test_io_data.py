@@ -1,4 +1,5 @@
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -157,3 +158,32 @@ def test_atomic_write_accepts_bytes_text_and_refuses_a_folder(tmp_path):
     assert (tmp_path / "a.txt").read_bytes() == b"bytes" and oct((tmp_path / "a.txt").stat().st_mode)[-3:] != "600"
     with pytest.raises(IsADirectoryError):
         io.atomic_write(tmp_path, b"x")
+
+
+@pytest.mark.parametrize("can_swap", [True, False])
+def test_atomic_dir_replaces_a_folder_or_a_file_and_leaves_no_temporaries(tmp_path, monkeypatch, can_swap):
+    if not can_swap:
+        monkeypatch.setattr(io, "exchange", lambda a, b: False)
+    for old in ("folder", "file"):
+        path = tmp_path / f"target-{old}"
+        if old == "folder":
+            path.mkdir()
+            (path / "old.txt").write_text("old")
+        else:
+            path.write_text("old file")
+        with io.atomic_dir(path, overwrite=True) as tmp:
+            (tmp_path / "probe").write_text(str(os.path.exists(path)))  # still the old one meanwhile
+            with open(os.path.join(tmp, "new.txt"), "w") as f:
+                f.write("new")
+        assert path.is_dir() and sorted(os.listdir(path)) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe", "target-file", "target-folder"]
+
+
+def test_exchange_swaps_two_paths_on_linux(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("A")
+    b.mkdir()
+    if not sys.platform.startswith("linux"):
+        pytest.skip("renameat2 is Linux-only")
+    assert io.exchange(str(a), str(b))
+    assert a.is_dir() and b.read_text() == "A"
