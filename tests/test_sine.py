@@ -46,3 +46,18 @@ def test_flop_constants_match_xla():
     x = jnp.ones((1000,))
     assert macs.xla_cost(sine.sin, x)["flops"] == 1000 * sine.SIN_FLOPS
     assert macs.xla_cost(lambda t: jnp.stack(sine.sincos(t)), x)["flops"] == 1000 * sine.SINCOS_FLOPS
+
+
+def test_values_stay_in_range_over_the_whole_float32_range():
+    mags = 10.0 ** np.arange(-3, 38.53, 0.005)
+    mags = mags[mags <= np.finfo(np.float32).max]
+    x = np.concatenate([mags, -mags, [np.finfo(np.float32).max, -np.finfo(np.float32).max, 0.0]]).astype(np.float32)
+    assert np.all(np.isfinite(x))
+    s, c = sine.sincos(jnp.asarray(x))
+    assert np.all(np.isfinite(np.asarray(s))) and np.all(np.abs(np.asarray(s)) <= 1.0)
+    assert np.all(np.isfinite(np.asarray(c))) and np.all(np.abs(np.asarray(c)) <= 1.0)
+    assert np.all(np.abs(np.asarray(sine.sin(jnp.asarray(x)))) <= 1.0)
+    # and accurate while the reduction is exact
+    small = np.random.default_rng(0).uniform(-5e4, 5e4, 100_000).astype(np.float32)
+    err = np.abs(np.asarray(sine.sin(jnp.asarray(small)), np.float64) - np.sin(small.astype(np.float64)))
+    assert err.max() < 1e-6
