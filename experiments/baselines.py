@@ -60,7 +60,7 @@ PAPER = {  # params (K), MACs (K), PSNR dB as the paper reports them
 
 
 def get_config(arg: str | None = None) -> dict:
-    cfg = dict(parts=PARTS, seed=0, steps2=2000, lr2=5e-4, fig3_depths=(3, 4, 5, 6, 7), size2=512,
+    cfg = dict(parts=PARTS, seed=0, steps2=1000, lr2=5e-4, fig3_depths=(3, 4, 5, 6, 7), size2=512,
                latency_repeats=3)
     if arg == "smoke":
         cfg.update(steps2=3, size2=32, fig3_depths=(3, 4), latency_repeats=1)
