@@ -19,8 +19,8 @@ stated in the rows); SIREN/FFN rows at the original tables' budgets are in
   0.9K MACs; the paper 32.9K, 1.0K) at lr 1e-2; KiloNeRF: 4 cells of width-63 SIRENs,
   depth 4 (33.0K, 8.3K; the paper 33.4K, 8.16K) at 1e-4; ASMR as in Table 4.
 
-    python experiments/baselines.py                 # ~40 min on 2 shared cores
-    python experiments/baselines.py --only table4   # one part
+    python experiments/baselines.py                 # all parts (LoE at 512x512 dominates)
+    python experiments/baselines.py --only table4   # one part; the results file keeps the others
     python experiments/baselines.py --smoke         # seconds
 
 Results: experiments/results/baselines.{json,md}.
@@ -28,6 +28,7 @@ Results: experiments/results/baselines.{json,md}.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -231,6 +232,13 @@ def main(argv=None) -> dict:
             continue
         rows += globals()[part](cfg, lambda msg: print(msg, flush=True))
         common.write_partial(args.out, NAME, {"config": cfg, "rows": rows})
+    # parts run separately accumulate in one results file (each row records its own budget)
+    old = os.path.join(args.out, f"{NAME}.json")
+    if os.path.isfile(old):
+        with open(old) as f:
+            kept = [r for r in json.load(f).get("rows", []) if r["table"] not in cfg["parts"]]
+        rows = kept + rows
+    cfg = dict(cfg, parts=tuple(p for p in PARTS if any(r["table"] == p for r in rows)))
     payload = dict(config=cfg, rows=rows, runtime_seconds=time.perf_counter() - t0)
     common.report(args.out, NAME, payload, to_markdown)
     common.remove_partial(args.out, NAME)
