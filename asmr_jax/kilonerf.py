@@ -19,12 +19,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import sine
-from asmr_jax.siren import siren_bound
+from asmr_jax.siren import init_banks, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +44,7 @@ class KiloNeRF:
     kind = "kilonerf"
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        if not self.widths or min(self.widths) < 1 or self.channels < 1:
-            raise ValueError(f"KiloNeRF widths and channels must be >= 1, got {self.widths}, {self.channels}")
+        normalize_fields(self, "KiloNeRF")
         if not 1 <= self.grid <= min(self.shape):
             raise ValueError(f"KiloNeRF grid must be in 1..{min(self.shape)} cells per axis (the signal is "
                              f"{self.shape}), got {self.grid}")
@@ -74,13 +70,7 @@ class KiloNeRF:
 
     def init(self, key) -> dict:
         sizes = (self.ndim,) + self.widths + (self.channels,)
-        keys = jax.random.split(key, 2 * len(sizes))
-        layers = []
-        for i, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:])):
-            bound = siren_bound(fi, self.w0, first=i == 0)
-            layers.append({"w": jax.random.uniform(keys[2 * i], (self.cells, fi, fo), jnp.float32, -bound, bound),
-                           "b": jax.random.uniform(keys[2 * i + 1], (self.cells, fo), jnp.float32, -bound, bound)})
-        return {"layers": layers}
+        return {"layers": init_banks(key, sizes, self.w0, [self.cells] * (len(sizes) - 1))}
 
     def locate(self, coords):
         """Integer ``coords [..., d]`` -> (cell index ``[...]``, local coordinate ``[..., d]`` on [-1, 1])."""

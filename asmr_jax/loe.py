@@ -25,13 +25,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
-from asmr_jax.siren import siren_bound
+from asmr_jax.siren import init_banks, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +54,7 @@ class LoE:
     kind = "loe"
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        if not self.widths or min(self.widths) < 1 or self.channels < 1:
-            raise ValueError(f"LoE widths and channels must be >= 1, got {self.widths}, {self.channels}")
+        normalize_fields(self, "LoE")
         tiles = self.tiles
         if tiles is None:
             tiles = coords_lib.auto_bases((max(self.shape),), len(self.widths) + 1)[0]
@@ -87,14 +83,7 @@ class LoE:
 
     def init(self, key) -> dict:
         sizes = (self.ndim,) + self.widths + (self.channels,)
-        keys = jax.random.split(key, 2 * len(sizes))
-        layers = []
-        for i, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:])):
-            bound = siren_bound(fi, self.w0, first=i == 0)
-            e = self.experts(i)
-            layers.append({"w": jax.random.uniform(keys[2 * i], (e, fi, fo), jnp.float32, -bound, bound),
-                           "b": jax.random.uniform(keys[2 * i + 1], (e, fo), jnp.float32, -bound, bound)})
-        return {"layers": layers}
+        return {"layers": init_banks(key, sizes, self.w0, [self.experts(i) for i in range(len(sizes) - 1)])}
 
     def expert_index(self, coords, layer: int):
         """Expert of layer ``layer`` for integer ``coords [..., d]``: ``[...]`` ints."""

@@ -40,6 +40,28 @@ def init_mlp(key, sizes: Sequence[int], w0: float) -> list[dict]:
     ]
 
 
+def init_banks(key, sizes: Sequence[int], w0: float, copies: Sequence[int]) -> list[dict]:
+    """SIREN-initialised layers for ``sizes = [in, hidden..., out]`` with ``copies[i]``
+    independent copies of layer ``i`` stacked on a leading axis (``w [copies, fan_in, fan_out]``,
+    ``b [copies, fan_out]``): KiloNeRF's cells, LoE's experts."""
+    keys = jax.random.split(key, 2 * len(sizes))
+    layers = []
+    for i, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:])):
+        bound = siren_bound(fi, w0, first=i == 0)
+        layers.append({"w": jax.random.uniform(keys[2 * i], (copies[i], fi, fo), jnp.float32, -bound, bound),
+                       "b": jax.random.uniform(keys[2 * i + 1], (copies[i], fo), jnp.float32, -bound, bound)})
+    return layers
+
+
+def normalize_fields(model, name: str) -> None:
+    """The shared ``__post_init__`` of the MLP-style models: ``shape`` and ``widths`` as int
+    tuples; widths and channels must be positive (``ValueError`` naming ``name``)."""
+    object.__setattr__(model, "shape", tuple(int(s) for s in model.shape))
+    object.__setattr__(model, "widths", tuple(int(w) for w in model.widths))
+    if not model.widths or min(model.widths) < 1 or model.channels < 1:
+        raise ValueError(f"{name} widths and channels must be >= 1, got {model.widths}, {model.channels}")
+
+
 def modulate(pre, i: int, shifts=None, scales=None):
     """FiLM modulation of hidden layer ``i``'s pre-activation: ``scales[i] * pre + shifts[i]``.
 

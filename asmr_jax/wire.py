@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from asmr_jax import coords as coords_lib
-from asmr_jax.siren import init_linear
+from asmr_jax.siren import init_linear, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +48,7 @@ class WIRE:
     kind = "wire"
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        if not self.widths or min(self.widths) < 1 or self.channels < 1:
-            raise ValueError(f"WIRE widths and channels must be >= 1, got {self.widths}, {self.channels}")
+        normalize_fields(self, "WIRE")
 
     @classmethod
     def build(cls, shape, channels: int, width: int = 256, depth: int = 4, **kwargs) -> WIRE:

@@ -97,36 +97,32 @@ def fit_rows(contenders, signal, steps, cosine, table, seed, repeats, log):
     return rows
 
 
-def table2(cfg, log):
+def cameraman_contenders(cfg, depths):
+    """Cameraman (cropped in smoke runs) and its KiloNeRF-L / LoE-L of each depth."""
     img = data.bundled_image("camera")
-    if cfg["size2"] != 512:
+    smoke = cfg["size2"] != 512
+    if smoke:
         img = data.crop(img, cfg["size2"])
     shape, n = img.shape, img.shape[0]
-    smoke = cfg["size2"] != 512
-    contenders = [
-        ("KiloNeRF-3", KiloNeRF.build(shape, 1, width=8 if smoke else 29, depth=3, grid=4 if smoke else 16),
-         cfg["lr2"]),
-        ("LoE-4", LoE.build(shape, 1, width=8 if smoke else 31, depth=4, tiles=loe_tiles(n, 4)), cfg["lr2"]),
-        ("ASMR-4", models.build("asmr", shape, 1, width=16 if smoke else 256, levels=4), cfg["lr2"]),
-        ("ASMR-3", models.build("asmr", shape, 1, width=16 if smoke else 256, levels=3), cfg["lr2"]),
-    ]
+    out = []
+    for depth in depths:
+        out += [(f"KiloNeRF-{depth}", KiloNeRF.build(shape, 1, width=8 if smoke else 29, depth=depth,
+                                                     grid=4 if smoke else 16), cfg["lr2"]),
+                (f"LoE-{depth}", LoE.build(shape, 1, width=8 if smoke else 31, depth=depth,
+                                           tiles=loe_tiles(n, depth)), cfg["lr2"])]
+    return img, out, smoke
+
+
+def table2(cfg, log):
+    img, grid_models, smoke = cameraman_contenders(cfg, (3, 4))
+    contenders = [grid_models[0], grid_models[3]]  # KiloNeRF-3, LoE-4
+    contenders += [(f"ASMR-{levels}", models.build("asmr", img.shape, 1, width=16 if smoke else 256, levels=levels),
+                    cfg["lr2"]) for levels in (4, 3)]
     return fit_rows(contenders, img.data, cfg["steps2"], True, "table2", cfg["seed"], cfg["latency_repeats"], log)
 
 
 def fig3(cfg, log):
-    img = data.bundled_image("camera")
-    if cfg["size2"] != 512:
-        img = data.crop(img, cfg["size2"])
-    shape, n = img.shape, img.shape[0]
-    smoke = cfg["size2"] != 512
-    contenders = []
-    for depth in cfg["fig3_depths"]:
-        contenders += [
-            (f"KiloNeRF-{depth}", KiloNeRF.build(shape, 1, width=8 if smoke else 29, depth=depth,
-                                                 grid=4 if smoke else 16), cfg["lr2"]),
-            (f"LoE-{depth}", LoE.build(shape, 1, width=8 if smoke else 31, depth=depth, tiles=loe_tiles(n, depth)),
-             cfg["lr2"]),
-        ]
+    img, contenders, _ = cameraman_contenders(cfg, cfg["fig3_depths"])
     return fit_rows(contenders, img.data, cfg["steps2"], True, "fig3", cfg["seed"], 1, log)
 
 
