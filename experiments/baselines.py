@@ -207,6 +207,35 @@ def to_markdown(payload) -> str:
     return "\n\n".join(out) + "\n"
 
 
+def plot_fig3(rows, path: str) -> None:
+    """MAC/pixel vs PSNR of the Figure 3 rows, circle area proportional to parameters (as the paper draws it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for family, color in (("KiloNeRF", "C1"), ("LoE", "C2")):
+        rs = sorted((r for r in rows if r["table"] == "fig3" and r["model"].startswith(family)),
+                    key=lambda r: r["paper_macs"])
+        if not rs:
+            continue
+        ax.plot([r["paper_macs"] for r in rs], [r["psnr"] for r in rs], color=color, lw=1)
+        ax.scatter([r["paper_macs"] for r in rs], [r["psnr"] for r in rs], s=[r["params"] / 2000 for r in rs],
+                   color=color, alpha=0.5, label=f"{family} (depth {rs[0]['model'].split('-')[1]}..)")
+        for r in rs:
+            ax.annotate(r["model"].split("-")[1], (r["paper_macs"], r["psnr"]), fontsize=7, ha="center")
+    ax.set_xlabel("MAC per pixel (paper convention)")
+    ax.set_ylabel("PSNR (dB)")
+    steps = next((r["steps"] for r in rows if r["table"] == "fig3"), None)
+    ax.set_title(f"Cameraman 512x512, {steps} steps; circle area ~ parameters")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> dict:
     def extra(p):
         p.add_argument("--only", default=None, help=f"comma-separated parts of {PARTS}")
@@ -237,6 +266,8 @@ def main(argv=None) -> dict:
     cfg = dict(cfg, parts=tuple(p for p in PARTS if any(r["table"] == p for r in rows)))
     payload = dict(config=cfg, rows=rows, runtime_seconds=time.perf_counter() - t0)
     common.report(args.out, NAME, payload, to_markdown)
+    if any(r["table"] == "fig3" for r in rows):
+        plot_fig3(rows, os.path.join(args.out, "fig3_baselines.png"))
     common.remove_partial(args.out, NAME)
     return payload
 
