@@ -101,6 +101,9 @@ def unpack(data: bytes, name: str = "input") -> Stream:
         raise ValueError(f"{name}: {len(data)} bytes is too short for a compressed file (the header and "
                          f"checksum alone take {SINGLE_OVERHEAD}); it is truncated or not a compressed file")
     magic, tag, mid, cid = _HEAD.unpack_from(data)
+    if data.startswith(b"AFZ"):
+        raise ValueError(f"{name}: a version-1 compressed file (33-byte header); this library reads version "
+                         f"{VERSION}: encode the image again")
     if magic != MAGIC:
         raise ValueError(f"{name}: not a functa-compressed file (first byte {magic:#04x}, expected "
                          f"{MAGIC:#04x})")

@@ -290,6 +290,8 @@ def test_truncated_corrupt_and_foreign_files(net, codec, image, images, many):
             C.decode(bytes(bad), codec, net.id, net.render)
     with pytest.raises(ValueError, match="not a functa-compressed file"):
         container.unpack(b"\x89PNG" + data[4:])
+    with pytest.raises(ValueError, match="version-1 compressed file"):
+        container.unpack(b"AFZ\x01" + bytes(40))
     future = bytearray(data)
     future[1] = 0x91
     with pytest.raises(ValueError, match="version 9"):
