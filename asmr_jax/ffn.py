@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asmr_jax import coords as coords_lib
 from asmr_jax.siren import init_linear
 
 
@@ -141,8 +142,7 @@ class FFN:
 
     def normalize(self, coords):
         """Integer coordinates ``[..., d]`` -> floats on ``[0, 1]`` (``x / (N - 1)``)."""
-        denom = np.maximum(np.array(self.shape, np.float32) - 1, 1)
-        return jnp.asarray(coords).astype(jnp.float32) / denom
+        return coords_lib.normalize(coords, self.shape, low=0.0)
 
     def apply(self, params, coords, shifts=None):
         """Per-point forward: integer ``coords [..., d]`` -> ``[..., channels]``."""

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asmr_jax import coords as coords_lib
 from asmr_jax import sine
 
 
@@ -135,8 +136,7 @@ class SIREN:
 
     def normalize(self, coords):
         """Integer coordinates ``[..., d]`` -> floats in ``[-1, 1]``."""
-        denom = np.maximum(np.array(self.shape, np.float32) - 1, 1)
-        return jnp.asarray(coords).astype(jnp.float32) / denom * 2.0 - 1.0
+        return coords_lib.normalize(coords, self.shape, low=-1.0)
 
     def apply(self, params, coords, shifts=None, scales=None):
         """Per-point forward: integer ``coords [..., d]`` -> ``[..., channels]``."""

@@ -539,12 +539,18 @@ def encode(images, codec: Codec, model_id_: bytes, fit, render, *, many: bool = 
                    8 * len(data) / pixels, 8 * len(payload) / pixels)
 
 
+def check_model(stream: container.Stream, model_id_: bytes, name: str = "input", model: str = "the given model"):
+    """Raises ``ValueError`` unless ``stream`` was written for the network ``model_id_``."""
+    mid, _ = container.short_ids(model_id_, b"")
+    if stream.model_id != mid:
+        raise ValueError(f"{name} was encoded with network {stream.model_id.hex()}..., but {model} is "
+                         f"{mid.hex()}...; decode it with the checkpoint it was encoded with")
+
+
 def check_stream(stream: container.Stream, codec: Codec, model_id_: bytes, name: str = "input"):
     """Raises ``ValueError`` unless ``stream`` was written with this network and codec."""
-    mid, cid = container.short_ids(model_id_, codec.codec_id)
-    if stream.model_id != mid:
-        raise ValueError(f"{name} was encoded with network {stream.model_id.hex()}..., but the given model is "
-                         f"{mid.hex()}...; decode it with the checkpoint it was encoded with")
+    check_model(stream, model_id_, name)
+    _, cid = container.short_ids(model_id_, codec.codec_id)
     if stream.codec_id != cid:
         raise ValueError(f"{name} was encoded with codec {stream.codec_id.hex()}..., the codec found is "
                          f"{cid.hex()}... ({codec.bits} bits)")
@@ -624,10 +630,7 @@ def codec_path(checkpoint, bits: int) -> str:
 
 def find_codec(net: MetaNetwork, stream: container.Stream, name: str = "input") -> Codec:
     """The codec in ``CHECKPOINT/codec/`` whose id ``stream`` names; a clear error if none."""
-    mid, _ = container.short_ids(net.id, b"")
-    if stream.model_id != mid:
-        raise ValueError(f"{name} was encoded with network {stream.model_id.hex()}..., but {net.path} is "
-                         f"{mid.hex()}...; decode it with the checkpoint it was encoded with")
+    check_model(stream, net.id, name, net.path)
     folder = os.path.dirname(codec_path(net.path, 1))
     found = []
     for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
