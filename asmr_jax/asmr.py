@@ -41,7 +41,7 @@ import numpy as np
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
-from asmr_jax.siren import init_linear, init_mlp, mlp_apply, modulate
+from asmr_jax.siren import dense, init_linear, init_mlp, mlp_apply, modulate
 
 MODULATORS = ("linear", "nonlinear")
 NONLINEAR_WIDTH = 32
@@ -76,6 +76,7 @@ class ASMR:
     levels: int | None = None
 
     kind = "asmr"
+    batched_render = True  # render takes [*batch, width] modulations (as SIREN's)
 
     def __post_init__(self):
         shape = tuple(int(s) for s in self.shape)
@@ -189,7 +190,9 @@ class ASMR:
 
         Args:
           params: from :meth:`init`.
-          shifts, scales: optional per-instance modulations (as in :meth:`apply`).
+          shifts, scales: optional per-instance modulations, one ``[*batch, width_i]`` per
+            hidden layer; batch axes lead the output (one render per modulation vector, each
+            layer one 2-D matmul over all of them, see :mod:`asmr_jax.siren`).
           bases: render with other bases of the same number of levels (e.g. a larger
             finest base to sample the field more densely); default: the model's.
           crop: crop the padded grid to ``shape`` (only with the model's own bases).
@@ -197,7 +200,8 @@ class ASMR:
             full-resolution last activation instead (``O(N * K)`` memory; a reference).
 
         Returns:
-          ``[*shape, channels]`` (``[*padded_shape(bases), channels]`` for other bases).
+          ``[*batch, *shape, channels]`` (``[*batch, *padded_shape(bases), channels]`` for
+          other bases).
         """
         own = bases is None
         bases = self.bases if own else coords_lib.normalize_bases(bases, None, self.levels, self.ndim)
@@ -225,14 +229,14 @@ class ASMR:
         d, nlev = self.ndim, self.levels
         layers = params["layers"]
 
-        # h carries one axis per (level, axis) pair seen so far, then the width.
+        # h carries the batch axes, then one axis per (level, axis) pair seen so far, then the width.
         x0 = jnp.asarray(coords_lib.level_grid(bases, 0) if x0 is None else x0)  # [*B[:, 0], d]
         h = x0 @ layers[0]["w"] + layers[0]["b"]  # [*B[:, 0], K1]
         for i in range(1, nlev):
-            h = modulate(h, i - 1, shifts, scales)
+            h = modulate(h, i - 1, shifts, scales, spatial=i * d)  # [*batch, *B[:, :i], K]
             m = self.modulation(params, i, jnp.asarray(coords_lib.level_grid(bases, i)))  # [*B[:, i], K]
             if factorized and i == nlev - 1:
-                y = _factorized_output(h, m, layers[-1], self.w0)  # [*coarse, C, *B[:, -1]]
+                y = _factorized_output(h, m, layers[-1], self.w0)  # [*batch, *coarse, C, *B[:, -1]]
                 break
             lead = h.ndim - 1
             h_cells = h.reshape(h.shape[:-1] + (1,) * d + h.shape[-1:])
@@ -243,14 +247,14 @@ class ASMR:
                 sm, cm = _sincos(self.w0 * m, h)
                 z = sa * cm + ca * sm
             else:
-                z = sine.sin(self.w0 * (h_cells + m))  # [*B[:, :i+1] level-major, K]
-            h = z @ layers[i]["w"] + layers[i]["b"]
+                z = sine.sin(self.w0 * (h_cells + m))  # [*batch, *B[:, :i+1] level-major, K]
+            h = dense(z, layers[i]["w"]) + layers[i]["b"]
         else:
-            y = jnp.moveaxis(h, -1, (nlev - 1) * d)  # [*coarse, C, *B[:, -1]]
+            y = jnp.moveaxis(h, -1, h.ndim - 1 - d)  # [*batch, *coarse, C, *B[:, -1]]
 
-        y = einops.rearrange(y, _layout_pattern(d, nlev))  # [*padded, C]
+        y = einops.rearrange(y, _layout_pattern(d, nlev))  # [*batch, *padded, C]
         if crop:
-            y = y[tuple(slice(0, s) for s in self.shape)]
+            y = y[(Ellipsis,) + tuple(slice(0, s) for s in self.shape) + (slice(None),)]
         return y
 
 
@@ -286,9 +290,9 @@ def _factorized_output(a, m, out_layer, w0):
       out_layer: ``{"w": [K, C], "b": [C]}``.
 
     Returns:
-      ``[*coarse, C, *digits]``, from two GEMMs ``[P, K] @ [K, Q*C]`` (``sin(w0 a)``
-      against ``cos(w0 m) * W``, ``cos(w0 a)`` against ``sin(w0 m) * W``): the readout
-      weights are folded into the small digit side, so memory is
+      ``[*coarse, C, *digits]`` (``*coarse`` includes any batch axes), from two GEMMs
+      ``[P, K] @ [K, Q*C]`` (``sin(w0 a)`` against ``cos(w0 m) * W``, ``cos(w0 a)`` against
+      ``sin(w0 m) * W``): the readout weights are folded into the small digit side, so memory is
       ``O(P*K + Q*C*K + P*Q*C)`` and the ``[P, Q, K]`` activation is never built.
     """
     k = a.shape[-1]
@@ -311,4 +315,4 @@ def _layout_pattern(d: int, nlev: int) -> str:
     coarse = " ".join(name(lv, ax) for lv in range(nlev - 1) for ax in range(d))
     fine = " ".join(name(nlev - 1, ax) for ax in range(d))
     out = " ".join("(" + " ".join(name(lv, ax) for lv in range(nlev)) + ")" for ax in range(d))
-    return f"{coarse} c {fine} -> {out} c"
+    return f"... {coarse} c {fine} -> ... {out} c"

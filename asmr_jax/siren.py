@@ -2,6 +2,15 @@
 
 Parameters are plain pytrees: ``{"layers": [{"w": [fan_in, fan_out], "b": [fan_out]}, ...]}``.
 Every hidden layer computes ``sin(w0 * (z @ w + b + shift))``; the last layer is linear.
+
+Renders take a batch of modulations: leading axes of ``shifts[i]`` / ``scales[i]``
+(``[*batch, width_i]``) become leading axes of the output (``[*batch, *shape, C]``), and
+every layer is one 2-D matmul over batch and grid together (:func:`dense`). That is the
+same function as ``jax.vmap`` over the modulations, but its gradients stay 2-D GEMMs: under
+``vmap`` the gradient of a shared weight contracts over the batch and the grid axes
+together, which XLA on CPU lowers as a transposing copy of the activation (with the
+sine's polynomial recomputed inside it) before the GEMM; a functa meta step of SIREN
+spent about half its time in those copies (``experiments/meta_step_profile.py``).
 """
 
 from __future__ import annotations
@@ -63,24 +72,47 @@ def normalize_fields(model, name: str) -> None:
         raise ValueError(f"{name} widths and channels must be >= 1, got {model.widths}, {model.channels}")
 
 
-def modulate(pre, i: int, shifts=None, scales=None):
+def dense(x, w):
+    """``x [..., fan_in] @ w [fan_in, fan_out]`` as one 2-D matmul (leading axes flattened).
+
+    The same values as ``x @ w``; the point is the gradient: ``w``'s cotangent is a single
+    ``[fan_in, n] @ [n, fan_out]`` contraction rather than one over several axes, which
+    XLA on CPU would first transpose into a copy.
+    """
+    out = x.reshape(-1, x.shape[-1]) @ w
+    return out.reshape(x.shape[:-1] + (w.shape[-1],))
+
+
+def modulate(pre, i: int, shifts=None, scales=None, spatial: int | None = None):
     """FiLM modulation of hidden layer ``i``'s pre-activation: ``scales[i] * pre + shifts[i]``.
 
     Both are added inside the sine's ``w0`` scaling, as in functa: ``sin(w0 * (s * pre + t))``.
+    With ``spatial`` (the number of grid axes of ``pre`` before its width), modulations
+    ``[*batch, width]`` broadcast over those axes and their batch axes lead the result:
+    ``pre [*spatial, K]`` or ``[*batch, *spatial, K]`` -> ``[*batch, *spatial, K]``.
+    Without it they broadcast as plain arrays (per-point modulations of ``apply``).
     """
+
+    def expand(v):
+        v = jnp.asarray(v)
+        return v if spatial is None else v.reshape(v.shape[:-1] + (1,) * spatial + v.shape[-1:])
+
     if scales is not None:
-        pre = pre * scales[i]
+        pre = pre * expand(scales[i])
     if shifts is not None:
-        pre = pre + shifts[i]
+        pre = pre + expand(shifts[i])
     return pre
 
 
-def mlp_apply(layers: Sequence[dict], x, w0: float, shifts=None, scales=None):
+def mlp_apply(layers: Sequence[dict], x, w0: float, shifts=None, scales=None, spatial: int | None = None):
     """Sine MLP on ``x [..., in]`` -> ``[..., out]``; hidden layer ``i`` is
-    ``sin(w0 * (scales[i] * (x @ w + b) + shifts[i]))`` (either may be ``None``)."""
+    ``sin(w0 * (scales[i] * (x @ w + b) + shifts[i]))`` (either may be ``None``).
+
+    ``spatial``: see :func:`modulate` (a grid of ``spatial`` axes with batched modulations
+    gives ``[*batch, *grid, out]``)."""
     for i, layer in enumerate(layers[:-1]):
-        x = sine.sin(w0 * modulate(x @ layer["w"] + layer["b"], i, shifts, scales))
-    return x @ layers[-1]["w"] + layers[-1]["b"]
+        x = sine.sin(w0 * modulate(dense(x, layer["w"]) + layer["b"], i, shifts, scales, spatial))
+    return dense(x, layers[-1]["w"]) + layers[-1]["b"]
 
 
 def count_params(tree) -> int:
@@ -108,6 +140,7 @@ class SIREN:
     w0: float = 30.0
 
     kind = "siren"
+    batched_render = True  # render takes [*batch, width] modulations
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -143,14 +176,15 @@ class SIREN:
         return mlp_apply(params["layers"], self.normalize(coords), self.w0, shifts, scales)
 
     def render(self, params, shifts=None, shape=None, scales=None):
-        """The whole grid ``[*shape, channels]`` (default: the model's shape).
+        """The whole grid ``[*batch, *shape, channels]`` (default: the model's shape).
 
         A different ``shape`` samples the same continuous field on a finer or coarser grid.
+        ``shifts`` / ``scales``: one ``[*batch, width_i]`` per hidden layer (module docstring).
         """
         shape = self.shape if shape is None else tuple(shape)
         axes = [np.linspace(-1.0, 1.0, s, dtype=np.float32) if s > 1 else np.zeros(1, np.float32) for s in shape]
         x = jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=-1)  # [*shape, d]
-        return mlp_apply(params["layers"], x, self.w0, shifts, scales)
+        return mlp_apply(params["layers"], x, self.w0, shifts, scales, spatial=len(shape))
 
     def num_params(self) -> int:
         sizes = (self.ndim,) + self.widths + (self.channels,)

@@ -61,14 +61,12 @@ def parts(meta, params, opt_state, optimizer, images):
     """``name -> (fn, args)`` of the step's parts, each over the batch."""
     from meta import functa
 
-    latents = jax.vmap(lambda _: functa.start_latent(meta, params))(images)
-    grad = jax.grad(functa.inner_loss, argnums=2)
+    latents = functa.start_latent(meta, params, images.shape[:1])
     step = functools.partial(functa.meta_step, meta, optimizer)
     return {
-        "render": (lambda p, z: jax.vmap(lambda zi: functa.render(meta, p, zi))(z), (params, latents)),
-        "one inner gradient": (lambda p, z, x: jax.vmap(lambda zi, xi: grad(meta, p, zi, xi))(z, x),
-                               (params, latents, images)),
-        "inner loop, k": (lambda p, x: jax.vmap(lambda xi: functa.inner_loop(meta, p, xi))(x), (params, images)),
+        "render": (lambda p, z: functa.render(meta, p, z), (params, latents)),
+        "one inner gradient": (lambda p, z, x: functa.inner_grad(meta, p, z, x), (params, latents, images)),
+        "inner loop, k": (lambda p, x: functa.inner_loop(meta, p, x), (params, images)),
         "outer loss": (lambda p, x: functa.outer_loss(meta, p, x)[0], (params, images)),
         "outer loss + gradient": (jax.grad(lambda p, x: functa.outer_loss(meta, p, x)[0]), (params, images)),
         "meta step (with Adam)": (step, (params, opt_state, images)),

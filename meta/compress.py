@@ -433,7 +433,7 @@ def refine(latents, images, render, quantizer: Quantizer, steps: int, lr: float 
     """Quantization-aware refinement (COIN++): Adam on latents through the straight-through quantizer.
 
     ``latents``: ``[n, D]`` (or one ``[D]``); ``images``: ``[n, *shape, C]`` (or one);
-    ``render(latent [D]) -> [*shape, C]``, differentiable in JAX. The Adam rate is ``lr``
+    ``render(latents [n, D]) -> [n, *shape, C]``, differentiable in JAX. The Adam rate is ``lr``
     quantizer steps per dimension (small, so the latent stays near the cells it had and
     the rate barely grows: refinement optimizes distortion only). Returns float32 latents
     (same shape as ``latents``), each the iterate whose *quantized* reconstruction had the
@@ -461,23 +461,28 @@ def _refiner(render, quantizer: Quantizer, steps: int, lr: float):
     step = jnp.asarray(quantizer.step)
     opt = optax.adam(1.0)
 
-    def one(z0, target):
-        def loss(z):
-            return jnp.mean((render(quantizer.ste(z)) - target) ** 2)
+    def refine(z0, targets):
+        def losses(z):  # [n]: each latent's quantized loss (independent, so grad of the sum is each one's)
+            err = (render(quantizer.ste(z)) - targets) ** 2
+            return jnp.mean(err, axis=tuple(range(1, err.ndim)))
+
+        def total(z):
+            per = losses(z)
+            return jnp.sum(per), per
 
         def body(carry, _):
             z, state, best_z, best = carry
-            value, g = jax.value_and_grad(loss)(z)  # quantized loss at z, before the update
-            better = value < best
-            best_z, best = jnp.where(better, z, best_z), jnp.where(better, value, best)
-            upd, state = opt.update(g, state)
+            (_, per), g = jax.value_and_grad(total, has_aux=True)(z)
+            better = per < best  # quantized loss at z, before the update
+            best_z, best = jnp.where(better[:, None], z, best_z), jnp.where(better, per, best)
+            upd, state = opt.update(g, state)  # Adam is elementwise: each row is its own optimizer
             return (z + lr * step * upd, state, best_z, best), None
 
-        init = (z0, opt.init(z0), z0, jnp.asarray(jnp.inf, jnp.float32))
+        init = (z0, opt.init(z0), z0, jnp.full(z0.shape[:1], jnp.inf, jnp.float32))
         (z, _, best_z, best), _ = jax.lax.scan(body, init, None, length=steps)
-        return jnp.where(loss(z) < best, z, best_z)
+        return jnp.where((losses(z) < best)[:, None], z, best_z)
 
-    return jax.jit(jax.vmap(one))
+    return jax.jit(refine)
 
 
 def check_image(image, shape, channels) -> np.ndarray:
@@ -512,7 +517,7 @@ def encode(images, codec: Codec, model_id_: bytes, fit, render, *, many: bool = 
 
     ``images``: one ``[*shape, C]`` signal on [0, 1], or ``[n, *shape, C]`` with ``many``;
     ``fit(images [n, ...]) -> [n, D]`` latents; ``render(latents [n, D]) -> [n, *shape, C]``;
-    ``render_jax``: a differentiable JAX ``render`` of one latent ``[D]`` for the
+    ``render_jax``: a differentiable JAX ``render`` of latents ``[n, D]`` for the
     refinement. ``model_id_`` must be the id the codec was fitted for (the network's
     :func:`model_id`). File formats: :mod:`meta.container`.
     """
@@ -527,7 +532,7 @@ def encode(images, codec: Codec, model_id_: bytes, fit, render, *, many: bool = 
     psnr_float = psnr_each(render(latents), batch)
     if refine_steps:
         if render_jax is None:
-            raise ValueError("refinement needs render_jax, a differentiable render of one latent")
+            raise ValueError("refinement needs render_jax, a differentiable render of latents [n, D]")
         latents = refine(latents, batch, render_jax, codec.quantizer, refine_steps, refine_lr)
     payload, symbols = codec.encode_latent(latents if many else latents[0])
     mid, cid = container.short_ids(model_id_, codec.codec_id)
@@ -580,7 +585,8 @@ class MetaNetwork:
 
     ``fit(images [n, H, W, C]) -> [n, D]`` runs ``steps`` inner steps (default the
     checkpoint's ``k``); ``render(latents [n, D]) -> [n, H, W, C]`` (numpy, clipped to
-    [0, 1]); ``render_jax`` renders one latent ``[D]``, traceable and differentiable.
+    [0, 1]); ``render_jax`` renders latents ``[*batch, D]`` (or one ``[D]``), traceable and
+    differentiable, through the network's batched render.
     ``id`` is :func:`model_id` of the shared parameters and the meta config.
     """
 

@@ -92,6 +92,33 @@ def test_gradients_of_both_paths_agree(key, modulator):
     assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(g_render))
 
 
+@pytest.mark.parametrize("model", [
+    ASMR((16, 16), 3, bases=(2, 2, 4), widths=8), ASMR((20, 12), 1, levels=3, widths=(6, 5)),
+    ASMR((32,), 2, bases=(4, 8), widths=8), ASMR((4, 4, 8), 1, levels=2, widths=8, modulator="nonlinear"),
+    SIREN((12, 10), 3, widths=(8, 8)), SIREN((16,), 1, widths=(8,))])
+def test_batched_modulations_give_one_render_each(model):
+    # shifts / scales [2, 3, width] -> renders [2, 3, *shape, C], each the render of its own vectors
+    params = model.init(jax.random.key(0))
+    keys = jax.random.split(jax.random.key(1), 2 * len(model.widths))
+    shifts = [0.2 * jax.random.normal(k, (2, 3, w)) for k, w in zip(keys, model.widths)]
+    scales = [1 + 0.2 * jax.random.normal(k, (2, 3, w)) for k, w in zip(keys[len(model.widths):], model.widths)]
+    variants = [{"shifts": shifts}, {"scales": scales}, {"shifts": shifts, "scales": scales}]
+    if model.kind == "asmr":
+        variants.append({"shifts": shifts, "factorized": False})
+    def call(p, sh, sc, factorized):
+        return model.render(p, sh, scales=sc, **({} if factorized else {"factorized": False}))
+
+    one = jax.jit(call, static_argnums=3)
+    for kw in variants:
+        factorized = kw.get("factorized", True)
+        batched = one(params, kw.get("shifts"), kw.get("scales"), factorized)
+        assert batched.shape == (2, 3, *model.shape, model.channels)
+        for idx in np.ndindex(2, 3):
+            pick = lambda mods, i=idx: None if mods is None else [v[i] for v in mods]  # noqa: E731
+            want = one(params, pick(kw.get("shifts")), pick(kw.get("scales")), factorized)
+            np.testing.assert_allclose(batched[idx], want, atol=2e-5, rtol=1e-4, err_msg=str(sorted(kw)))
+
+
 def test_jit_and_vmap_over_param_sets_match_loop():
     model = ASMR((8, 8, 4), 1, bases=((2, 4), (2, 4), (2, 2)), widths=8)
     keys = jax.random.split(jax.random.key(0), 3)

@@ -27,7 +27,7 @@ def synthetic_latents(n, dim=D, seed=0):
 class LinearNet:
     """A tiny stand-in for a meta-learned network: image = sigmoid(z @ A + b), [D] -> [6, 5, 3].
 
-    ``render_jax`` takes one latent; ``render``/``fit`` take batches, as
+    ``render_jax`` takes ``[*batch, D]`` (JAX), ``render``/``fit`` take ``[n, ...]`` (numpy), as
     :class:`meta.compress.MetaNetwork` does.
     """
 
@@ -37,10 +37,11 @@ class LinearNet:
         self.id = C.model_id(self.params, {"kind": "linear", "dim": D})
 
     def render_jax(self, z):
-        return jax.nn.sigmoid(jnp.asarray(z) @ self.params["A"] + self.params["b"]).reshape(*SHAPE, CHANNELS)
+        z = jnp.asarray(z)
+        return jax.nn.sigmoid(z @ self.params["A"] + self.params["b"]).reshape(z.shape[:-1] + SHAPE + (CHANNELS,))
 
     def render(self, latents):
-        return np.asarray(jax.vmap(self.render_jax)(jnp.asarray(latents)))
+        return np.asarray(self.render_jax(jnp.asarray(latents)))
 
     def fit(self, images, steps=60):
         def one(image):

@@ -78,6 +78,45 @@ def test_vmap_equals_python_loop(kind):
 
 
 @pytest.mark.parametrize("kind", ["asmr", "siren"])
+def test_batched_step_equals_vmap_of_single_signals(kind):
+    # the batch goes through the network's batched render; vmap over one signal at a time
+    # renders [width] modulations: the same loss, inner gradients and second-order gradient
+    meta = tiny(kind, modulate_scale=True, l2_weight=1e-3)
+    params = init(meta, 5)
+    images = jnp.asarray(smooth_images(3, seed=1))
+    z = 0.3 * jax.random.normal(jax.random.key(1), (3, meta.latent_dim))
+    batched = jax.jit(lambda p: functa.inner_grad(meta, p, z, images))(params)
+    single = jax.jit(jax.vmap(lambda zi, im: functa.inner_grad(meta, params, zi, im)))(z, images)
+    np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-5)
+
+    def vmapped(p):
+        mse = jax.vmap(lambda im: functa.image_mse(meta, p, functa.inner_loop(meta, p, im), im))(images)
+        return jnp.mean(mse)
+
+    g_batched = jax.jit(jax.grad(lambda p: functa.outer_loss(meta, p, images)[0]))(params)
+    g_vmapped = jax.jit(jax.grad(vmapped))(params)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_batched), jax.tree.leaves(g_vmapped)):
+        scale = float(jnp.max(jnp.abs(b)))
+        assert scale > 0, jax.tree_util.keystr(path)
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * scale, err_msg=jax.tree_util.keystr(path))
+
+
+def test_network_without_batched_render_renders_one_latent_at_a_time():
+    from asmr_jax.ngp import InstantNGP
+
+    net = InstantNGP(SHAPE, 3, levels=2, log2_table=6, base_resolution=2, widths=(8,))
+    assert not getattr(net, "batched_render", False)
+    meta = functa.MetaModel(net, 4)
+    params = init(meta, 6)
+    z = jax.random.normal(jax.random.key(2), (2, 3, 4))
+    out = jax.jit(lambda p, z: functa.render(meta, p, z))(params, z)
+    assert out.shape == (2, 3, *SHAPE, 3)
+    one = jax.jit(lambda p, zi: functa.render(meta, p, zi))
+    for idx in np.ndindex(2, 3):
+        np.testing.assert_allclose(out[idx], one(params, z[idx]), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["asmr", "siren"])
 def test_outer_gradients_finite_and_nonzero(kind):
     meta = tiny(kind)
     params = init(meta, 3)
