@@ -24,7 +24,10 @@ Two forward paths compute the same function:
   GEMMs ``[cells, K] @ [K, digits * C]`` and the render needs
   ``O(N * C + cells * K)`` memory instead of ``O(N * K)``. The other hidden levels use
   the same identity when it saves sines (:func:`use_angle_sum`): sines and cosines of
-  the two small tables, then three flops per value of the level's activation.
+  the two small tables, then three flops per value of the level's activation. That form
+  is for the forward pass only: its derivative (:func:`hidden_sine`'s JVP) is the direct
+  ``cos(w0 (a + m))`` form, whose backward takes far fewer ops (measured: a functa meta step
+  1.6x faster, a Cameraman fit step 1.5x, than differentiating the angle-addition form).
 
 All sines go through :mod:`asmr_jax.sine`, a vectorized polynomial.
 """
@@ -32,6 +35,7 @@ All sines go through :mod:`asmr_jax.sine`, a vectorized polynomial.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import einops
@@ -240,14 +244,7 @@ class ASMR:
                 break
             lead = h.ndim - 1
             h_cells = h.reshape(h.shape[:-1] + (1,) * d + h.shape[-1:])
-            m = m.reshape((1,) * lead + m.shape)
-            if use_angle_sum(h.size // h.shape[-1], m.size // m.shape[-1]):
-                # sin(a + m) = sin a cos m + cos a sin m: sines on the two small tables only.
-                sa, ca = _sincos(self.w0 * h_cells, h)
-                sm, cm = _sincos(self.w0 * m, h)
-                z = sa * cm + ca * sm
-            else:
-                z = sine.sin(self.w0 * (h_cells + m))  # [*batch, *B[:, :i+1] level-major, K]
+            z = hidden_sine(h_cells, m.reshape((1,) * lead + m.shape), self.w0)  # [*batch, *B[:, :i+1], K]
             h = dense(z, layers[i]["w"]) + layers[i]["b"]
         else:
             y = jnp.moveaxis(h, -1, h.ndim - 1 - d)  # [*batch, *coarse, C, *B[:, -1]]
@@ -256,6 +253,34 @@ class ASMR:
         if crop:
             y = y[(Ellipsis,) + tuple(slice(0, s) for s in self.shape) + (slice(None),)]
         return y
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def hidden_sine(a, m, w0: float):
+    """``sin(w0 (a + m))`` of a hidden level: ``a`` the coarse cells' pre-activations
+    ``[*cells, 1.., K]``, ``m`` the level's modulation table ``[1.., *digits, K]``
+    (broadcasting to ``[*cells, *digits, K]``).
+
+    The value uses angle addition where it saves sines (:func:`use_angle_sum`):
+    ``sin(w0 a) cos(w0 m) + cos(w0 a) sin(w0 m)`` from sines of the two small tables. The
+    derivative is ``cos(w0 (a + m)) * w0 (da + dm)``, from the direct form: the same
+    values, and a backward of a few fused ops instead of the products, broadcasts and
+    reductions of the four tables.
+    """
+    K = a.shape[-1]
+    if use_angle_sum(a.size // K, m.size // K):
+        # sin(a + m) = sin a cos m + cos a sin m: sines on the two small tables only.
+        sa, ca = _sincos(w0 * a, a)
+        sm, cm = _sincos(w0 * m, a)
+        return sa * cm + ca * sm
+    return sine.sin(w0 * (a + m))
+
+
+@hidden_sine.defjvp
+def _hidden_sine_jvp(w0, primals, tangents):
+    (a, m), (da, dm) = primals, tangents
+    s, c = sine.sincos(w0 * (a + m))
+    return s, c * (w0 * (da + dm))
 
 
 def use_angle_sum(cells: int, digits: int) -> bool:

@@ -10,8 +10,9 @@ Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):
   32x32, width 256 depth 4 at 64x64, and ASMR of the same width and depth (equal
   parameters up to the modulators, ~0.3%);
 * functa's default size: width 512, depth 15, 64x64, latent 512 (SIREN and a 15-level ASMR);
-* SIREN also with ``microbatch`` (gradients summed over chunks of 8 images, of 4 at the
-  default size: the same step, less memory). ``remat`` (``jax.checkpoint`` per inner step) is not a row: XLA's
+* SIREN also with ``microbatch`` (gradients summed over chunks of 8 images, of 4 and of
+  2 at the default size: the same step, less memory); at the default size ASMR also with
+  chunks of 8. ``remat`` (``jax.checkpoint`` per inner step) is not a row: XLA's
   CPU memory plan is the same with and without it (experiments/README.md).
 
 Each row runs in a fresh process on random images: one compiling step, then the median
@@ -57,7 +58,8 @@ def get_config(arg=None) -> dict:
     small = {"steps": 3, "configs": SMALL, "levers": [{}, {"microbatch": 8}], "batch": 16}
     if arg == "quick":
         return small
-    return {**small, "configs": SMALL + [DEFAULT], "default_levers": [{"microbatch": 4}], "default_steps": 1}
+    return {**small, "configs": SMALL + [DEFAULT], "default_levers": [{"microbatch": 4}, {"microbatch": 2}],
+            "default_asmr_levers": [{}, {"microbatch": 8}], "default_steps": 1}
 
 
 def run_one(row: dict) -> dict:
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
     for config in cfg["configs"]:
         levers = cfg.get("default_levers", cfg["levers"]) if tuple(config) == DEFAULT else cfg["levers"]
         for model in ("siren", "asmr"):
-            for lever in ([{}] if model == "asmr" else levers):
+            asmr_levers = cfg.get("default_asmr_levers", [{}]) if tuple(config) == DEFAULT else [{}]
+            for lever in (asmr_levers if model == "asmr" else levers):
                 steps = cfg.get("default_steps", cfg["steps"]) if tuple(config) == DEFAULT else cfg["steps"]
                 row = spawn({"config": list(config), "model": model, "lever": lever, "steps": steps,
                              "batch": cfg["batch"]})

@@ -119,6 +119,26 @@ def test_batched_modulations_give_one_render_each(model):
             np.testing.assert_allclose(batched[idx], want, atol=2e-5, rtol=1e-4, err_msg=str(sorted(kw)))
 
 
+def test_hidden_sine_value_and_derivatives_are_the_sines():
+    # angle addition for the value (cells 6 x digits 4: it saves sines), the direct form's derivative
+    from asmr_jax.asmr import hidden_sine, use_angle_sum
+
+    assert use_angle_sum(6, 4)
+    ka, km, kw = jax.random.split(jax.random.key(0), 3)
+    a = 0.2 * jax.random.normal(ka, (2, 3, 1, 5))
+    m = 0.2 * jax.random.normal(km, (1, 1, 4, 5))
+    w = jax.random.normal(kw, (2, 3, 4, 5))
+    ours = lambda a, m: jnp.sum(w * hidden_sine(a, m, 30.0))  # noqa: E731
+    ref = lambda a, m: jnp.sum(w * jnp.sin(30.0 * (a + m)))  # noqa: E731
+    np.testing.assert_allclose(hidden_sine(a, m, 30.0), jnp.sin(30.0 * (a + m)), atol=2e-6)
+    for got, want in zip(jax.grad(ours, (0, 1))(a, m), jax.grad(ref, (0, 1))(a, m)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # second order (what a meta step differentiates): the gradient of a gradient norm
+    second = lambda f: jax.grad(lambda a, m: jnp.sum(jax.grad(f, 1)(a, m) ** 2), (0, 1))(a, m)  # noqa: E731
+    for got, want in zip(second(ours), second(ref)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-2)
+
+
 def test_jit_and_vmap_over_param_sets_match_loop():
     model = ASMR((8, 8, 4), 1, bases=((2, 4), (2, 4), (2, 2)), widths=8)
     keys = jax.random.split(jax.random.key(0), 3)
