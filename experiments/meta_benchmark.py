@@ -62,6 +62,34 @@ def get_config(arg=None) -> dict:
             "default_asmr_levers": [{}, {"microbatch": 8}], "default_steps": 1}
 
 
+def _current_rss_gib() -> float:
+    """Resident memory of this process now (``/proc/self/statm``), GiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
+class _RssSampler:
+    """Peak resident memory while the block runs, sampled every 2 ms in a thread."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak, self._stop = _current_rss_gib(), threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.002):
+                self.peak = max(self.peak, _current_rss_gib())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _current_rss_gib())
+
+
 def run_one(row: dict) -> dict:
     import jax
     import numpy as np
@@ -69,6 +97,7 @@ def run_one(row: dict) -> dict:
     from meta import functa
     from meta.train import build_meta
 
+    start_rss = _current_rss_gib()
     w, depth, res, latent = row["config"]
     meta = build_meta(row["model"], res, 3, w, depth=depth, levels=depth, latent_dim=latent, functa_init=True)
     opt = functa.make_optimizer(3e-6, None)
@@ -79,14 +108,18 @@ def run_one(row: dict) -> dict:
     state = opt.init(params)
     images = jax.numpy.asarray(np.random.default_rng(0).uniform(size=(row["batch"], res, res, 3)), np.float32)
     times = []
-    for _ in range(row["steps"] + 1):
-        t0 = time.perf_counter()
-        params, state, m = jax.block_until_ready(step(params, state, images))
-        times.append(time.perf_counter() - t0)
-    sec = statistics.median(times[1:])
+    params, state, m = jax.block_until_ready(step(params, state, images))  # compiles
+    compiled_rss = _current_rss_gib()
+    with _RssSampler() as sampler:  # the running steps alone, compilation excluded
+        for _ in range(row["steps"]):
+            t0 = time.perf_counter()
+            params, state, m = jax.block_until_ready(step(params, state, images))
+            times.append(time.perf_counter() - t0)
+    sec = statistics.median(times)
     return {**row, "shared_params": meta.num_params(), "step_seconds": sec, "images_per_second": row["batch"] / sec,
-            "compile_and_first_step_seconds": times[0], "loss": float(m["loss"]),
+             "loss": float(m["loss"]),
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30,
+            "start_rss_gib": start_rss, "compiled_rss_gib": compiled_rss, "running_rss_gib": sampler.peak,
             "xla_plan_gib": estimate.get("peak", 0) / 2**30}
 
 
@@ -110,10 +143,12 @@ def to_markdown(payload) -> str:
         w, d, res, latent = key
         body.append([f"{w}x{d}", res, latent, r["model"], lever, f"{r['shared_params']:,}",
                      common.fmt(r["step_seconds"], 3), common.fmt(r["images_per_second"], 1), vs,
-                     common.fmt(r["peak_rss_gib"]), mem, common.fmt(r["xla_plan_gib"])])
+                     common.fmt(r["peak_rss_gib"]), mem, common.fmt(r.get("running_rss_gib")),
+                     common.fmt(r.get("start_rss_gib")), common.fmt(r["xla_plan_gib"])])
     table = common.markdown_table(
         ["width x depth", "res", "latent", "model", "lever", "shared params", "s/step", "img/s",
-         "speed vs functa", "peak RSS GiB", "RSS / functa's", "XLA plan GiB"], body)
+         "speed vs functa", "peak RSS GiB", "RSS / functa's", "RSS while stepping", "RSS at start",
+         "XLA plan GiB"], body)
     return (f"Batch {payload['config']['batch']}, k = 3, median of {payload['config']['steps']} steps after the "
             f"compiling one; functa's own code here: {FUNCTA} (s/step, GiB).\n\n{table}\n")
 
