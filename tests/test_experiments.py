@@ -287,3 +287,17 @@ def test_rate_distortion_quick_trains_encodes_and_counts_file_bytes(tmp_path):
     ledger = next((tmp_path / "w").glob("*/budget.json"))
     before = ledger.read_text()
     assert rate_distortion.main(args + ["--train-only"]) == 0 and ledger.read_text() == before
+
+
+def test_meta_benchmark_smoke(tmp_path):
+    from experiments import meta_benchmark
+
+    assert meta_benchmark.main(["--smoke", "--out", str(tmp_path)]) == 0
+    saved, md = _read(tmp_path, "meta_benchmark_smoke")
+    assert [(r["model"], r["lever"]) for r in saved["rows"]] == [("siren", {}), ("siren", {"microbatch": 4}),
+                                                                   ("asmr", {})]
+    for r in saved["rows"]:
+        assert r["step_seconds"] > 0 and math.isfinite(r["loss"])
+        # RSS: the start, the stepping peak and the process peak are ordered
+        assert 0 < r["start_rss_gib"] <= r["running_rss_gib"] <= r["peak_rss_gib"] + 1e-3
+    assert "RSS while stepping" in md
