@@ -79,7 +79,9 @@ class MetaModel:
 
     Args:
       model: an ASMR or SIREN of any dimension (anything with ``render(params, shifts,
-        scales=None)``, ``shift_widths``, ``init``, ``config``, ``w0``).
+        scales=None)``, ``shift_widths``, ``init``, ``config``, ``w0``). A model whose class
+        sets ``batched_render = True`` renders a batch of modulations in one call; others
+        are rendered one latent at a time under ``vmap``.
       latent_dim: ``D``, values per signal (functa: 128..1024 for CelebA-HQ).
       inner_steps: ``k``, SGD steps of the inner loop (functa: 3).
       lr_scale: multiplies the meta-SGD rates in the inner step (functa: 1, implicit).
