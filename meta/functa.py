@@ -204,7 +204,7 @@ def functa_network_init(net: dict) -> dict:
 # (latents [*batch, D], signals [*batch, *shape, C]); per-signal values come back [*batch].
 # A batch goes through the network's batched render (one 2-D GEMM per layer over all
 # signals; see asmr_jax.siren) rather than vmap: same values, and on CPU the second-order
-# meta step of SIREN runs about 1.8x faster (experiments/README.md).
+# meta step of SIREN runs about 1.7x faster (experiments/README.md).
 def latent_to_modulations(meta: MetaModel, params, latent) -> tuple[list | None, list | None]:
     """Latent ``[*batch, D]`` -> ``(shifts, scales)``, each ``None`` or one ``[*batch, width_i]`` per hidden layer."""
     m = params["latent_to_shift"]
