@@ -1,6 +1,6 @@
 """The main job: functa-style meta-learning of ASMR vs SIREN at equal parameter count.
 
-    python -m meta.main                 # ~10 min on 2 CPU cores: both models, same time budget
+    python -m meta.main                 # ~6 min on 2 CPU cores: both models, same time budget
     python -m meta.main --quick         # smoke run (tiny models, a few steps; < 1 min)
     python -m meta.main --out DIR --minutes 2
 
