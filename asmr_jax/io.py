@@ -174,16 +174,47 @@ def check_digest(params, want: str | None, where: str):
 
 
 def _write_model(directory, model, params, extra: dict | None = None):
-    import orbax.checkpoint as ocp
-
     params = jax.device_get(params)
     meta = {"format": FORMAT, "version": VERSION, "model": model.config(), "params_sha256": params_digest(params),
             **(extra or {})}
     with open(os.path.join(directory, "model.json"), "w") as f:
         json.dump(meta, f, indent=2)
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.join(directory, "params"), params)
-    ckptr.wait_until_finished()
+    save_tree(os.path.join(directory, "params"), params)
+
+
+def save_tree(path, tree):
+    """Writes a parameter pytree to the new folder ``path`` with orbax; returns once it is on disk.
+
+    The checkpointer is closed on every path, so no orbax thread outlives the call (an open one
+    prints "Event loop is closed" tracebacks at interpreter exit).
+    """
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.abspath(os.fspath(path)), tree)
+        ckptr.wait_until_finished()
+
+
+def restore_tree(path, abstract, what: str | None = None):
+    """Restores the pytree saved by :func:`save_tree` at ``path`` into the shapes of ``abstract``.
+
+    Raises ``ValueError`` naming ``what`` (default: the folder) for a damaged or foreign tree.
+    """
+    import orbax.checkpoint as ocp
+
+    where = os.path.abspath(os.fspath(path))
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            return ckptr.restore(where, abstract)
+    except Exception as e:  # orbax raises many exception types for damaged or mismatched trees
+        raise ValueError(f"cannot restore parameters from {what or where}: {error_summary(e)}") from None
+
+
+def error_summary(e: BaseException) -> str:
+    """``Type: first line`` of an exception, without the long TensorStore spec orbax appends."""
+    msg = str(e).splitlines()[0] if str(e) else ""
+    msg = msg.split(" See full TensorStore details")[0]
+    return f"{type(e).__name__}: {msg[:300]}".rstrip(": ")
 
 
 def save_model(path, model, params, extra: dict | None = None, overwrite: bool = False) -> str:
@@ -223,15 +254,10 @@ def read_format_json(path, fmt: str, version: int, what: str) -> dict:
 
 def load_model(path):
     """Loads ``(model, params, meta)`` saved by :func:`save_model`."""
-    import orbax.checkpoint as ocp
-
     meta = read_model_json(path)
     model = models.from_config(meta["model"])
     abstract = jax.eval_shape(model.init, jax.random.key(0))
-    try:
-        params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(path, "params")), abstract)
-    except Exception as e:  # orbax raises many types for damaged trees
-        raise ValueError(f"cannot restore parameters from {path}/params: {type(e).__name__}: {e}") from None
+    params = restore_tree(os.path.join(path, "params"), abstract, f"{path}/params")
     check_digest(params, meta.get("params_sha256"), f"checkpoint {path}")
     return model, params, meta
 

@@ -591,9 +591,8 @@ def restore_step(mgr, workdir, step: int, items: dict) -> dict:
             **{k: ocp.args.StandardRestore(v) for k, v in items.items()}))
         restored = {k: restored[k] for k in items}
     except Exception as e:  # orbax raises many exception types for damaged or mismatched trees
-        msg = str(e).splitlines()[0][:300] if str(e) else ""
         raise DamagedCheckpointError(f"cannot restore checkpoint step {step} from {where}: "
-                                     f"{type(e).__name__}: {msg}{hint}") from None
+                                     f"{io.error_summary(e)}{hint}") from None
     digests = recorded_digests(workdir, step)
     for name, tree in restored.items():
         try:
@@ -605,16 +604,13 @@ def restore_step(mgr, workdir, step: int, items: dict) -> dict:
 
 def save_meta(path, meta: MetaModel, params, extra: dict | None = None, overwrite: bool = False) -> str:
     """Exports shared parameters to a standalone folder (``meta.json`` + ``params/``), atomically."""
-    import orbax.checkpoint as ocp
 
     from asmr_jax.io import atomic_dir
 
     params = jax.device_get(params)
     with atomic_dir(path, overwrite=overwrite) as tmp:
         write_meta_json(tmp, meta, {**(extra or {}), "params_sha256": io.params_digest(params)})
-        ckptr = ocp.StandardCheckpointer()
-        ckptr.save(os.path.join(tmp, "params"), params)
-        ckptr.wait_until_finished()
+        io.save_tree(os.path.join(tmp, "params"), params)
     return os.path.abspath(os.fspath(path))
 
 
@@ -624,7 +620,6 @@ def load_meta_checkpoint(path, step: int | None = None):
 
     Raises ``ValueError`` naming the problem for a missing, foreign or corrupt checkpoint.
     """
-    import orbax.checkpoint as ocp
 
     path = os.fspath(path)
     body = read_meta_json(path)
@@ -634,12 +629,7 @@ def load_meta_checkpoint(path, step: int | None = None):
         raise ValueError(f"{path}/{META_JSON} holds an invalid meta config: {e}") from None
     target = abstract_params(meta)
     if os.path.isdir(os.path.join(path, "params")):  # exported by save_meta
-        where = os.path.abspath(os.path.join(path, "params"))
-        try:
-            params = ocp.StandardCheckpointer().restore(where, target)
-        except Exception as e:  # orbax raises many exception types for damaged or mismatched trees
-            msg = str(e).splitlines()[0][:300] if str(e) else ""
-            raise ValueError(f"cannot restore parameters from {where}: {type(e).__name__}: {msg}") from None
+        params = io.restore_tree(os.path.join(path, "params"), target)
         io.check_digest(params, body.get("params_sha256"), f"exported checkpoint {path}")
         return meta, params
     mgr = checkpoint_manager(path, create=False) if os.path.isdir(os.path.join(path, CHECKPOINTS)) else None

@@ -226,132 +226,134 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
     if main:
         os.makedirs(workdir, exist_ok=True)
     mgr = functa.checkpoint_manager(workdir, keep=keep)
-    import orbax.checkpoint as ocp
-
-    params = meta.init(jax.random.key(seed))
-    opt_state = optimizer.init(params)
-    start, history = 0, []
-    if resume and mgr.latest_step() is not None:
-        start = int(mgr.latest_step() if resume_step is None else resume_step)
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-                                {"params": params, "opt_state": opt_state})
-        restored = functa.restore_step(mgr, workdir, start, abstract)
-        params, opt_state = restored["params"], restored["opt_state"]
-        later = [s for s in mgr.all_steps() if s > start]
-        if later:
-            sharding.barrier("meta.train: resume step restored")
-            for s in later:
-                mgr.delete(s)
-            if main:
-                log(f"continuing from step {start}: deleted the later checkpoint steps {later}")
-        hist_path = os.path.join(workdir, HISTORY)
-        if os.path.isfile(hist_path):
-            with open(hist_path) as f:
-                history = [h for h in json.load(f) if h["step"] <= start]
-        if main:
-            log(f"resumed {workdir} at step {start}")
-    elif main:
-        functa.write_meta_json(workdir, meta, {"train": config})
-    params, opt_state = sharding.replicate(params, mesh), sharding.replicate(opt_state, mesh)
-    noise_key = jax.random.fold_in(jax.random.key(seed), 1)
-
-    cost = macs.count(meta.model)
-    if main:
-        log(f"{meta.model.kind}: {meta.model.num_params():,} network params, {meta.num_params():,} shared params, "
-            f"{cost.paper_macs:,.1f} MAC/pixel, latent {latent_dim}, k={inner_steps}, {len(train_ds)} train / "
-            f"{len(test_ds)} test images, {mesh.size} device(s) in {jax.process_count()} process(es)")
-
-    def save(step):
-        mgr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                               opt_state=ocp.args.StandardSave(opt_state)), force=True)
-        mgr.wait_until_finished()
-        if main:
-            functa.record_digest(workdir, step, sharding.to_host({"params": params, "opt_state": opt_state}))
-            io.write_json(os.path.join(workdir, HISTORY), history)
-
-    def load_batch(t):
-        idx = train_ds.batch_indices(t, batch_size, shuffle=True, seed=seed)
-        return sharding.global_batch(lambda rows: train_ds.get(idx[rows]), int(batch_size), mesh)
-
-    # ---------------------------------------------------------------- loop
-    status, step = "done", start
-    windows, t_start, t_budget = [], time.perf_counter(), None  # (steps, seconds) between fetches
-    bar = None
-    if progress and main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=int(steps), initial=start, desc=f"meta-train {meta.model.kind}", dynamic_ncols=True)
-    eval_steps = sorted({int(inner_steps), int(eval_more_steps)})
-    extra_evals = {int(s) for s in eval_at}
-    pending = []  # (step, device metrics) not fetched yet
-    good = (start, params, opt_state)  # the last state whose every step was checked finite
-    last_fetch = [time.perf_counter(), start]
-
-    def fetch():
-        """Moves pending metrics to the history; False if one was non-finite."""
-        nonlocal good, status
-        if not pending:
-            return True
-        values = list(zip([t for t, _ in pending], sharding.to_host([m for _, m in pending])))  # one transfer
-        pending.clear()
-        now = time.perf_counter()
-        windows.append((values[-1][0] - last_fetch[1], now - last_fetch[0]))
-        last_fetch[:] = [now, values[-1][0]]
-        for t, m in values:
-            loss, psnr = float(m["loss"]), float(m["psnr"])
-            if not math.isfinite(loss):
-                status = "diverged"
-                if main:
-                    kept = mgr.latest_step()
-                    log(f"step {t}: loss is {loss}; stopping. " + (
-                        f"The last good checkpoint (step {kept}) is kept in {workdir}/{functa.CHECKPOINTS}"
-                        if kept is not None else "No checkpoint was written before it (lower lr or clip)"))
-                return False
-            history.append({"step": t, "loss": loss, "train_psnr": psnr})
-        if bar is not None:
-            bar.update(values[-1][0] - bar.n)
-            bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}",
-                            **({"test": f"{history[-1][f'test_psnr_{inner_steps}']:.2f}"}
-                               if f"test_psnr_{inner_steps}" in history[-1] else {}))
-        return True
-
-    batches = Prefetcher(load_batch, start, int(steps), depth=int(prefetch))
     try:
-        for t, images in batches:
-            params, opt_state, m = step_fn(params, opt_state, images, jax.random.fold_in(noise_key, t))
-            step = t + 1
-            pending.append((step, m))
-            want_eval = step % int(eval_every) == 0 or step == int(steps) or step in extra_evals
-            want_ckpt = step % int(checkpoint_every) == 0
-            if t_budget is None:  # the budget starts once the first step (its compilation) is done
-                jax.block_until_ready(params)
-                t_budget = time.perf_counter()
-            over_time = max_seconds is not None and time.perf_counter() - t_budget > max_seconds
-            if want_eval or want_ckpt or over_time or step % int(log_every) == 0:
-                if not fetch():
+        import orbax.checkpoint as ocp
+
+        params = meta.init(jax.random.key(seed))
+        opt_state = optimizer.init(params)
+        start, history = 0, []
+        if resume and mgr.latest_step() is not None:
+            start = int(mgr.latest_step() if resume_step is None else resume_step)
+            abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                                    {"params": params, "opt_state": opt_state})
+            restored = functa.restore_step(mgr, workdir, start, abstract)
+            params, opt_state = restored["params"], restored["opt_state"]
+            later = [s for s in mgr.all_steps() if s > start]
+            if later:
+                sharding.barrier("meta.train: resume step restored")
+                for s in later:
+                    mgr.delete(s)
+                if main:
+                    log(f"continuing from step {start}: deleted the later checkpoint steps {later}")
+            hist_path = os.path.join(workdir, HISTORY)
+            if os.path.isfile(hist_path):
+                with open(hist_path) as f:
+                    history = [h for h in json.load(f) if h["step"] <= start]
+            if main:
+                log(f"resumed {workdir} at step {start}")
+        elif main:
+            functa.write_meta_json(workdir, meta, {"train": config})
+        params, opt_state = sharding.replicate(params, mesh), sharding.replicate(opt_state, mesh)
+        noise_key = jax.random.fold_in(jax.random.key(seed), 1)
+
+        cost = macs.count(meta.model)
+        if main:
+            log(f"{meta.model.kind}: {meta.model.num_params():,} network params, {meta.num_params():,} shared params, "
+                f"{cost.paper_macs:,.1f} MAC/pixel, latent {latent_dim}, k={inner_steps}, {len(train_ds)} train / "
+                f"{len(test_ds)} test images, {mesh.size} device(s) in {jax.process_count()} process(es)")
+
+        def save(step):
+            mgr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                                   opt_state=ocp.args.StandardSave(opt_state)), force=True)
+            mgr.wait_until_finished()
+            if main:
+                functa.record_digest(workdir, step, sharding.to_host({"params": params, "opt_state": opt_state}))
+                io.write_json(os.path.join(workdir, HISTORY), history)
+
+        def load_batch(t):
+            idx = train_ds.batch_indices(t, batch_size, shuffle=True, seed=seed)
+            return sharding.global_batch(lambda rows: train_ds.get(idx[rows]), int(batch_size), mesh)
+
+        # ---------------------------------------------------------------- loop
+        status, step = "done", start
+        windows, t_start, t_budget = [], time.perf_counter(), None  # (steps, seconds) between fetches
+        bar = None
+        if progress and main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=int(steps), initial=start, desc=f"meta-train {meta.model.kind}", dynamic_ncols=True)
+        eval_steps = sorted({int(inner_steps), int(eval_more_steps)})
+        extra_evals = {int(s) for s in eval_at}
+        pending = []  # (step, device metrics) not fetched yet
+        good = (start, params, opt_state)  # the last state whose every step was checked finite
+        last_fetch = [time.perf_counter(), start]
+
+        def fetch():
+            """Moves pending metrics to the history; False if one was non-finite."""
+            nonlocal good, status
+            if not pending:
+                return True
+            values = list(zip([t for t, _ in pending], sharding.to_host([m for _, m in pending])))  # one transfer
+            pending.clear()
+            now = time.perf_counter()
+            windows.append((values[-1][0] - last_fetch[1], now - last_fetch[0]))
+            last_fetch[:] = [now, values[-1][0]]
+            for t, m in values:
+                loss, psnr = float(m["loss"]), float(m["psnr"])
+                if not math.isfinite(loss):
+                    status = "diverged"
+                    if main:
+                        kept = mgr.latest_step()
+                        log(f"step {t}: loss is {loss}; stopping. " + (
+                            f"The last good checkpoint (step {kept}) is kept in {workdir}/{functa.CHECKPOINTS}"
+                            if kept is not None else "No checkpoint was written before it (lower lr or clip)"))
+                    return False
+                history.append({"step": t, "loss": loss, "train_psnr": psnr})
+            if bar is not None:
+                bar.update(values[-1][0] - bar.n)
+                bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}",
+                                **({"test": f"{history[-1][f'test_psnr_{inner_steps}']:.2f}"}
+                                   if f"test_psnr_{inner_steps}" in history[-1] else {}))
+            return True
+
+        batches = Prefetcher(load_batch, start, int(steps), depth=int(prefetch))
+        try:
+            for t, images in batches:
+                params, opt_state, m = step_fn(params, opt_state, images, jax.random.fold_in(noise_key, t))
+                step = t + 1
+                pending.append((step, m))
+                want_eval = step % int(eval_every) == 0 or step == int(steps) or step in extra_evals
+                want_ckpt = step % int(checkpoint_every) == 0
+                if t_budget is None:  # the budget starts once the first step (its compilation) is done
+                    jax.block_until_ready(params)
+                    t_budget = time.perf_counter()
+                over_time = max_seconds is not None and time.perf_counter() - t_budget > max_seconds
+                if want_eval or want_ckpt or over_time or step % int(log_every) == 0:
+                    if not fetch():
+                        break
+                    good = (step, params, opt_state)
+                    if want_eval:
+                        ev = _eval(meta, sharding.to_host(params), eval_imgs, eval_steps)
+                        history[-1].update({f"test_psnr_{s}": v for s, v in ev.items()})
+                    if want_ckpt:
+                        save(step)
+                if over_time:
+                    status = "time_budget"
                     break
-                good = (step, params, opt_state)
-                if want_eval:
-                    ev = _eval(meta, sharding.to_host(params), eval_imgs, eval_steps)
-                    history[-1].update({f"test_psnr_{s}": v for s, v in ev.items()})
-                if want_ckpt:
-                    save(step)
-            if over_time:
-                status = "time_budget"
-                break
-    finally:
-        batches.close()
-        if bar is not None:
-            bar.close()
-    train_seconds = time.perf_counter() - t_start
-    budget_seconds = 0.0 if t_budget is None else time.perf_counter() - t_budget
-    step, params, opt_state = good
-    if status != "diverged" and mgr.latest_step() != step and step > start:
-        if f"test_psnr_{inner_steps}" not in (history[-1] if history else {}):
-            ev = _eval(meta, sharding.to_host(params), eval_imgs, eval_steps)
-            history[-1].update({f"test_psnr_{s}": v for s, v in ev.items()})
-        save(step)
-    mgr.close()
+        finally:
+            batches.close()
+            if bar is not None:
+                bar.close()
+        train_seconds = time.perf_counter() - t_start
+        budget_seconds = 0.0 if t_budget is None else time.perf_counter() - t_budget
+        step, params, opt_state = good
+        if status != "diverged" and mgr.latest_step() != step and step > start:
+            if f"test_psnr_{inner_steps}" not in (history[-1] if history else {}):
+                ev = _eval(meta, sharding.to_host(params), eval_imgs, eval_steps)
+                history[-1].update({f"test_psnr_{s}": v for s, v in ev.items()})
+            save(step)
+    finally:  # closed on every path: an open manager's threads print tracebacks at exit
+        mgr.close()
 
     # ---------------------------------------------------------------- summary, pictures
     steady = windows[1:] if len(windows) > 1 else windows  # the first window holds the compile

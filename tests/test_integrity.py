@@ -137,3 +137,28 @@ def test_meaningless_meta_train_settings_are_refused_before_any_write(tmp_path, 
     with pytest.raises(ValueError, match="eval_images must be >= 1"):
         train_lib.train(workdir=tmp_path / "b", steps=2, **{**kw, "eval_images": 0})
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cli_resume_from_a_damaged_checkpoint_is_one_error_line(tmp_path):
+    """Through the command, in a fresh interpreter: one ``error:`` line, no traceback from orbax
+    (not even the "Event loop is closed" kind printed at exit by a manager left open)."""
+    import subprocess
+    import sys
+
+    def run(*extra):
+        cmd = [sys.executable, "-m", "meta.command", "meta-train", "--config", "cpu", "--workdir", str(tmp_path / "w"),
+               "--set", "width=8", "--set", "latent_dim=4", "--set", "levels=2", "--eval-images", "4",
+               "--checkpoint-every", "2", "--no-progress", *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    first = run("--steps", "4")
+    assert first.returncode == 0, first.stderr[-2000:]
+    target = largest_file(tmp_path / "w" / functa.CHECKPOINTS / "4")
+    with open(target, "r+b") as f:
+        f.truncate(os.path.getsize(target) // 2)
+    second = run("--steps", "6", "--resume")
+    assert second.returncode == 2, second.stderr[-2000:]
+    err = second.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("asmr meta-train: error: cannot restore checkpoint step 4"), err
+    assert "other saved steps: [2]" in err[0] and "TensorStore" not in err[0]
+    assert "Traceback" not in second.stdout + second.stderr
