@@ -46,7 +46,7 @@ import numpy as np
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
-from asmr_jax.siren import dense, init_linear, init_mlp, mlp_apply, modulate
+from asmr_jax.siren import affine, init_linear, init_mlp, mlp_apply, modulate
 
 MODULATORS = ("linear", "nonlinear")
 NONLINEAR_WIDTH = 32
@@ -183,11 +183,11 @@ class ASMR:
         """
         xs = coords_lib.decompose(coords, self.bases)  # L x [..., d]
         layers = params["layers"]
-        h = xs[0] @ layers[0]["w"] + layers[0]["b"]  # [..., K1]
+        h = affine(xs[0], layers[0])  # [..., K1]
         for i in range(1, self.levels):
             h = modulate(h, i - 1, shifts, scales)
             z = sine.sin(self.w0 * (h + self.modulation(params, i, xs[i])))
-            h = z @ layers[i]["w"] + layers[i]["b"]
+            h = affine(z, layers[i])
         return h
 
     def render(self, params, shifts=None, bases=None, crop: bool = True, factorized: bool = True, scales=None):
@@ -236,7 +236,7 @@ class ASMR:
 
         # h carries the batch axes, then one axis per (level, axis) pair seen so far, then the width.
         x0 = jnp.asarray(coords_lib.level_grid(bases, 0) if x0 is None else x0)  # [*B[:, 0], d]
-        h = x0 @ layers[0]["w"] + layers[0]["b"]  # [*B[:, 0], K1]
+        h = affine(x0, layers[0])  # [*B[:, 0], K1]
         for i in range(1, nlev):
             h = modulate(h, i - 1, shifts, scales, spatial=i * d)  # [*batch, *B[:, :i], K]
             m = self.modulation(params, i, jnp.asarray(coords_lib.level_grid(bases, i)))  # [*B[:, i], K]
@@ -246,7 +246,7 @@ class ASMR:
             lead = h.ndim - 1
             h_cells = h.reshape(h.shape[:-1] + (1,) * d + h.shape[-1:])
             z = hidden_sine(h_cells, m.reshape((1,) * lead + m.shape), self.w0)  # [*batch, *B[:, :i+1], K]
-            h = dense(z, layers[i]["w"]) + layers[i]["b"]
+            h = affine(z, layers[i])
         else:
             y = jnp.moveaxis(h, -1, h.ndim - 1 - d)  # [*batch, *coarse, C, *B[:, -1]]
 

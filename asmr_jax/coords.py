@@ -180,9 +180,17 @@ def decompose(coords, bases: Bases) -> list:
     for level in range(nlev):
         width = np.array([math.prod(b[level + 1 :]) for b in bases], dtype=np.int32)  # [d]
         base = np.array([b[level] for b in bases], dtype=np.int32)  # [d]
-        digit = (coords // width) % base  # [..., d]
-        out.append(digit.astype(jnp.float32) / np.maximum(base - 1, 1).astype(np.float32))
+        digit = (coords // with_rank(width, coords.ndim)) % with_rank(base, coords.ndim)  # [..., d]
+        out.append(digit.astype(jnp.float32) / with_rank(np.maximum(base - 1, 1).astype(np.float32), coords.ndim))
     return out
+
+
+def with_rank(v, ndim: int):
+    """``v`` with leading axes of size 1 up to rank ``ndim``: the explicit form of broadcasting
+    a per-feature vector ``[F]`` against ``[..., F]`` (the tests run with
+    ``jax_numpy_rank_promotion="raise"``, which refuses the implicit one). NumPy or JAX arrays."""
+    v = v if hasattr(v, "reshape") else np.asarray(v)
+    return v.reshape((1,) * (ndim - v.ndim) + tuple(v.shape))
 
 
 def normalize(coords, shape: Sequence[int], low: float = -1.0):
@@ -190,8 +198,9 @@ def normalize(coords, shape: Sequence[int], low: float = -1.0):
     ``shape - 1``; an axis of size 1 maps to ``low``)."""
     import jax.numpy as jnp
 
-    denom = np.maximum(np.array(shape, np.float32) - 1, 1)
-    return jnp.asarray(coords).astype(jnp.float32) / denom * (1.0 - low) + low
+    coords = jnp.asarray(coords).astype(jnp.float32)
+    denom = with_rank(np.maximum(np.array(shape, np.float32) - 1, 1), coords.ndim)
+    return coords / denom * (1.0 - low) + low
 
 
 def unit_grid(shape: Sequence[int], low: float = -1.0) -> np.ndarray:

@@ -141,8 +141,9 @@ class BlockSampler:
             np.meshgrid(*[np.arange(n) * b for n, b in zip(self.nblocks, self.block)], indexing="ij"), -1
         ).reshape(-1, 1, d)  # [nb, 1, d]
         coords = (within + origin).reshape(-1, d)  # [batch, d]
-        mask = jnp.all(coords < np.array(self.shape), axis=-1)
-        return jnp.minimum(coords, np.array(self.shape) - 1), mask
+        shape = np.array(self.shape)[None]  # [1, d]
+        mask = jnp.all(coords < shape, axis=-1)
+        return jnp.minimum(coords, shape - 1), mask
 
 
 def sampled_loss(model, params, target, coords, mask, shifts=None):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import sine
+from asmr_jax.coords import with_rank
 from asmr_jax.siren import init_banks, normalize_fields
 
 
@@ -78,7 +79,7 @@ class KiloNeRF:
         shape = np.array(self.shape)
         lo = (np.arange(self.grid)[:, None] * shape[None] // self.grid)  # [grid, d] first sample of a cell
         hi = (np.arange(1, self.grid + 1)[:, None] * shape[None] // self.grid) - 1
-        cell = jnp.clip(coords * self.grid // shape, 0, self.grid - 1)  # [..., d]
+        cell = jnp.clip(coords * self.grid // with_rank(shape, coords.ndim), 0, self.grid - 1)  # [..., d]
         start = jnp.take_along_axis(jnp.asarray(lo), cell.reshape(-1, self.ndim), 0).reshape(cell.shape)
         stop = jnp.take_along_axis(jnp.asarray(hi), cell.reshape(-1, self.ndim), 0).reshape(cell.shape)
         local = (coords - start) / jnp.maximum(stop - start, 1) * 2.0 - 1.0
@@ -93,7 +94,7 @@ class KiloNeRF:
             w, b = (layer["w"], layer["b"][:, None]) if index is None else (layer["w"][index], layer["b"][index])
             x = jnp.einsum(spec, x, w) + b
             if i < len(layers) - 1:
-                x = sine.sin(self.w0 * (x if shifts is None else x + shifts[i]))
+                x = sine.sin(self.w0 * (x if shifts is None else x + with_rank(shifts[i], x.ndim)))
         return x
 
     def apply(self, params, coords, shifts=None):

@@ -87,7 +87,8 @@ class LoE:
 
     def expert_index(self, coords, layer: int):
         """Expert of layer ``layer`` for integer ``coords [..., d]``: ``[...]`` ints."""
-        u = jnp.asarray(coords).astype(jnp.float32) / np.array(self.shape, np.float32)  # [0, 1)
+        u = jnp.asarray(coords).astype(jnp.float32)
+        u = u / coords_lib.with_rank(np.array(self.shape, np.float32), u.ndim)  # [0, 1)
         scale = math.prod(self.tiles[:layer + 1])
         digit = jnp.floor(u * scale + 1e-4).astype(jnp.int32) % self.tiles[layer]
         return jnp.ravel_multi_index(tuple(jnp.moveaxis(digit, -1, 0)), (self.tiles[layer],) * self.ndim,
@@ -95,14 +96,15 @@ class LoE:
 
     def _layer_act(self, i, h, shifts):
         if i < len(self.widths):
-            h = sine.sin(self.w0 * (h if shifts is None else h + shifts[i]))
+            h = sine.sin(self.w0 * (h if shifts is None else h + coords_lib.with_rank(shifts[i], h.ndim)))
         return h
 
     def apply(self, params, coords, shifts=None):
         """Per-point forward: integer ``coords [..., d]`` -> ``[..., channels]``."""
         h = coords_lib.normalize(coords, self.shape)
         for i, layer in enumerate(params["layers"]):
-            every = jnp.einsum("...i,eio->...eo", h, layer["w"]) + layer["b"]  # [..., E, out]
+            every = jnp.einsum("...i,eio->...eo", h, layer["w"])  # [..., E, out]
+            every = every + coords_lib.with_rank(layer["b"], every.ndim)
             idx = self.expert_index(coords, i)[..., None, None]
             h = self._layer_act(i, jnp.take_along_axis(every, idx, axis=-2)[..., 0, :], shifts)
         return h

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
+from asmr_jax.siren import affine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,21 +108,21 @@ class MFN:
         return {"filters": filters, "layers": layers}
 
     def _filter(self, f, x):
-        g = sine.sin(x @ f["w"] + f["b"])
+        g = sine.sin(affine(x, f))
         if self.filter == "gabor":
-            dist = jnp.sum((x[..., None, :] - f["mu"]) ** 2, axis=-1)  # [..., H]
-            g = g * jnp.exp(-0.5 * f["gamma"] * dist)
+            dist = jnp.sum((x[..., None, :] - coords_lib.with_rank(f["mu"], x.ndim + 1)) ** 2, axis=-1)  # [..., H]
+            g = g * jnp.exp(-0.5 * coords_lib.with_rank(f["gamma"], dist.ndim) * dist)
         return g
 
     def forward(self, params, x, shifts=None):
         """``x [..., d]`` on ``[-1, 1]`` -> ``[..., channels]``."""
         z = self._filter(params["filters"][0], x)
         for i, (layer, f) in enumerate(zip(params["layers"][:-1], params["filters"][1:])):
-            pre = z @ layer["w"] + layer["b"]
+            pre = affine(z, layer)
             if shifts is not None:
-                pre = pre + shifts[i]
+                pre = pre + coords_lib.with_rank(shifts[i], pre.ndim)
             z = pre * self._filter(f, x)
-        return z @ params["layers"][-1]["w"] + params["layers"][-1]["b"]
+        return affine(z, params["layers"][-1])
 
     def apply(self, params, coords, shifts=None):
         """Per-point forward: integer ``coords [..., d]`` -> ``[..., channels]``."""

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import coords as coords_lib
-from asmr_jax.siren import init_linear
+from asmr_jax.siren import affine, init_linear
 
 PRIMES = (1, 2654435761, 805459861, 3674653429)
 
@@ -127,7 +127,8 @@ class InstantNGP:
             feats = 0.0
             for corner in corners:
                 weight = jnp.prod(jnp.where(corner == 1, frac, 1.0 - frac), axis=-1, keepdims=True)
-                feats = feats + weight * table[self.vertex_index(base + corner, level)]
+                vertex = base + coords_lib.with_rank(corner, base.ndim)
+                feats = feats + weight * table[self.vertex_index(vertex, level)]
             out.append(feats)
         return jnp.concatenate(out, axis=-1)
 
@@ -135,14 +136,14 @@ class InstantNGP:
         """``u [..., d]`` on ``[0, 1]`` -> ``[..., channels]``."""
         h = self.encode(params, u)
         if shifts is not None and self.modulate == "features":
-            h = h + shifts[0]
+            h = h + coords_lib.with_rank(shifts[0], h.ndim)
         layers = params["layers"]
         for i, layer in enumerate(layers[:-1]):
-            pre = h @ layer["w"] + layer["b"]
+            pre = affine(h, layer)
             if shifts is not None and self.modulate == "mlp":
-                pre = pre + shifts[i]
+                pre = pre + coords_lib.with_rank(shifts[i], pre.ndim)
             h = jax.nn.relu(pre)
-        return h @ layers[-1]["w"] + layers[-1]["b"]
+        return affine(h, layers[-1])
 
     def apply(self, params, coords, shifts=None):
         """Per-point forward: integer ``coords [..., d]`` -> ``[..., channels]``."""

@@ -96,7 +96,8 @@ def modulate(pre, i: int, shifts=None, scales=None, spatial: int | None = None):
 
     def expand(v):
         v = jnp.asarray(v)
-        return v if spatial is None else v.reshape(v.shape[:-1] + (1,) * spatial + v.shape[-1:])
+        v = v if spatial is None else v.reshape(v.shape[:-1] + (1,) * spatial + v.shape[-1:])
+        return coords_lib.with_rank(v, pre.ndim)
 
     if scales is not None:
         pre = pre * expand(scales[i])
@@ -112,8 +113,14 @@ def mlp_apply(layers: Sequence[dict], x, w0: float, shifts=None, scales=None, sp
     ``spatial``: see :func:`modulate` (a grid of ``spatial`` axes with batched modulations
     gives ``[*batch, *grid, out]``)."""
     for i, layer in enumerate(layers[:-1]):
-        x = sine.sin(w0 * modulate(dense(x, layer["w"]) + layer["b"], i, shifts, scales, spatial))
-    return dense(x, layers[-1]["w"]) + layers[-1]["b"]
+        x = sine.sin(w0 * modulate(affine(x, layer), i, shifts, scales, spatial))
+    return affine(x, layers[-1])
+
+
+def affine(x, layer: dict):
+    """``x @ w + b`` for ``x [..., in]`` (:func:`dense`; the bias broadcast explicitly)."""
+    h = dense(x, layer["w"])
+    return h + coords_lib.with_rank(layer["b"], h.ndim)
 
 
 def count_params(tree) -> int:

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from asmr_jax import coords as coords_lib
-from asmr_jax.siren import init_linear, normalize_fields
+from asmr_jax.siren import affine, init_linear, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,13 +83,13 @@ class WIRE:
         layers = params["layers"]
         re, im = x, None
         for i, layer in enumerate(layers[:-1]):
-            u_re = re @ layer["w"] + layer["b"]
+            u_re = affine(re, layer)
             u_im = None if im is None else im @ layer["w"]
             if "wi" in layer:  # (re + j im) (w + j wi) + (b + j bi)
                 u_re = u_re - im @ layer["wi"]
-                u_im = u_im + re @ layer["wi"] + layer["bi"]
+                u_im = u_im + affine(re, {"w": layer["wi"], "b": layer["bi"]})
             if shifts is not None:
-                u_re = u_re + shifts[i]
+                u_re = u_re + coords_lib.with_rank(shifts[i], u_re.ndim)
             if u_im is None:
                 u_im = jnp.zeros_like(u_re)
             # psi(u) = exp(j w0 u - |s0 u|^2) = exp(-w0 u_im - s0^2 |u|^2) (cos + j sin)(w0 u_re)

@@ -1,7 +1,7 @@
 """One short run on an accelerator (or the CPU): ASMR vs SIREN with both sine implementations.
 
-    python experiments/accelerator_check.py            # <= 5 min; on a GPU/TPU machine
-    python experiments/accelerator_check.py --smoke    # tiny sizes, seconds (what the tests run)
+    python -m experiments.accelerator_check            # <= 5 min; on a GPU/TPU machine
+    python -m experiments.accelerator_check --smoke    # tiny sizes, seconds (what the tests run)
 
 For each sine implementation (``ASMR_JAX_SINE=poly`` and ``=xla``, each in its own
 process) it times, as medians on the default backend:
@@ -21,14 +21,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments.common import parser, render_latency, run_sine_children, write_results  # noqa: E402
+from experiments.common import check_config, parser, render_latency, run_sine_children, write_results
 
 IMPLS = ("poly", "xla")
+
+
+def get_config(arg: str | None = None) -> dict:
+    """Sizes of each part; ``"smoke"``: tiny ones (seconds)."""
+    check_config(arg, "smoke")
+    if arg == "smoke":
+        return {"width": 32, "side": 64, "bases": (2, 4, 8), "fit_steps": {"asmr": 20, "siren": 5},
+                "meta_config": "cpu:smoke", "meta_repeats": 5, "fit_many_steps": 10}
+    return {"width": 256, "side": 512, "bases": (4, 4, 4, 8), "fit_steps": {"asmr": 20, "siren": 5},
+            "meta_config": "cpu", "meta_repeats": 9, "fit_many_steps": 100}
 
 
 def _peak(device):
@@ -46,38 +52,39 @@ def measure(smoke: bool) -> dict:
     from asmr_jax.siren import SIREN
     from meta import configs, functa
 
+    cfg = get_config("smoke" if smoke else None)
     dev = jax.devices()[0]
     out = {"impl": sine.implementation(), "backend": jax.default_backend(), "device": dev.device_kind}
-    width, side = (32, 64) if smoke else (256, 512)
+    width, side = cfg["width"], cfg["side"]
     img = data.bundled_image("camera").data[:side, :side]
-    bases = (2, 4, 8) if smoke else (4, 4, 4, 8)
-    for tag, model, steps in (("asmr", ASMR(img.shape[:2], 1, bases=bases, widths=width), 20),
-                              ("siren", SIREN(img.shape[:2], 1, widths=(width,) * 3), 5)):
+    for tag, model in (("asmr", ASMR(img.shape[:2], 1, bases=cfg["bases"], widths=width)),
+                       ("siren", SIREN(img.shape[:2], 1, widths=(width,) * 3))):
+        steps = cfg["fit_steps"][tag]
         params = model.init(jax.random.key(0))
         out[f"{tag}_render_ms"] = 1e3 * render_latency(model, params, 11)
         res = fit.fit(model, img, steps, progress=False, chunk=max(1, steps // 4))
         out[f"{tag}_step_ms"] = 1e3 * res.step_seconds
         out[f"{tag}_fit_peak_bytes"] = _peak(dev)
 
-    config = configs.load("cpu:smoke" if smoke else "cpu")
+    config = configs.load(cfg["meta_config"])
     patches = np.random.default_rng(0).uniform(size=(config.batch_size, config.resolution, config.resolution, 3))
     patches = jax.numpy.asarray(patches, np.float32)
     for tag in ("asmr", "siren"):
-        c = configs.load(("cpu:smoke," if smoke else "cpu:") + tag)
+        c = configs.load(cfg["meta_config"] + ("," if ":" in cfg["meta_config"] else ":") + tag)
         meta = configs.load_meta(c, 3)
         opt = functa.make_optimizer(c.lr, c.clip)
         params = meta.init(jax.random.key(0))
         state = opt.init(params)
         step = functa.make_meta_step(meta, opt)
         out[f"{tag}_meta_step_ms"] = 1e3 * macs.median_time(
-            lambda s=step, p=params, o=state: jax.block_until_ready(s(p, o, patches)), repeats=5 if smoke else 9)
+            lambda s=step, p=params, o=state: jax.block_until_ready(s(p, o, patches)), repeats=cfg["meta_repeats"])
         out[f"{tag}_meta_peak_bytes"] = _peak(dev)
 
     signals = np.random.default_rng(1).uniform(size=(64, 32, 32, 3)).astype(np.float32)
     for tag, model in (("asmr", ASMR((32, 32), 3, levels=3, widths=64)),
                        ("siren", SIREN((32, 32), 3, widths=(64, 64)))):
-        res = batch.fit_many(model, signals, 10 if smoke else 100, lr=1e-3, progress=False)  # compile
-        res = batch.fit_many(model, signals, 10 if smoke else 100, lr=1e-3, progress=False)
+        res = batch.fit_many(model, signals, cfg["fit_many_steps"], lr=1e-3, progress=False)  # compile
+        res = batch.fit_many(model, signals, cfg["fit_many_steps"], lr=1e-3, progress=False)
         out[f"{tag}_fit_many_signals_per_s"] = len(signals) / res.fit_seconds
         out[f"{tag}_fit_many_psnr"] = float(np.mean(res.psnr))
         out[f"{tag}_fit_many_peak_bytes"] = _peak(dev)
@@ -114,7 +121,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(measure(args.smoke)))
         return 0
-    rows = run_sine_children(__file__, IMPLS, ["--smoke"] * args.smoke, timeout=600)
+    rows = run_sine_children("experiments.accelerator_check", IMPLS, ["--smoke"] * args.smoke, timeout=600)
     res = {"impls": rows, "smoke": args.smoke}
     md = to_markdown(res)
     print(md)

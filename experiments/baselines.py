@@ -19,9 +19,9 @@ stated in the rows); SIREN/FFN rows at the original tables' budgets are in
   0.9K MACs; the paper 32.9K, 1.0K) at lr 1e-2; KiloNeRF: 4 cells of width-63 SIRENs,
   depth 4 (33.0K, 8.3K; the paper 33.4K, 8.16K) at 1e-4; ASMR as in Table 4.
 
-    python experiments/baselines.py                 # all parts (LoE at 512x512 dominates)
-    python experiments/baselines.py --only table4   # one part; the results file keeps the others
-    python experiments/baselines.py --smoke         # seconds
+    python -m experiments.baselines                 # all parts (LoE at 512x512 dominates)
+    python -m experiments.baselines --only table4   # one part; the results file keeps the others
+    python -m experiments.baselines --smoke         # seconds
 
 Results: experiments/results/baselines.{json,md}.
 """
@@ -31,22 +31,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from asmr_jax import coords, data, models  # noqa: E402
-from asmr_jax.asmr import ASMR  # noqa: E402
-from asmr_jax.kilonerf import KiloNeRF  # noqa: E402
-from asmr_jax.loe import LoE  # noqa: E402
-from asmr_jax.mfn import MFN  # noqa: E402
-from asmr_jax.ngp import InstantNGP  # noqa: E402
-from asmr_jax.wire import WIRE  # noqa: E402
-from experiments import common  # noqa: E402
+from asmr_jax import coords, data, models
+from asmr_jax.asmr import ASMR
+from asmr_jax.kilonerf import KiloNeRF
+from asmr_jax.loe import LoE
+from asmr_jax.mfn import MFN
+from asmr_jax.ngp import InstantNGP
+from asmr_jax.wire import WIRE
+from experiments import common
 
 NAME = "baselines"
 PARTS = ("table2", "fig3", "table3", "table4")
@@ -61,12 +57,11 @@ PAPER = {  # params (K), MACs (K), PSNR dB as the paper reports them
 
 
 def get_config(arg: str | None = None) -> dict:
+    common.check_config(arg, "smoke")
     cfg = dict(parts=PARTS, seed=0, steps2=1000, lr2=5e-4, fig3_depths=(3, 4, 5, 6, 7), size2=512,
                latency_repeats=3)
     if arg == "smoke":
         cfg.update(steps2=3, size2=32, fig3_depths=(3, 4), latency_repeats=1)
-    elif arg not in (None, ""):
-        raise ValueError(f"unknown config {arg!r}; expected None or 'smoke'")
     return cfg
 
 

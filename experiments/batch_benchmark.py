@@ -13,13 +13,13 @@ Three measurements, each printed as a table and written to
    Forced host devices share the same CPU cores, so on a small machine this measures the
    sharding overhead, not a speed-up.
 3. Peak memory vs chunk size: ``fit_dataset`` into a temporary store in a subprocess per
-   chunk size; the subprocess reports its own maximum RSS (``ru_maxrss``), next to a
+   chunk size; the subprocess reports its own peak RSS (``common.peak_rss_mib``), next to a
    baseline process that only imports JAX and builds the model.
 
 Usage::
 
-    python experiments/batch_benchmark.py --quick     # 4 signals, 100 steps: 5.5 min on 2 busy cores
-    python experiments/batch_benchmark.py             # 8 signals, 300 steps: 14 min on 2 busy cores
+    python -m experiments.batch_benchmark --quick     # 4 signals, 100 steps: 5.5 min on 2 busy cores
+    python -m experiments.batch_benchmark             # 8 signals, 300 steps: 14 min on 2 busy cores
 
 Options choose sizes, steps, the device counts and the chunk sizes (``--help``).
 """
@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,8 +37,7 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
+from experiments import common
 
 
 # ----------------------------------------------------------------------------- data and models
@@ -186,33 +184,17 @@ def worker(spec: dict) -> dict:
             load_images(spec["resolution"], spec["n"])
     else:
         raise ValueError(f"unknown job {spec['job']!r}")
-    out["max_rss_mb"] = peak_rss_mb()
+    out["max_rss_mb"] = common.peak_rss_mib()
     return out
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (MB).
-
-    Linux's ``VmHWM`` belongs to the process image; ``ru_maxrss`` would also count the
-    parent's memory at ``fork`` time, which a fresh subprocess inherits.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_worker(spec: dict, devices: int = 1) -> dict:
-    env = dict(os.environ)
+    env = common.child_env()
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
     env.setdefault("JAX_PLATFORMS", "cpu")
     proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+        common.child_command("experiments.batch_benchmark", "--worker", json.dumps(spec)),
         env=env,
         capture_output=True,
         text=True,
@@ -223,11 +205,12 @@ def run_worker(spec: dict, devices: int = 1) -> dict:
     return json.loads(lines[-1][len("RESULT ") :])
 
 
-# ----------------------------------------------------------------------------- tables
-def md_table(header, rows) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
+def get_config(arg: str | None = None) -> dict:
+    """Every setting's default; ``"quick"``: 4 signals, 100 steps (5.5 minutes on 2 busy cores)."""
+    common.check_config(arg, "quick")
+    quick = arg == "quick"
+    return {"n": 4 if quick else 8, "steps": 100 if quick else 300, "lr": 1e-3, "repeats": 3 if quick else 5,
+            "sizes": "32,64", "levels": 3, "width": 64, "devices": "1,2,8", "chunks": "4,16,64", "memory_n": 64}
 
 
 def main(argv=None) -> int:
@@ -235,24 +218,26 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="4 signals, 100 steps (5.5 minutes on 2 busy cores)")
     p.add_argument("--n", type=int, default=None, help="signals per fit (default 8; quick 4)")
     p.add_argument("--steps", type=int, default=None, help="steps per signal (default 300; quick 100)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam rate (default 1e-3: short runs)")
+    p.add_argument("--lr", type=float, default=None, help="Adam rate (default 1e-3: short runs)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per model (default 5; quick 3)")
-    p.add_argument("--sizes", default="32,64", help="image resolutions (default 32,64)")
-    p.add_argument("--levels", type=int, default=3, help="ASMR levels = SIREN depth (default 3)")
-    p.add_argument("--width", type=int, default=64, help="ASMR width; SIREN width matches params (default 64)")
-    p.add_argument("--devices", default="1,2,8", help="forced CPU device counts (default 1,2,8)")
-    p.add_argument("--chunks", default="4,16,64", help="chunk sizes for the memory table (default 4,16,64)")
-    p.add_argument("--memory-n", type=int, default=64, help="signals fitted in the memory table (default 64)")
-    p.add_argument("--out", default=os.path.join(RESULTS, "batch_benchmark"), help="results path without suffix")
+    p.add_argument("--sizes", default=None, help="image resolutions (default 32,64)")
+    p.add_argument("--levels", type=int, default=None, help="ASMR levels = SIREN depth (default 3)")
+    p.add_argument("--width", type=int, default=None, help="ASMR width; SIREN width matches params (default 64)")
+    p.add_argument("--devices", default=None, help="forced CPU device counts (default 1,2,8)")
+    p.add_argument("--chunks", default=None, help="chunk sizes for the memory table (default 4,16,64)")
+    p.add_argument("--memory-n", type=int, default=None, help="signals fitted in the memory table (default 64)")
+    p.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "batch_benchmark"),
+                   help="results path without suffix")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
-    n = args.n or (4 if args.quick else 8)
-    steps = args.steps or (100 if args.quick else 300)
+    for key, value in get_config("quick" if args.quick else None).items():  # flags not given
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    n, steps, repeats = args.n, args.steps, args.repeats
     per_call = min(50, steps)
-    repeats = args.repeats or (3 if args.quick else 5)
     if steps % per_call:
         raise ValueError(f"--steps {steps} must be a multiple of {per_call}")
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -314,7 +299,7 @@ def main(argv=None) -> int:
             ]
         )
         print(f"   {r}x{r}: data = {source}")
-    t1 = md_table(
+    t1 = common.markdown_table(
         [
             "size",
             "SIREN params",
@@ -365,7 +350,8 @@ def main(argv=None) -> int:
                 f"{out['max_rss_mb']:.0f}",
             ]
         )
-    t2 = md_table(["devices", "ASMR sig/s", f"vs {devices[0]} device", "PSNR", "first call s", "max RSS MB"], rows)
+    t2 = common.markdown_table(
+        ["devices", "ASMR sig/s", f"vs {devices[0]} device", "PSNR", "first call s", "max RSS MB"], rows)
     print(t2)
 
     # 3. Peak memory vs chunk size.
@@ -396,14 +382,14 @@ def main(argv=None) -> int:
             ]
         )
     results["memory_baseline_mb"] = baseline["max_rss_mb"]
-    t3 = md_table(["chunk", "signals", "max RSS MB", "above baseline MB", "seconds"], rows)
+    t3 = common.markdown_table(["chunk", "signals", "max RSS MB", "above baseline MB", "seconds"], rows)
     print(t3)
 
     meta["total_seconds"] = time.perf_counter() - t_all
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".json", "w") as f:
         json.dump(results, f, indent=1)
-    command = " ".join(["python experiments/batch_benchmark.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m experiments.batch_benchmark", *(sys.argv[1:] if argv is None else argv)])
     with open(args.out + ".md", "w") as f:
         f.write(
             f"# Batch fitting benchmark\n\n`{command}`"

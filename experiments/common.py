@@ -21,7 +21,8 @@ import numpy as np
 from asmr_jax import fit as fit_lib
 from asmr_jax import io, macs, models
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+RESULTS_DIR = os.path.join(ROOT, "experiments", "results")
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -31,6 +32,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default=RESULTS_DIR, help=f"results folder (default {RESULTS_DIR})")
     p.add_argument("--steps", type=int, default=None, help="override the config's number of training steps")
     return p
+
+
+def check_config(arg, *known: str) -> None:
+    """Raises ``ValueError`` unless ``arg`` (of a script's ``get_config``) is ``None``/``""`` or one of ``known``."""
+    if arg not in (None, "", *known):
+        raise ValueError(f"unknown config {arg!r}: expected None or one of {list(known)}")
 
 
 def positive_int(value, what: str) -> int:
@@ -102,10 +109,43 @@ def markdown_table(headers, rows) -> str:
     return "\n".join(lines)
 
 
-def max_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (``ru_maxrss``)."""
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux's ``VmHWM`` belongs to this process image; ``ru_maxrss`` (the fallback elsewhere)
+    also counts the parent's memory at ``fork`` time, which a fresh subprocess inherits.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def rss_mib() -> float:
+    """Resident memory of this process now, in MiB (``/proc/self/statm``; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return peak_rss_mib()
+
+
+def child_command(module: str, *args) -> list[str]:
+    """``python -m module *args``: how a script runs itself (or another experiment) in a fresh
+    process; pass :func:`child_env` as its environment so the child finds this repository."""
+    return [sys.executable, "-m", module, *(str(a) for a in args)]
+
+
+def child_env(extra: dict | None = None, base: dict | None = None) -> dict:
+    """``base`` (default ``os.environ``) with this repository first on ``PYTHONPATH``, plus ``extra``."""
+    env = {**(os.environ if base is None else base), **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 def environment() -> dict:
@@ -208,20 +248,20 @@ def resize(data: np.ndarray, shape) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def run_sine_children(script: str, impls, args=(), env=None, timeout: float | None = None) -> list[dict]:
-    """Runs ``script --child IMPL *args`` once per sine implementation, each in its own process
-    with ``ASMR_JAX_SINE=IMPL`` (the choice is fixed at import), and returns the JSON each
-    child printed last. A failing child stops the run with its stderr."""
+def run_sine_children(module: str, impls, args=(), env=None, timeout: float | None = None) -> list[dict]:
+    """Runs ``python -m module --child IMPL *args`` once per sine implementation, each in its own
+    process with ``ASMR_JAX_SINE=IMPL`` (the choice is fixed at import), and returns the JSON
+    each child printed last. A failing child stops the run with its stderr."""
     import subprocess
 
     rows = []
     for impl in impls:
-        cmd = [sys.executable, os.path.abspath(script), "--child", impl, *args]
-        proc = subprocess.run(cmd, env={**os.environ, **(env or {}), "ASMR_JAX_SINE": impl},
+        proc = subprocess.run(child_command(module, "--child", impl, *args),
+                              env=child_env({**(env or {}), "ASMR_JAX_SINE": impl}),
                               capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr[-6000:])
-            raise SystemExit(f"the {impl} child of {os.path.basename(script)} failed with exit code "
+            raise SystemExit(f"the {impl} child of {module} failed with exit code "
                              f"{proc.returncode}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(f"{impl}: done", flush=True)

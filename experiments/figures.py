@@ -13,35 +13,31 @@
   by ~1e-4 per step, and without it a 200-step budget mostly measures how fast a model
   reaches the mean gray level (ASMR-3 stayed at 8 dB that way).
 
-    python experiments/figures.py            # ~10 min on 2 busy shared CPU cores
-    python experiments/figures.py --smoke    # seconds
+    python -m experiments.figures            # ~10 min on 2 busy shared CPU cores
+    python -m experiments.figures --smoke    # seconds
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import jax
-
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from asmr_jax import coords, data, macs, models  # noqa: E402
-from asmr_jax.fit import fit, set_output_bias  # noqa: E402
-from experiments import common  # noqa: E402
+from asmr_jax import coords, data, macs, models
+from asmr_jax.fit import fit, set_output_bias
+from experiments import common
 
 NAME = "figures"
 
 
 def get_config(arg: str | None = None) -> dict:
     """Figure settings; ``arg="smoke"`` keeps Figure 2 and shrinks Figure 3 to 2 depths."""
+    common.check_config(arg, "smoke")
     cfg = dict(
         fig2_shape=(512, 512),
         finest=8,
@@ -58,8 +54,6 @@ def get_config(arg: str | None = None) -> dict:
     )
     if arg == "smoke":
         cfg.update(fig3_size=16, fig3_width=8, fig3_finest=4, fig3_depths=(3, 4), steps=3)
-    elif arg not in (None, ""):
-        raise ValueError(f"unknown config {arg!r}; expected None or 'smoke'")
     return cfg
 
 

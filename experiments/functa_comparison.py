@@ -1,8 +1,8 @@
 """Functa's exact settings vs the CPU preset, ASMR vs SIREN at equal parameters, latent 64 and 256.
 
-    python experiments/functa_comparison.py                # ~45 min on 2 cores (8 runs, 1000 steps each)
-    python experiments/functa_comparison.py --smoke        # seconds
-    python experiments/functa_comparison.py --steps 500    # shorter
+    python -m experiments.functa_comparison                # ~45 min on 2 cores (8 runs, 1000 steps each)
+    python -m experiments.functa_comparison --smoke        # seconds
+    python -m experiments.functa_comparison --steps 500    # shorter
 
 Every run uses the bundled photo patches (32x32 RGB; test patches come from photos never
 trained on), batch 16, k = 3 inner steps, functa's parameterization (shifts inside ``w0``,
@@ -26,9 +26,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 ROWS = {  # name -> overrides of the cpu config
     "functa": dict(lr=3e-6, clip=None, functa_init=True),
@@ -37,6 +35,7 @@ ROWS = {  # name -> overrides of the cpu config
 
 
 def get_config(arg=None) -> dict:
+    common.check_config(arg, "smoke")
     if arg == "smoke":
         return {"steps": 4, "eval_every": 2, "latents": [8], "models": ["asmr", "siren"], "rows": list(ROWS),
                 "width": 16, "levels": 3, "eval_images": 8}

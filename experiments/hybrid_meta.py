@@ -20,8 +20,8 @@ Each gets the same wall-clock budget of training (``--minutes``, compilation exc
 on the bundled 32x32 photo patches and on LFW faces (25x25 gray), then reports test PSNR
 after k = 3 inner steps on unseen images and images/s.
 
-    python experiments/hybrid_meta.py              # 2 datasets x 5 runs x --minutes (default 3)
-    python experiments/hybrid_meta.py --smoke      # seconds
+    python -m experiments.hybrid_meta              # 2 datasets x 5 runs x --minutes (default 3)
+    python -m experiments.hybrid_meta --smoke      # seconds
 
 Results: experiments/results/hybrid_meta.{json,md}.
 """
@@ -32,16 +32,14 @@ import json
 import os
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 NAME = "hybrid_meta"
 DATASETS = {"patches": 32, "lfw": 25}
 
 
 def get_config(arg=None) -> dict:
+    common.check_config(arg, "smoke")
     cfg = {"datasets": list(DATASETS), "minutes": 3.0, "latent_dim": 64, "lr": 3e-4, "ngp_lr_factor": 10.0,
            "eval_images": 64, "eval_every": 500, "smoke": False}
     if arg == "smoke":

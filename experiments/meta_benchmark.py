@@ -1,8 +1,8 @@
 """Meta-step speed and memory of SIREN-functa and ASMR-functa at functa's configs.
 
-    python experiments/meta_benchmark.py            # ~12 min on 2 cores (the default-size SIREN dominates)
-    python experiments/meta_benchmark.py --quick    # the three small configs only (~4 min)
-    python experiments/meta_benchmark.py --smoke    # tiny, seconds
+    python -m experiments.meta_benchmark            # ~12 min on 2 cores (the default-size SIREN dominates)
+    python -m experiments.meta_benchmark --quick    # the three small configs only (~4 min)
+    python -m experiments.meta_benchmark --smoke    # tiny, seconds
 
 Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):
 
@@ -12,12 +12,14 @@ Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):
 * functa's default size: width 512, depth 15, 64x64, latent 512 (SIREN and a 15-level ASMR);
 * SIREN also with ``microbatch`` (gradients summed over chunks of 8 images, of 4 and of
   2 at the default size: the same step, less memory); at the default size ASMR also with
-  chunks of 8. ``remat`` (``jax.checkpoint`` per inner step) is not a row: XLA's
+  chunks of 8 and of 4. ``remat`` (``jax.checkpoint`` per inner step) is not a row: XLA's
   CPU memory plan is the same with and without it (experiments/README.md).
 
 Each row runs in a fresh process on random images: one compiling step, then the median
 of ``--steps`` timed steps. Memory: the process's peak RSS (the CPU backend has no
-``memory_stats``) and XLA's compiled plan (``meta.functa.memory_estimate``). DeepMind
+``memory_stats``) and XLA's plan of the compiled step (``meta.functa.memory_plan``); as in
+``meta.train``, the step is compiled first and the compiler's freed heap handed back
+(``asmr_jax.io.release_free_heap``) before it runs. DeepMind
 functa's own code on this machine (2 cores, quiet; numbers from the issue tracker,
 measured with functa's ``function_reps.py``/``helpers.py`` in a separate venv): w256 d4
 32x32 1.61 s/step, 1.04 GiB; w256 d6 32x32 2.78 s, 1.52 GiB; w256 d4 64x64 6.93 s,
@@ -30,16 +32,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 FUNCTA = {  # (width, depth, resolution, latent) -> (seconds per step, peak GiB) of functa's code here
     (256, 4, 32, 256): (1.61, 1.04),
@@ -53,19 +50,18 @@ DEFAULT = (512, 15, 64, 512)
 def get_config(arg=None) -> dict:
     """Rows: per config, SIREN with each lever and ASMR without; at the default size the
     levers that fit in 24 GB (SIREN plain needs ~29 GiB by XLA's plan), one timed step."""
+    common.check_config(arg, "smoke", "quick")
     if arg == "smoke":
         return {"steps": 2, "configs": [(16, 3, 16, 8)], "levers": [{}, {"microbatch": 4}], "batch": 8}
     small = {"steps": 3, "configs": SMALL, "levers": [{}, {"microbatch": 8}], "batch": 16}
     if arg == "quick":
         return small
     return {**small, "configs": SMALL + [DEFAULT], "default_levers": [{"microbatch": 4}, {"microbatch": 2}],
-            "default_asmr_levers": [{}, {"microbatch": 8}], "default_steps": 1}
+            "default_asmr_levers": [{}, {"microbatch": 8}, {"microbatch": 4}], "default_steps": 1}
 
 
 def _current_rss_gib() -> float:
-    """Resident memory of this process now (``/proc/self/statm``), GiB."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return common.rss_mib() / 1024
 
 
 class _RssSampler:
@@ -94,6 +90,7 @@ def run_one(row: dict) -> dict:
     import jax
     import numpy as np
 
+    from asmr_jax import io
     from meta import functa
     from meta.train import build_meta
 
@@ -101,14 +98,14 @@ def run_one(row: dict) -> dict:
     w, depth, res, latent = row["config"]
     meta = build_meta(row["model"], res, 3, w, depth=depth, levels=depth, latent_dim=latent, functa_init=True)
     opt = functa.make_optimizer(3e-6, None)
-    lever = row["lever"]
-    estimate = functa.memory_estimate(meta, opt, row["batch"], **lever)
-    step = functa.make_meta_step(meta, opt, **lever)
+    step = functa.make_meta_step(meta, opt, **row["lever"])
     params = meta.init(jax.random.key(0))
     state = opt.init(params)
     images = jax.numpy.asarray(np.random.default_rng(0).uniform(size=(row["batch"], res, res, 3)), np.float32)
+    estimate = functa.memory_plan(step.compile_for(params, state, images))  # as meta.train: compile, then
+    io.release_free_heap()  # hand the compiler's freed heap back before the first step
     times = []
-    params, state, m = jax.block_until_ready(step(params, state, images))  # compiles
+    params, state, m = jax.block_until_ready(step(params, state, images))
     compiled_rss = _current_rss_gib()
     with _RssSampler() as sampler:  # the running steps alone, compilation excluded
         for _ in range(row["steps"]):
@@ -118,13 +115,14 @@ def run_one(row: dict) -> dict:
     sec = statistics.median(times)
     return {**row, "shared_params": meta.num_params(), "step_seconds": sec, "images_per_second": row["batch"] / sec,
              "loss": float(m["loss"]),
-            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30,
+            "peak_rss_gib": common.peak_rss_mib() / 1024,
             "start_rss_gib": start_rss, "compiled_rss_gib": compiled_rss, "running_rss_gib": sampler.peak,
             "xla_plan_gib": estimate.get("peak", 0) / 2**30}
 
 
 def spawn(row: dict) -> dict:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", json.dumps(row)],
+    out = subprocess.run(common.child_command("experiments.meta_benchmark", "--one", json.dumps(row)),
+                         env=common.child_env(),
                          capture_output=True, text=True)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not line:
@@ -156,12 +154,16 @@ def to_markdown(payload) -> str:
 def main(argv=None) -> int:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="the three small configs only")
+    p.add_argument("--default-only", action="store_true",
+                   help="functa's default size only (written to meta_benchmark_default.{json,md})")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return 0
     cfg = get_config("smoke" if args.smoke else "quick" if args.quick else None)
+    if args.default_only:
+        cfg["configs"] = [DEFAULT]
     if args.steps is not None:
         cfg["steps"] = common.positive_int(args.steps, "--steps")
     rows, t0 = [], time.time()
@@ -177,7 +179,8 @@ def main(argv=None) -> int:
                 print(f"[{time.time() - t0:5.0f}s] {model} {config} {lever}: {row['step_seconds']:.3f} s/step, "
                       f"RSS {row['peak_rss_gib']:.2f} GiB, XLA plan {row['xla_plan_gib']:.2f} GiB", flush=True)
     payload = {"config": cfg, "rows": rows, "wall_seconds": time.time() - t0}
-    common.report(args.out, "meta_benchmark" + ("_smoke" if args.smoke else ""), payload, to_markdown)
+    suffix = "_smoke" if args.smoke else "_default" if args.default_only else ""
+    common.report(args.out, "meta_benchmark" + suffix, payload, to_markdown)
     return 0
 
 

@@ -13,8 +13,8 @@ parameters) and at functa's CPU reference config (width 256, depth 4, latent 256
   steps): the ops that take the most time, with their HLO shape and kind, and the
   share of time in ops that hold a dot.
 
-    python experiments/meta_step_profile.py          # ~5 min on 2 cores
-    python experiments/meta_step_profile.py --smoke  # seconds
+    python -m experiments.meta_step_profile          # ~5 min on 2 cores
+    python -m experiments.meta_step_profile --smoke  # seconds
 
 Results: experiments/results/meta_step_profile.{json,md}.
 """
@@ -32,16 +32,14 @@ import tempfile
 
 import jax
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from asmr_jax import macs  # noqa: E402
-from experiments import common  # noqa: E402
+from asmr_jax import macs
+from experiments import common
 
 NAME = "meta_step_profile"
 
 
 def get_config(arg=None) -> dict:
+    common.check_config(arg, "smoke")
     cfg = {"configs": {"main job": "", "functa ref": "width=256,latent_dim=256"},  # arguments of meta/configs/cpu
            "models": ["asmr", "siren"], "batch": 16, "repeats": 7, "profile_steps": 5, "matmul": 2048, "top": 10}
     if arg == "smoke":

@@ -1,7 +1,7 @@
 """Meta-train loop throughput: the plain loop vs the prefetching one, and 1 vs 2 processes.
 
-    python experiments/pipeline_benchmark.py            # ~6 min on 2 cores
-    python experiments/pipeline_benchmark.py --smoke    # seconds
+    python -m experiments.pipeline_benchmark            # ~6 min on 2 cores
+    python -m experiments.pipeline_benchmark --smoke    # seconds
 
 The CPU preset (``meta/configs/cpu.py``: ASMR width 128, 4 levels, 32x32 patches, batch
 16, latent 64, k = 3), where one meta step is a few tens of milliseconds and host work
@@ -30,9 +30,7 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 ROWS = (  # name, processes, devices per process, prefetch, log_every
     ("plain, 1 device", 1, 1, 0, 1),
@@ -44,6 +42,7 @@ ROWS = (  # name, processes, devices per process, prefetch, log_every
 
 
 def get_config(arg=None) -> dict:
+    common.check_config(arg, "smoke")
     return {"steps": 20, "repeats": 1} if arg == "smoke" else {"steps": 400, "repeats": 1}
 
 
@@ -76,11 +75,11 @@ def run_row(name, nproc, ndev, prefetch, log_every, steps, smoke, tmp) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     workdir = os.path.join(tmp, name.replace(" ", "_").replace(",", ""))
-    cmd = lambda i: [sys.executable, os.path.abspath(__file__), "--child", "--processes", str(nproc),  # noqa: E731
-                     "--process-id", str(i), "--port", str(port), "--devices", str(ndev), "--prefetch",
-                     str(prefetch), "--log-every", str(log_every), "--steps", str(steps), "--workdir", workdir,
-                     *(["--smoke"] if smoke else [])]
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    cmd = lambda i: common.child_command(  # noqa: E731
+        "experiments.pipeline_benchmark", "--child", "--processes", nproc, "--process-id", i, "--port", port,
+        "--devices", ndev, "--prefetch", prefetch, "--log-every", log_every, "--steps", steps, "--workdir", workdir,
+        *(["--smoke"] if smoke else []))
+    env = common.child_env(base={k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")})
     procs = [subprocess.Popen(cmd(i), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(nproc)]
     outs = [p.communicate(timeout=1200) for p in procs]

@@ -23,9 +23,9 @@ reference (other images, far longer training).
 
 Writes ``experiments/results/rate_distortion.{json,md,png}``::
 
-    python experiments/rate_distortion.py --quick                 # 30 s of training per model
-    python experiments/rate_distortion.py --models asmr --train-only   # the ASMR ladder only (background)
-    python experiments/rate_distortion.py                         # 4 x 10 min per family, then encodes
+    python -m experiments.rate_distortion --quick                 # 30 s of training per model
+    python -m experiments.rate_distortion --models asmr --train-only   # the ASMR ladder only (background)
+    python -m experiments.rate_distortion                         # 4 x 10 min per family, then encodes
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
+from experiments.common import RESULTS_DIR, check_config
+
 # COIN++ (Dupont et al., 2022) on CIFAR-10 test images (32x32), payload bpp and PSNR dB, as in the COIN++
 # repository's results/cifar10/coinpp.json (rounded); other images, a reference only
 COINPP_CIFAR10 = ((0.548, 24.22), (1.099, 27.03), (1.647, 28.90), (2.195, 30.45), (3.294, 32.42), (4.057, 33.69),
@@ -50,35 +50,44 @@ JPEG_QUALITIES = (1, 5, 10, 20, 30, 50, 70, 85, 95)
 WEBP_QUALITIES = (0, 5, 10, 20, 30, 50, 70, 85, 95)
 
 
+def get_config(arg: str | None = None) -> dict:
+    """Every setting's default; ``"quick"``: a small budget (one latent size, 3 bit depths, 48 images)."""
+    check_config(arg, "quick")
+    quick = arg == "quick"
+    return {"models": "asmr,siren", "latent_dims": "64" if quick else "32", "bits": "3,4,6" if quick else "2,3,4,6,8",
+            "test_images": 48 if quick else 10**9, "codec_images": 256 if quick else 1024, "config": "cpu",
+            "budget_minutes": 0.5 if quick else 10.0, "lr": 3e-4, "eval_every": 1000, "refine": 10,
+            "timing_images": 8, "workdir": "outputs/compress/rd"}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
     p.add_argument("--quick", action="store_true", help="small budget: one latent size, 3 bit depths, 48 images")
-    p.add_argument("--models", default="asmr,siren", help="comma-separated network families (default asmr,siren)")
+    p.add_argument("--models", default=None, help="comma-separated network families (default asmr,siren)")
     p.add_argument("--latent-dims", default=None, help="comma-separated latent sizes D (default 32; quick 64)")
     p.add_argument("--bits", default=None, help="comma-separated bit depths (default 2,3,4,6,8; quick 3,4,6)")
     p.add_argument("--test-images", type=int, default=None, help="test patches used (default all 136)")
     p.add_argument("--codec-images", type=int, default=None, help="train patches to fit the codec (default 1024)")
-    p.add_argument("--config", default="cpu", help="meta-training config (meta/configs; default cpu: ASMR w128 "
+    p.add_argument("--config", default=None, help="meta-training config (meta/configs; default cpu: ASMR w128 "
                    "L4, SIREN at equal shared params)")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="wall-clock meta-training budget per (model, D) (default 10; quick 0.5)")
-    p.add_argument("--lr", type=float, default=3e-4, help="outer Adam rate (default 3e-4, the cpu config's)")
-    p.add_argument("--eval-every", type=int, default=1000, help="test evaluation / checkpoint period in steps")
+    p.add_argument("--lr", type=float, default=None, help="outer Adam rate (default 3e-4, the cpu config's)")
+    p.add_argument("--eval-every", type=int, default=None, help="test evaluation / checkpoint period in steps")
     p.add_argument("--train-only", action="store_true", help="meta-train the ladder, then stop (no encoding)")
-    p.add_argument("--refine", type=int, default=10, help="straight-through refinement steps (default 10; 0 = off)")
-    p.add_argument("--timing-images", type=int, default=8, help="images timed one by one per setting (default 8)")
-    p.add_argument("--workdir", default="outputs/compress/rd", help="checkpoints (reused if present)")
-    p.add_argument("--out", default=RESULTS, help="results folder (default experiments/results)")
+    p.add_argument("--refine", type=int, default=None, help="straight-through refinement steps (default 10; 0 = off)")
+    p.add_argument("--timing-images", type=int, default=None, help="images timed one by one per setting (default 8)")
+    p.add_argument("--workdir", default=None, help="checkpoints (reused if present)")
+    p.add_argument("--out", default=RESULTS_DIR, help="results folder (default experiments/results)")
     args = p.parse_args(argv)
-    quick = args.quick
+    for key, value in get_config("quick" if args.quick else None).items():  # flags not given
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     args.models = [m for m in args.models.split(",") if m]
-    args.latent_dims = [int(x) for x in (args.latent_dims or ("64" if quick else "32")).split(",")]
-    args.bits = [int(x) for x in (args.bits or ("3,4,6" if quick else "2,3,4,6,8")).split(",")]
-    args.test_images = args.test_images or (48 if quick else 10**9)
-    args.codec_images = args.codec_images or (256 if quick else 1024)
-    args.budget_minutes = args.budget_minutes if args.budget_minutes is not None else (0.5 if quick else 10.0)
+    args.latent_dims = [int(x) for x in str(args.latent_dims).split(",")]
+    args.bits = [int(x) for x in str(args.bits).split(",")]
     return args
 
 
@@ -415,7 +424,7 @@ def main(argv=None) -> int:
         json.dump(result, f, indent=2)
     with open(os.path.join(args.out, "rate_distortion.md"), "w") as f:
         f.write(
-            f"Run: `python experiments/rate_distortion.py "
+            f"Run: `python -m experiments.rate_distortion "
             f"{' '.join(argv if argv is not None else sys.argv[1:])}`"
             f" ({seconds / 60:.1f} min; checkpoints already in --workdir are reused, not retrained)\n\n" + md
         )

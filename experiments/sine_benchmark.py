@@ -9,8 +9,8 @@ this measures, as medians:
 * a full-batch Adam step of ASMR-4 and SIREN-4 on Cameraman;
 * the largest difference between the two implementations' ASMR-4 renders.
 
-    python experiments/sine_benchmark.py            # about 3 minutes on 2 cores
-    python experiments/sine_benchmark.py --smoke    # small grids, seconds
+    python -m experiments.sine_benchmark            # about 3 minutes on 2 cores
+    python -m experiments.sine_benchmark --smoke    # small grids, seconds
 """
 
 from __future__ import annotations
@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments.common import parser, render_latency, run_sine_children, write_results  # noqa: E402
+from experiments.common import check_config, parser, render_latency, run_sine_children, write_results
 
 IMPLS = ("xla", "poly")
 GRIDS = {  # name: (shape, channels, ASMR-4 bases)
@@ -31,6 +28,15 @@ GRIDS = {  # name: (shape, channels, ASMR-4 bases)
     "kodak": ((512, 768), 3, ((4, 4, 4, 8), (4, 4, 6, 8))),
 }
 SMOKE_GRIDS = {"small": ((64, 64), 1, (2, 4, 8))}
+
+
+def get_config(arg: str | None = None) -> dict:
+    """Network width, grids and timing repeats; ``"smoke"``: small grids (seconds)."""
+    check_config(arg, "smoke")
+    return {"width": 32 if arg == "smoke" else 256, "grids": SMOKE_GRIDS if arg == "smoke" else GRIDS,
+            "sine_repeats": 21, "render_repeats": {"asmr": 21, "siren": 5},
+            "fit_side": 64 if arg == "smoke" else 512, "fit_bases": (2, 4, 8) if arg == "smoke" else (4, 4, 4, 8),
+            "fit_steps": {"asmr": 40, "siren": 4}}
 
 
 def measure(smoke: bool, render_out: str) -> dict:
@@ -42,36 +48,34 @@ def measure(smoke: bool, render_out: str) -> dict:
     from asmr_jax.asmr import ASMR
     from asmr_jax.siren import SIREN
 
-    width = 32 if smoke else 256
+    cfg = get_config("smoke" if smoke else None)
+    width = cfg["width"]
     out = {"impl": sine.IMPL, "device": jax.devices()[0].device_kind}
     x = jax.random.normal(jax.random.key(0), (1 << 20,)) * 100.0
     one_sin = jax.jit(sine.sin)
     pair = jax.jit(sine.sincos)
-    out["sin_1m_ms"] = 1e3 * macs.median_time(lambda: one_sin(x).block_until_ready(), repeats=21)
-    out["sincos_1m_ms"] = 1e3 * macs.median_time(lambda: jax.block_until_ready(pair(x)), repeats=21)
+    out["sin_1m_ms"] = 1e3 * macs.median_time(lambda: one_sin(x).block_until_ready(), repeats=cfg["sine_repeats"])
+    out["sincos_1m_ms"] = 1e3 * macs.median_time(lambda: jax.block_until_ready(pair(x)), repeats=cfg["sine_repeats"])
 
-    grids = SMOKE_GRIDS if smoke else GRIDS
-    for name, (shape, channels, bases) in grids.items():
+    for name, (shape, channels, bases) in cfg["grids"].items():
         asmr = ASMR(shape, channels, bases=bases, widths=width)
         siren = SIREN(shape, channels, widths=(width,) * 3)
         row = {}
-        for tag, model, repeats in (("asmr", asmr, 21), ("siren", siren, 5)):
+        for tag, model in (("asmr", asmr), ("siren", siren)):
             params = model.init(jax.random.key(0))
-            row[f"{tag}_render_ms"] = 1e3 * render_latency(model, params, repeats)
+            row[f"{tag}_render_ms"] = 1e3 * render_latency(model, params, cfg["render_repeats"][tag])
         row["ratio"] = row["siren_render_ms"] / row["asmr_render_ms"]
         out[name] = row
-    shape, channels, bases = next(iter(grids.values()))  # the first grid's ASMR render, to compare impls
+    shape, channels, bases = next(iter(cfg["grids"].values()))  # the first grid's ASMR render, to compare impls
     asmr = ASMR(shape, channels, bases=bases, widths=width)
     np.save(render_out, np.asarray(jax.jit(asmr.render)(asmr.init(jax.random.key(0)))))
 
-    img = data.bundled_image("camera").data
-    if smoke:
-        img = img[:64, :64]
+    side, fit_bases = cfg["fit_side"], cfg["fit_bases"]
+    img = data.bundled_image("camera").data[:side, :side]
     shape = img.shape[:2]
-    for tag, model, steps in (
-        ("asmr", ASMR(shape, 1, bases=(4, 4, 4, 8) if not smoke else (2, 4, 8), widths=width), 40),
-        ("siren", SIREN(shape, 1, widths=(width,) * 3), 4),
-    ):
+    for tag, model in (("asmr", ASMR(shape, 1, bases=fit_bases, widths=width)),
+                       ("siren", SIREN(shape, 1, widths=(width,) * 3))):
+        steps = cfg["fit_steps"][tag]
         res = fit.fit(model, img, steps, progress=False, chunk=max(1, steps // 4))
         out[f"{tag}_step_ms"] = 1e3 * res.step_seconds
         out[f"{tag}_psnr"] = res.psnr
@@ -121,7 +125,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for impl in IMPLS:
             path = os.path.join(tmp, f"{impl}.npy")
-            rows += run_sine_children(__file__, [impl], ["--render-out", path] + ["--smoke"] * args.smoke)
+            rows += run_sine_children("experiments.sine_benchmark", [impl],
+                                      ["--render-out", path] + ["--smoke"] * args.smoke)
             renders.append(np.load(path))
     res = {"impls": rows, "max_render_diff": float(np.abs(renders[0] - renders[1]).max()), "smoke": args.smoke}
     md = to_markdown(res)

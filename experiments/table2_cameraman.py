@@ -10,10 +10,10 @@ own), one after another on the same machine:
 * render-time ratios SIREN-4 / ASMR-4 on Cameraman and on a 512x768 RGB grid with the
   paper's Kodak bases, and the 8192x8192 RGB render of a 6-level width-512 ASMR.
 
-    python experiments/table2_cameraman.py --cosine --long-lr 5e-4 --long-models ASMR-4 --seeds 0,1,2
+    python -m experiments.table2_cameraman --cosine --long-lr 5e-4 --long-models ASMR-4 --seeds 0,1,2
                                                            # ~30 min on 2 cores
-    python experiments/table2_cameraman.py --renders-only  # re-time the renders of an earlier run
-    python experiments/table2_cameraman.py --smoke         # seconds
+    python -m experiments.table2_cameraman --renders-only  # re-time the renders of an earlier run
+    python -m experiments.table2_cameraman --smoke         # seconds
 
 Results: experiments/results/table2_cameraman.{json,md}.
 """
@@ -23,16 +23,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
-sys.path.insert(0, os.path.dirname(HERE))  # the repository, for runs without an install
-
-from experiments.common import render_latency, write_results  # noqa: E402
+from experiments.common import (
+    RESULTS_DIR,
+    check_config,
+    child_command,
+    child_env,
+    peak_rss_mib,
+    render_latency,
+    write_results,
+)
 
 CONFIGS = {
     "SIREN-3": dict(kind="siren", depth=3),
@@ -44,10 +47,6 @@ PAPER = {  # Table 2 / SPEC section 5: params (K), MACs (K), PSNR (dB)
     "SIREN-3": (66.8, 66.0, 28.62), "SIREN-4": (132.6, 132.0, 32.37),
     "ASMR-3": (67.8, 1.29, 31.44), "ASMR-4": (134.0, 1.35, 37.84),
 }
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_one(name: str, steps: int, size: int, width: int, cosine: bool = False, seed: int = 0,
@@ -115,7 +114,8 @@ def run_big(size: int, width: int) -> dict:
 
 
 def subprocess_json(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    proc = subprocess.run(child_command("experiments.table2_cameraman", *args), env=child_env(),
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -147,19 +147,28 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def get_config(arg: str | None = None) -> dict:
+    """Every setting's default (the paper's); ``"smoke"``: a 64x64 crop, a few steps, width 16."""
+    check_config(arg, "smoke")
+    if arg == "smoke":
+        return {"size": 64, "steps": 5, "long_steps": 10, "width": 16, "ratio_grids": ("smoke",), "big": 64}
+    return {"size": 512, "steps": 50, "long_steps": 10000, "width": 256, "ratio_grids": ("cameraman", "kodak"),
+            "big": 8192}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=50, help="steps for every model, side by side (default 50)")
-    p.add_argument("--long-steps", type=int, default=10000, help="steps for the ASMR models (paper: 10000)")
+    p.add_argument("--steps", type=int, default=None, help="steps for every model, side by side (default 50)")
+    p.add_argument("--long-steps", type=int, default=None, help="steps for the ASMR models (paper: 10000)")
     p.add_argument("--long-models", default="ASMR-4,ASMR-3", help="models also run for --long-steps")
     p.add_argument("--cosine", action="store_true",
                    help="cosine-decay the rate to 1e-5 in the --long-steps runs (the official code's option)")
     p.add_argument("--long-lr", type=float, default=1e-4, help="peak Adam rate of the --long-steps runs (paper 1e-4)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds of the --long-steps runs (default 0)")
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--big", type=int, default=8192, help="size of the tiled render check (0 to skip)")
+    p.add_argument("--width", type=int, default=None, help="network width (default 256)")
+    p.add_argument("--big", type=int, default=None, help="size of the tiled render check (default 8192; 0 to skip)")
     p.add_argument("--smoke", action="store_true", help="tiny crop, few steps, no big render")
-    p.add_argument("--out", default=RESULTS, help="results folder")
+    p.add_argument("--out", default=RESULTS_DIR, help="results folder")
     p.add_argument("--renders-only", action="store_true",
                    help="re-measure only the render ratios and the big render, updating an earlier run's results")
     p.add_argument("--one", nargs=5, metavar=("NAME", "STEPS", "SIZE", "SEED", "LR"), help=argparse.SUPPRESS)
@@ -167,6 +176,10 @@ def main(argv=None) -> int:
     p.add_argument("--big-one", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
+    cfg = get_config("smoke" if args.smoke else None)
+    for key in ("steps", "long_steps", "width", "big"):  # flags not given
+        if getattr(args, key) is None:
+            setattr(args, key, cfg[key])
     if args.one:  # child process: one model
         name, steps, size, seed, lr = args.one
         print(json.dumps(run_one(name, int(steps), int(size), args.width, args.cosine, int(seed), float(lr))))
@@ -185,10 +198,8 @@ def main(argv=None) -> int:
         print(json.dumps(run_big(args.big_one, 512 if args.big_one == 8192 else 32)))
         return 0
 
-    size = 64 if args.smoke else 512
-    steps = 5 if args.smoke else args.steps
-    long_steps = 10 if args.smoke else args.long_steps
-    width = ["--width", str(16 if args.smoke else args.width)]
+    size, steps, long_steps = cfg["size"], args.steps, args.long_steps
+    width = ["--width", str(args.width)]
     seeds = [int(x) for x in args.seeds.split(",") if x]
     name = "table2_cameraman" + ("_smoke" if args.smoke else "")
     if args.renders_only:
@@ -202,12 +213,10 @@ def main(argv=None) -> int:
         res = {"steps": steps, "long_steps": long_steps, "size": size, "seeds": seeds, "rows": [],
                "render_ratios": {}, "long_summary": {}}
         run_fits(res, args, size, width, seeds)
-    for which in (("smoke",) if args.smoke else ("cameraman", "kodak")):
+    for which in cfg["ratio_grids"]:
         res["render_ratios"][which] = subprocess_json(["--ratio", which, *width])
-    if args.big and not args.smoke:
+    if args.big:
         res["big"] = subprocess_json(["--big-one", str(args.big)])
-    elif args.smoke:
-        res["big"] = subprocess_json(["--big-one", "64"])
     table = markdown(res)
     paths = write_results(args.out, name, res, table)
     print(table)

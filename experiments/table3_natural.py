@@ -9,25 +9,20 @@ Render latency is measured twice: on the trained (downscaled) models, and on fre
 initialised models at the Kodak size 512x768 (latency does not depend on the weights),
 where ASMR uses the paper's bases ``[[4,4,4,8],[4,4,6,8]]``.
 
-    python experiments/table3_natural.py            # ~30 min on 2 shared (busy) CPU cores
-    python experiments/table3_natural.py --smoke    # seconds
+    python -m experiments.table3_natural            # ~30 min on 2 shared (busy) CPU cores
+    python -m experiments.table3_natural --smoke    # seconds
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 
 import jax
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from asmr_jax import data, macs, models  # noqa: E402
-from experiments import common  # noqa: E402
+from asmr_jax import data, macs, models
+from experiments import common
 
 NAME = "table3_natural"
 IMAGES = (
@@ -49,6 +44,7 @@ PAPER = {  # Table 3 (Kodak, 10k steps): params (K), MACs (K), PSNR, SSIM, serve
 
 def get_config(arg: str | None = None) -> dict:
     """Table 3 settings; ``arg="smoke"`` gives a seconds-long run on one tiny image."""
+    common.check_config(arg, "smoke")
     cfg = dict(
         images=IMAGES,
         max_pixels=64 * 64,  # downscale every photo to at most this many pixels
@@ -73,8 +69,6 @@ def get_config(arg: str | None = None) -> dict:
             kodak_shape=(16, 24),
             kodak_bases=((2, 2, 2, 2), (2, 2, 2, 3)),
         )
-    elif arg not in (None, ""):
-        raise ValueError(f"unknown config {arg!r}; expected None or 'smoke'")
     return cfg
 
 

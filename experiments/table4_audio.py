@@ -21,8 +21,8 @@ clip's mean (0.5 on the ``[0, 1]`` scale). With ``bias_to_mean`` (default) every
 output bias starts at the clip's mean, the same for all; the table also gives the PSNR
 of that constant (the clip's variance), the floor any fit must beat.
 
-    python experiments/table4_audio.py              # ~10 min on 2 shared CPU cores
-    python experiments/table4_audio.py --smoke      # seconds
+    python -m experiments.table4_audio              # ~10 min on 2 shared CPU cores
+    python -m experiments.table4_audio --smoke      # seconds
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import dataclasses
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -39,14 +38,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from asmr_jax import data, io  # noqa: E402
-from asmr_jax.asmr import ASMR  # noqa: E402
-from asmr_jax.fit import set_output_bias  # noqa: E402
-from asmr_jax.siren import SIREN, mlp_apply  # noqa: E402
-from experiments import common  # noqa: E402
+from asmr_jax import data, io
+from asmr_jax.asmr import ASMR
+from asmr_jax.fit import set_output_bias
+from asmr_jax.siren import SIREN, mlp_apply
+from experiments import common
 
 NAME = "table4_audio"
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -60,6 +56,7 @@ PAPER = {  # Table 4 (LibriSpeech, 32000 samples, 10k steps): params (K), MACs (
 
 def get_config(arg: str | None = None) -> dict:
     """Table 4 settings; ``arg="smoke"`` fits 400 samples for a few steps."""
+    common.check_config(arg, "smoke")
     cfg = dict(
         wav=WAV,
         samples=32000,
@@ -74,8 +71,6 @@ def get_config(arg: str | None = None) -> dict:
     )
     if arg == "smoke":
         cfg.update(samples=400, bases=(4, 4, 5, 5), width=16, siren_first_w0=(3000.0,), steps=3, latency_repeats=1)
-    elif arg not in (None, ""):
-        raise ValueError(f"unknown config {arg!r}; expected None or 'smoke'")
     return cfg
 
 

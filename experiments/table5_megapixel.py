@@ -11,35 +11,30 @@ Two parts:
 2. Render: an 8192x8192 RGB render of freshly initialised 6-level width-512 ASMRs
    (render cost does not depend on the weights): the paper's bases ``[4,4,4,4,4,8]``
    and, for comparison, ``[4,4,4,4,2,16]`` (same params, smaller last coarse grid).
-   Each render runs in its own process so its peak RSS (``resource.getrusage``) is its
+   Each render runs in its own process so its peak RSS (``common.peak_rss_mib``) is its
    own; XLA's compiled memory estimate is recorded first, and a render whose estimate
    exceeds ``max_render_gb`` (default: 70% of the memory available now) is reported as
    not run instead of being started.
 
-    python experiments/table5_megapixel.py          # ~20 min on 2 busy shared CPU cores
-    python experiments/table5_megapixel.py --smoke  # seconds
+    python -m experiments.table5_megapixel          # ~20 min on 2 busy shared CPU cores
+    python -m experiments.table5_megapixel --smoke  # seconds
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
 import jax
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from asmr_jax import data, macs  # noqa: E402
-from asmr_jax.asmr import ASMR  # noqa: E402
-from asmr_jax.siren import SIREN  # noqa: E402
-from experiments import common  # noqa: E402
+from asmr_jax import data, macs
+from asmr_jax.asmr import ASMR
+from asmr_jax.siren import SIREN
+from experiments import common
 
 NAME = "table5_megapixel"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER = {  # Table 5 (Pluto 8192x8192, 10k steps): params (M), MACs (M), PSNR, SSIM
     "siren": (1.054, 1.054, 31.66, 0.825),
     "asmr": (1.059, 0.006, 33.10, 0.857),
@@ -48,6 +43,7 @@ PAPER = {  # Table 5 (Pluto 8192x8192, 10k steps): params (M), MACs (M), PSNR, S
 
 def get_config(arg: str | None = None) -> dict:
     """Table 5 settings; ``arg="smoke"`` fits a 48x48 crop and renders 256x256."""
+    common.check_config(arg, "smoke")
     cfg = dict(
         image="retina",
         crop=None,  # None: the whole 1411x1411 photo
@@ -76,8 +72,6 @@ def get_config(arg: str | None = None) -> dict:
             render_bases=((4, 4, 4, 4),),
             fit_render_latency=True,
         )
-    elif arg not in (None, ""):
-        raise ValueError(f"unknown config {arg!r}; expected None or 'smoke'")
     return cfg
 
 
@@ -130,7 +124,7 @@ def render_child(size: int, bases, width: int, repeats: int, max_gb: float) -> d
         render_seconds=sorted(times)[len(times) // 2],
         shape=list(y.shape),
         finite=bool(jax.numpy.isfinite(y).all()),
-        max_rss_mb=common.max_rss_mb(),
+        max_rss_mb=common.peak_rss_mib(),
     )
     return out
 
@@ -142,9 +136,9 @@ def measure_render(size: int, bases, width: int, repeats: int, max_gb: float) ->
         "import json, sys; from experiments.table5_megapixel import render_child; "
         "print('RESULT ' + json.dumps(render_child(**json.loads(sys.argv[1]))))"
     )
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = common.child_env()
     env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
-    proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, cwd=ROOT, env=env)
+    proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         return dict(

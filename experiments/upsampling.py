@@ -1,7 +1,7 @@
 """Does ``asmr render --shape`` (SIREN) upsample? Fit a 2x-downscaled photo, render at full size.
 
-    python experiments/upsampling.py            # ~3 min on 2 cores
-    python experiments/upsampling.py --smoke    # seconds
+    python -m experiments.upsampling            # ~3 min on 2 cores
+    python -m experiments.upsampling --smoke    # seconds
 
 For each bundled photo crop (256x256, gray Cameraman and the RGB astronaut), the crop is
 downscaled 2x (box filter), a SIREN-4 (width 256) is fitted to the 128x128 image, and its
@@ -16,15 +16,11 @@ Writes ``experiments/results/upsampling.{json,md}``.
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 
 def get_config(arg=None) -> dict:
+    common.check_config(arg, "smoke")
     if arg == "smoke":
         return {"steps": 20, "size": 32, "width": 32, "photos": ["camera"]}
     return {"steps": 2000, "size": 256, "width": 256, "photos": ["camera", "astronaut"]}

@@ -14,31 +14,27 @@ Both models use 3D coordinates (time, row, column); ASMR's bases come from
 ``auto_bases(shape, levels)``; SIREN has the same depth and width (parameter counts
 match to ~1%). Full-batch Adam, same steps for both.
 
-    python experiments/video.py            # ~5 min on 2 shared CPU cores
-    python experiments/video.py --smoke    # seconds
+    python -m experiments.video            # ~5 min on 2 shared CPU cores
+    python -m experiments.video --smoke    # seconds
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from asmr_jax import data  # noqa: E402
-from asmr_jax.asmr import ASMR  # noqa: E402
-from asmr_jax.siren import SIREN  # noqa: E402
-from experiments import common  # noqa: E402
+from asmr_jax import data
+from asmr_jax.asmr import ASMR
+from asmr_jax.siren import SIREN
+from experiments import common
 
 NAME = "video"
 
 
 def get_config(arg: str | None = None) -> dict:
     """Video settings; ``arg="smoke"`` uses 4 frames of the GIF and a 4x8x8 pan."""
+    common.check_config(arg, "smoke")
     cfg = dict(
         clips=("gif", "pan"),
         gif_frames=None,  # None: all 24
@@ -59,8 +55,6 @@ def get_config(arg: str | None = None) -> dict:
             steps=3,
             latency_repeats=1,
         )
-    elif arg not in (None, ""):
-        raise ValueError(f"unknown config {arg!r}; expected None or 'smoke'")
     return cfg
 
 

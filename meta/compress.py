@@ -39,6 +39,7 @@ import zlib
 import numpy as np
 
 from asmr_jax import io
+from asmr_jax.coords import with_rank
 from meta import container
 
 MAX_BITS = 16
@@ -108,7 +109,8 @@ class Quantizer:
     def quantize(self, latents, xp=np):
         """``[..., D]`` floats -> ``[..., D]`` int32 symbols (values outside the range clip)."""
         self._check(latents)
-        q = xp.floor((latents - self.low) / self.step)
+        low, step = (with_rank(v, np.ndim(latents)) for v in (self.low, self.step))
+        q = xp.floor((latents - low) / step)
         return xp.clip(q, 0, self.levels - 1).astype(xp.int32)
 
     def dequantize(self, symbols, xp=np):
@@ -118,7 +120,8 @@ class Quantizer:
         if xp is np and symbols.size and (symbols.min() < 0 or symbols.max() >= self.levels):
             raise ValueError(f"symbols must lie in 0..{self.levels - 1}, got "
                              f"{symbols.min()}..{symbols.max()}")
-        return (self.low + (symbols.astype(xp.float32) + 0.5) * self.step).astype(xp.float32)
+        low, step = (with_rank(v, symbols.ndim) for v in (self.low, self.step))
+        return (low + (symbols.astype(xp.float32) + 0.5) * step).astype(xp.float32)
 
     def round_trip(self, latents, xp=np):
         """``dequantize(quantize(latents))`` (``[..., D]``)."""
@@ -458,7 +461,7 @@ def _refiner(render, quantizer: Quantizer, steps: int, lr: float):
     import jax.numpy as jnp
     import optax
 
-    step = jnp.asarray(quantizer.step)
+    step = with_rank(jnp.asarray(quantizer.step), 2)  # [1, D] against latents [n, D]
     opt = optax.adam(1.0)
 
     def refine(z0, targets):

@@ -64,7 +64,9 @@ import numpy as np
 import optax
 
 from asmr_jax import io, metrics, models, sharding
+from asmr_jax.coords import with_rank
 from asmr_jax.datasets import check_images
+from asmr_jax.siren import affine
 
 FORMAT = "asmr-jax-meta"
 VERSION = 2
@@ -208,7 +210,7 @@ def functa_network_init(net: dict) -> dict:
 def latent_to_modulations(meta: MetaModel, params, latent) -> tuple[list | None, list | None]:
     """Latent ``[*batch, D]`` -> ``(shifts, scales)``, each ``None`` or one ``[*batch, width_i]`` per hidden layer."""
     m = params["latent_to_shift"]
-    flat = latent @ m["w"] + m["b"]  # [*batch, S]
+    flat = affine(latent, m)  # [*batch, S]
     widths = meta.model.shift_widths
     cuts = np.cumsum([w * meta.mods_per_unit for w in widths])[:-1]
     shifts, scales = [], []
@@ -303,7 +305,7 @@ def inner_loop(meta: MetaModel, params, image, steps: int | None = None, latent=
         g = inner_grad(meta, params, phi, image)
         if first_order:
             g = jax.lax.stop_gradient(g)
-        return phi - lr * g, None
+        return phi - with_rank(lr, g.ndim) * g, None
 
     if remat:
         body = jax.checkpoint(body)
@@ -409,6 +411,12 @@ def make_meta_step(meta: MetaModel, optimizer, mesh=None, remat: bool = False, m
     def step(params, opt_state, images, key=None):
         return jitted(params, opt_state, images, key)
 
+    def compile_for(params, opt_state, images, key=None):
+        """Compiles the step for these arguments (arrays or shapes) without running it; the
+        next call with the same shapes reuses the executable. Returns it (``memory_plan``)."""
+        return jitted.lower(params, opt_state, images, key).compile()
+
+    step.compile_for = compile_for
     step._cache_size = jitted._cache_size  # for no-recompile checks
     return step
 
@@ -425,7 +433,12 @@ def memory_estimate(meta: MetaModel, optimizer, batch_size: int, remat: bool = F
     images = jax.ShapeDtypeStruct((int(batch_size), *meta.shape, meta.channels), jnp.float32)
     key = jax.eval_shape(lambda: jax.random.key(0))
     fn = functools.partial(meta_step, meta, optimizer, remat=remat, microbatch=microbatch)
-    compiled = jax.jit(fn).lower(params, opt_state, images, key).compile()
+    return memory_plan(jax.jit(fn).lower(params, opt_state, images, key).compile())
+
+
+def memory_plan(compiled) -> dict:
+    """Bytes XLA plans for a compiled function (``{}`` where the backend does not say):
+    ``arguments``, ``outputs``, ``temporaries``, ``aliased`` and ``peak`` (their sum, less aliased)."""
     ma = compiled.memory_analysis()
     if ma is None:  # some backends do not report
         return {}

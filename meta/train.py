@@ -319,7 +319,11 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
         batches = Prefetcher(load_batch, start, int(steps), depth=int(prefetch))
         try:
             for t, images in batches:
-                params, opt_state, m = step_fn(params, opt_state, images, jax.random.fold_in(noise_key, t))
+                key = jax.random.fold_in(noise_key, t)
+                if t == start:  # compile, then give the compiler's freed heap back before the step's buffers
+                    step_fn.compile_for(params, opt_state, images, key)
+                    io.release_free_heap()
+                params, opt_state, m = step_fn(params, opt_state, images, key)
                 step = t + 1
                 pending.append((step, m))
                 want_eval = step % int(eval_every) == 0 or step == int(steps) or step in extra_evals

@@ -1,4 +1,5 @@
-"""Test setup: 8 fake CPU devices (real sharding code paths) and no GPU preallocation."""
+"""Test setup: 8 fake CPU devices (real sharding code paths), no GPU preallocation, and implicit
+rank promotion refused (every broadcast in the code is written out)."""
 
 import os
 
@@ -7,6 +8,7 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")  # here and in the processes tests start
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

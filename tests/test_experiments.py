@@ -35,6 +35,20 @@ def test_config_builds_and_rejects_unknown(script):
         script.get_config("huge")
 
 
+ALL_SCRIPTS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "experiments"))
+                     if f.endswith(".py") and f != "common.py")
+
+
+@pytest.mark.parametrize("name", ALL_SCRIPTS)
+def test_every_script_has_a_config_and_refuses_unknown_ones(name):
+    import importlib
+
+    script = importlib.import_module(f"experiments.{name}")
+    assert isinstance(script.get_config(), dict) and script.get_config()
+    with pytest.raises(ValueError, match="unknown config"):
+        script.get_config("no-such-config")
+
+
 def test_table3_smoke(tmp_path):
     payload = table3_natural.main(["--smoke", "--out", str(tmp_path)])
     saved, md = _read(tmp_path, "table3_natural")
