@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import coords as coords_lib
-from asmr_jax.siren import init_linear
+from asmr_jax.siren import affine, init_linear
 
 
 def fourier_matrix(ndim: int, n_freqs: int, sigma: float, seed: int) -> np.ndarray:
@@ -134,11 +134,11 @@ class FFN:
         layers = params["layers"]
         h = feats
         for i, layer in enumerate(layers[:-1]):
-            pre = h @ layer["w"] + layer["b"]
+            pre = affine(h, layer)
             if shifts is not None:
-                pre = pre + shifts[i]
+                pre = pre + coords_lib.with_rank(shifts[i], pre.ndim)
             h = jax.nn.relu(pre)
-        return h @ layers[-1]["w"] + layers[-1]["b"]
+        return affine(h, layers[-1])
 
     def normalize(self, coords):
         """Integer coordinates ``[..., d]`` -> floats on ``[0, 1]`` (``x / (N - 1)``)."""

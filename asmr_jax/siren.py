@@ -96,13 +96,18 @@ def modulate(pre, i: int, shifts=None, scales=None, spatial: int | None = None):
 
     def expand(v):
         v = jnp.asarray(v)
-        v = v if spatial is None else v.reshape(v.shape[:-1] + (1,) * spatial + v.shape[-1:])
-        return coords_lib.with_rank(v, pre.ndim)
+        return v if spatial is None else v.reshape(v.shape[:-1] + (1,) * spatial + v.shape[-1:])
+
+    def aligned(x, v):  # the same rank for both: a batch of modulations over one grid, or one over many points
+        n = max(x.ndim, v.ndim)
+        return coords_lib.with_rank(x, n), coords_lib.with_rank(v, n)
 
     if scales is not None:
-        pre = pre * expand(scales[i])
+        pre, v = aligned(pre, expand(scales[i]))
+        pre = pre * v
     if shifts is not None:
-        pre = pre + expand(shifts[i])
+        pre, v = aligned(pre, expand(shifts[i]))
+        pre = pre + v
     return pre
 
 

@@ -96,7 +96,7 @@ class WIRE:
             mag = jnp.exp(-self.omega0 * u_im - self.s0 ** 2 * (u_re ** 2 + u_im ** 2))
             re, im = mag * jnp.cos(self.omega0 * u_re), mag * jnp.sin(self.omega0 * u_re)
         out = layers[-1]
-        return re @ out["w"] - im @ out["wi"] + out["b"]
+        return affine(re, out) - im @ out["wi"]
 
     def apply(self, params, coords, shifts=None):
         """Per-point forward: integer ``coords [..., d]`` -> ``[..., channels]``."""

@@ -52,7 +52,7 @@ def test_apply_on_random_subset_and_padded_grid(key):
     params = model.init(key)
     full = model.render(params, crop=False)
     assert full.shape == (14, 12, 3)
-    pts = jax.random.randint(jax.random.key(3), (50, 2), 0, jnp.array([14, 12]))
+    pts = jax.random.randint(jax.random.key(3), (50, 2), 0, jnp.array([[14, 12]]))
     np.testing.assert_allclose(model.apply(params, pts), full[pts[:, 0], pts[:, 1]], atol=2e-5)
 
 

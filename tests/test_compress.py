@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from asmr_jax.coords import with_rank
 from meta import compress as C
 from meta import container
 
@@ -38,7 +39,8 @@ class LinearNet:
 
     def render_jax(self, z):
         z = jnp.asarray(z)
-        return jax.nn.sigmoid(z @ self.params["A"] + self.params["b"]).reshape(z.shape[:-1] + SHAPE + (CHANNELS,))
+        h = z @ self.params["A"]
+        return jax.nn.sigmoid(h + with_rank(self.params["b"], h.ndim)).reshape(z.shape[:-1] + SHAPE + (CHANNELS,))
 
     def render(self, latents):
         return np.asarray(self.render_jax(jnp.asarray(latents)))

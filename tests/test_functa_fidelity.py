@@ -19,16 +19,16 @@ def reference_forward(p, latent, shape, w0, modulate_scale, modulate_shift):
     layers = p["model"]["layers"]
     offset = 0
     for layer in layers[:-1]:
-        x = x @ layer["w"] + layer["b"]
+        x = x @ layer["w"] + layer["b"][None]
         width = layer["w"].shape[1]
         if modulate_scale:
-            x = x * (mods[offset:offset + width] + 1.0)
+            x = x * (mods[None, offset:offset + width] + 1.0)
             offset += width
         if modulate_shift:
-            x = x + mods[offset:offset + width]
+            x = x + mods[None, offset:offset + width]
             offset += width
         x = jnp.sin(w0 * x)
-    y = x @ layers[-1]["w"] + layers[-1]["b"]
+    y = x @ layers[-1]["w"] + layers[-1]["b"][None]
     return y.reshape(*shape, -1)
 
 

@@ -92,6 +92,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypat
                 m = {**m, "loss": m["loss"] * np.nan}
             return p, s, m
 
+        wrapped.compile_for = step.compile_for
         return wrapped
 
     monkeypatch.setattr(functa, "make_meta_step", poisoned)
