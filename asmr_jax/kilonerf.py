@@ -24,7 +24,7 @@ import numpy as np
 
 from asmr_jax import sine
 from asmr_jax.coords import with_rank
-from asmr_jax.siren import init_banks, normalize_fields
+from asmr_jax.siren import hidden_widths, init_banks, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +53,7 @@ class KiloNeRF:
     @classmethod
     def build(cls, shape, channels: int, width: int = 30, depth: int = 3, grid: int = 16, **kwargs) -> KiloNeRF:
         """KiloNeRF-L: ``depth - 1`` hidden layers of ``width`` in each of ``grid ** d`` cells."""
-        if depth < 2:
-            raise ValueError(f"KiloNeRF depth must be >= 2 (one hidden layer + output), got {depth}")
-        return cls(tuple(shape), channels, grid=grid, widths=(width,) * (depth - 1), **kwargs)
+        return cls(tuple(shape), channels, grid=grid, widths=hidden_widths("KiloNeRF", width, depth), **kwargs)
 
     @property
     def ndim(self) -> int:

@@ -30,7 +30,7 @@ import numpy as np
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
-from asmr_jax.siren import init_banks, normalize_fields
+from asmr_jax.siren import hidden_widths, init_banks, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +66,7 @@ class LoE:
     @classmethod
     def build(cls, shape, channels: int, width: int = 31, depth: int = 4, **kwargs) -> LoE:
         """LoE-L: ``depth - 1`` hidden layers of ``width``, ``depth`` tiled weight layers."""
-        if depth < 2:
-            raise ValueError(f"LoE depth must be >= 2 (one hidden layer + output), got {depth}")
-        return cls(tuple(shape), channels, widths=(width,) * (depth - 1), **kwargs)
+        return cls(tuple(shape), channels, widths=hidden_widths("LoE", width, depth), **kwargs)
 
     @property
     def ndim(self) -> int:

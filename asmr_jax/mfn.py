@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
-from asmr_jax.siren import affine
+from asmr_jax.siren import affine, hidden_widths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +71,7 @@ class MFN:
     @classmethod
     def build(cls, shape, channels: int, width: int = 256, depth: int = 4, **kwargs) -> MFN:
         """MFN-L: ``depth - 1`` filters (so ``depth`` weight layers counting the output)."""
-        if depth < 2:
-            raise ValueError(f"MFN depth must be >= 2 (one filter + output), got {depth}")
-        return cls(tuple(shape), channels, width=width, layers=depth - 1, **kwargs)
+        return cls(tuple(shape), channels, width=width, layers=len(hidden_widths("MFN", width, depth)), **kwargs)
 
     @property
     def ndim(self) -> int:

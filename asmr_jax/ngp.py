@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import coords as coords_lib
-from asmr_jax.siren import affine, init_linear
+from asmr_jax.siren import affine, hidden_widths, init_linear
 
 PRIMES = (1, 2654435761, 805459861, 3674653429)
 
@@ -71,9 +71,7 @@ class InstantNGP:
     @classmethod
     def build(cls, shape, channels: int, width: int = 64, depth: int = 3, **kwargs) -> InstantNGP:
         """The encoding plus a ReLU MLP of ``depth - 1`` hidden layers of ``width``."""
-        if depth < 2:
-            raise ValueError(f"InstantNGP MLP depth must be >= 2 (one hidden layer + output), got {depth}")
-        return cls(tuple(shape), channels, widths=(width,) * (depth - 1), **kwargs)
+        return cls(tuple(shape), channels, widths=hidden_widths("InstantNGP MLP", width, depth), **kwargs)
 
     @property
     def ndim(self) -> int:

@@ -73,6 +73,14 @@ def normalize_fields(model, name: str) -> None:
         raise ValueError(f"{name} widths and channels must be >= 1, got {model.widths}, {model.channels}")
 
 
+def hidden_widths(name: str, width: int, depth: int) -> tuple[int, ...]:
+    """``depth - 1`` hidden layers of ``width`` for the paper's "NAME-L" (``depth`` weight layers
+    counting the output); ``ValueError`` naming ``name`` unless ``depth >= 2``."""
+    if int(depth) < 2:
+        raise ValueError(f"{name} depth must be >= 2 (one hidden layer + output), got {depth}")
+    return (int(width),) * (int(depth) - 1)
+
+
 def dense(x, w):
     """``x [..., fan_in] @ w [fan_in, fan_out]`` as one 2-D matmul (leading axes flattened).
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from asmr_jax import coords as coords_lib
-from asmr_jax.siren import affine, init_linear, normalize_fields
+from asmr_jax.siren import affine, hidden_widths, init_linear, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +53,7 @@ class WIRE:
     @classmethod
     def build(cls, shape, channels: int, width: int = 256, depth: int = 4, **kwargs) -> WIRE:
         """WIRE-L: ``depth - 1`` hidden layers of ``int(width / sqrt(2))`` complex units."""
-        if depth < 2:
-            raise ValueError(f"WIRE depth must be >= 2 (one hidden layer + output), got {depth}")
-        return cls(tuple(shape), channels, widths=(int(width / math.sqrt(2)),) * (depth - 1), **kwargs)
+        return cls(tuple(shape), channels, widths=hidden_widths("WIRE", int(width / math.sqrt(2)), depth), **kwargs)
 
     @property
     def ndim(self) -> int:
