@@ -213,6 +213,17 @@ def parse_config(doc: str, get_config, argv=None, extra=None):
     return args, cfg
 
 
+def config_main(doc: str, get_config, run):
+    """``main(argv=None)`` of a script that is ``run(cfg, out_dir)`` over its ``get_config``
+    (flags: :func:`parse_config`); returns what ``run`` returns."""
+
+    def main(argv=None):
+        args, cfg = parse_config(doc, get_config, argv)
+        return run(cfg, args.out)
+
+    return main
+
+
 def write_partial(out_dir: str, name: str, payload: dict) -> str:
     """Saves progress of a long run to ``<out_dir>/<name>.partial.json`` (never the final files)."""
     os.makedirs(out_dir, exist_ok=True)

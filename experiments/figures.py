@@ -270,9 +270,7 @@ def to_markdown(payload) -> str:
     )
 
 
-def main(argv=None) -> dict:
-    args, cfg = common.parse_config(__doc__, get_config, argv)
-    return run(cfg, args.out)
+main = common.config_main(__doc__, get_config, run)
 
 
 if __name__ == "__main__":
