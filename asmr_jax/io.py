@@ -222,11 +222,51 @@ def restore_tree(path, abstract, what: str | None = None):
     import orbax.checkpoint as ocp
 
     where = os.path.abspath(os.fspath(path))
+    mismatch = layout_mismatch(where, abstract)
+    if mismatch:
+        raise ValueError(f"cannot restore parameters from {what or where}: {mismatch}")
     try:
         with ocp.StandardCheckpointer() as ckptr:
             return ckptr.restore(where, abstract)
     except Exception as e:  # orbax raises many exception types for damaged or mismatched trees
         raise ValueError(f"cannot restore parameters from {what or where}: {error_summary(e)}") from None
+
+
+def layout_mismatch(path, abstract) -> str | None:
+    """Why the pytree saved at ``path`` cannot fill ``abstract`` (other leaves, shapes or dtypes),
+    read from orbax's metadata alone; ``None`` if it fits or the metadata cannot be read (the
+    restore then reports the damage).
+
+    Checked before restoring: a restore into the wrong shapes fails inside orbax's reader
+    threads, which then print "Event loop is closed" tracebacks long after the error.
+    """
+    import logging
+
+    import orbax.checkpoint as ocp
+
+    absl_log = logging.getLogger("absl")  # orbax logs unreadable metadata before raising; the restore says it once
+    level = absl_log.level
+    absl_log.setLevel(logging.CRITICAL)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            saved = ckptr.metadata(os.path.abspath(os.fspath(path))).item_metadata.tree
+        saved = dict(jax.tree_util.tree_flatten_with_path(saved)[0])
+    except Exception:  # damaged metadata: left to the restore's own error
+        return None
+    finally:
+        absl_log.setLevel(level)
+    saved = {jax.tree_util.keystr(k): v for k, v in saved.items()}
+    wanted = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+    if saved.keys() != wanted.keys():
+        extra, missing = sorted(saved.keys() - wanted.keys()), sorted(wanted.keys() - saved.keys())
+        return (f"it holds another set of arrays (saved only: {extra[:4] or '-'}; "
+                f"expected but absent: {missing[:4] or '-'})")
+    for name, want in wanted.items():
+        got = saved[name]
+        if tuple(got.shape) != tuple(want.shape) or np.dtype(got.dtype) != np.dtype(want.dtype):
+            return (f"it was saved by another network: {name} is {got.dtype}{list(got.shape)}, "
+                    f"this network needs {np.dtype(want.dtype)}{list(want.shape)}")
+    return None
 
 
 def error_summary(e: BaseException) -> str:

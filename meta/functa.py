@@ -599,6 +599,10 @@ def restore_step(mgr, workdir, step: int, items: dict) -> dict:
             f"or load it with step=N / --step N)" if others else "; no other step is saved")
     if step not in mgr.all_steps():
         raise DamagedCheckpointError(f"{workdir} has no checkpoint step {step}{hint}")
+    if "params" in items:
+        mismatch = io.layout_mismatch(os.path.join(where, "params"), items["params"])
+        if mismatch:
+            raise DamagedCheckpointError(f"cannot restore checkpoint step {step} from {where}: {mismatch}{hint}")
     try:
         restored = mgr.restore(step, args=ocp.args.Composite(
             **{k: ocp.args.StandardRestore(v) for k, v in items.items()}))

@@ -162,3 +162,34 @@ def test_cli_resume_from_a_damaged_checkpoint_is_one_error_line(tmp_path):
     assert len(err) == 1 and err[0].startswith("asmr meta-train: error: cannot restore checkpoint step 4"), err
     assert "other saved steps: [2]" in err[0] and "TensorStore" not in err[0]
     assert "Traceback" not in second.stdout + second.stderr
+
+
+MISMATCH_SCRIPT = """
+import sys
+import jax
+from meta import functa
+from meta.train import build_meta
+
+path = sys.argv[1]
+functa.save_meta(path, build_meta("asmr", 8, 3, 8, levels=2, latent_dim=4), build_meta(
+    "asmr", 8, 3, 8, levels=2, latent_dim=4).init(jax.random.key(0)))
+functa.write_meta_json(path, build_meta("asmr", 8, 3, 8, levels=2, latent_dim=7))  # another network's record
+try:
+    functa.load_meta_checkpoint(path)
+except ValueError as e:
+    print(e)
+"""
+
+
+def test_a_checkpoint_of_another_network_is_named_without_stray_tracebacks(tmp_path):
+    """The shapes are compared from orbax's metadata before reading: no reader thread starts and
+    fails, so nothing prints "Event loop is closed" tracebacks after the error (it did before)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", MISMATCH_SCRIPT, str(tmp_path / "m")], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "saved by another network: ['latent_to_shift']['w'] is float32[4, 8], this network needs " \
+           "float32[7, 8]" in out.stdout, out.stdout
+    assert "Traceback" not in out.stderr and "Event loop" not in out.stderr, out.stderr[-2000:]
