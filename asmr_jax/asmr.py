@@ -46,6 +46,7 @@ import numpy as np
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
+from asmr_jax.field import CoordinateNetwork
 from asmr_jax.siren import affine, init_linear, init_mlp, mlp_apply, modulate
 
 MODULATORS = ("linear", "nonlinear")
@@ -53,7 +54,7 @@ NONLINEAR_WIDTH = 32
 
 
 @dataclasses.dataclass(frozen=True)
-class ASMR:
+class ASMR(CoordinateNetwork):
     """An ASMR network for a signal of spatial ``shape`` and ``channels`` values.
 
     Args:
@@ -112,25 +113,19 @@ class ASMR:
             raise ValueError(f"modulator must be one of {MODULATORS}, got {self.modulator!r}")
 
     # ------------------------------------------------------------------ structure
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     @property
     def depth(self) -> int:
         """Number of trunk weight layers: the paper's "ASMR-L" (equals ``levels``)."""
         return self.levels
 
-    @property
-    def shift_widths(self) -> tuple[int, ...]:
-        return self.widths
 
     @property
     def padded_shape(self) -> tuple[int, ...]:
         return coords_lib.padded_shape(self.bases)
 
     def config(self) -> dict:
-        out = {"kind": self.kind, **dataclasses.asdict(self)}
+        out = super().config()
         out["bases"] = [list(b) for b in self.bases]
         return out
 

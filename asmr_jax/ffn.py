@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import coords as coords_lib
+from asmr_jax.field import CoordinateNetwork
 from asmr_jax.siren import affine, init_linear
 
 
@@ -35,7 +36,7 @@ def fourier_matrix(ndim: int, n_freqs: int, sigma: float, seed: int) -> np.ndarr
 
 
 @dataclasses.dataclass(frozen=True)
-class FFN:
+class FFN(CoordinateNetwork):
     """A Gaussian Fourier-feature ReLU MLP on a ``shape``-sized grid of ``channels`` values.
 
     Args:
@@ -93,18 +94,12 @@ class FFN:
             raise ValueError(f"FFN width must be an even number >= 2 (2m encoding values), got {width}")
         return cls(tuple(shape), channels, widths=(width,) * (depth - 2), n_freqs=width // 2, **kwargs)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     @property
     def depth(self) -> int:
         """Encoding + hidden layers + output (the convention of :meth:`build`)."""
         return len(self.widths) + 2
 
-    @property
-    def shift_widths(self) -> tuple[int, ...]:
-        return self.widths
 
     @property
     def in_features(self) -> int:
@@ -163,5 +158,3 @@ class FFN:
         """MACs of the encoding per sample: ``v @ B`` (``d * m``); cos/sin not counted."""
         return self.ndim * self.n_freqs
 
-    def config(self) -> dict:
-        return {"kind": self.kind, **dataclasses.asdict(self)}

@@ -24,11 +24,12 @@ import numpy as np
 
 from asmr_jax import sine
 from asmr_jax.coords import with_rank
+from asmr_jax.field import CoordinateNetwork
 from asmr_jax.siren import hidden_widths, init_banks, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
-class KiloNeRF:
+class KiloNeRF(CoordinateNetwork):
     """``grid ** d`` independent SIRENs of ``widths`` on a ``shape``-sized grid.
 
     >>> model = KiloNeRF(shape=(16, 16), channels=1, grid=4, widths=(8, 8))
@@ -55,17 +56,11 @@ class KiloNeRF:
         """KiloNeRF-L: ``depth - 1`` hidden layers of ``width`` in each of ``grid ** d`` cells."""
         return cls(tuple(shape), channels, grid=grid, widths=hidden_widths("KiloNeRF", width, depth), **kwargs)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     @property
     def cells(self) -> int:
         return self.grid ** self.ndim
 
-    @property
-    def shift_widths(self) -> tuple[int, ...]:
-        return self.widths
 
     def init(self, key) -> dict:
         sizes = (self.ndim,) + self.widths + (self.channels,)
@@ -130,5 +125,3 @@ class KiloNeRF:
     def transcendentals(self) -> float:
         return float(sum(self.widths))
 
-    def config(self) -> dict:
-        return {"kind": self.kind, **dataclasses.asdict(self)}

@@ -30,11 +30,12 @@ import numpy as np
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
+from asmr_jax.field import CoordinateNetwork
 from asmr_jax.siren import hidden_widths, init_banks, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
-class LoE:
+class LoE(CoordinateNetwork):
     """A levels-of-experts sine MLP: ``widths`` hidden units, ``tiles[i]`` experts per axis at layer ``i``.
 
     ``tiles`` has one entry per weight layer (``len(widths) + 1``); ``None`` picks
@@ -68,16 +69,10 @@ class LoE:
         """LoE-L: ``depth - 1`` hidden layers of ``width``, ``depth`` tiled weight layers."""
         return cls(tuple(shape), channels, widths=hidden_widths("LoE", width, depth), **kwargs)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     def experts(self, layer: int) -> int:
         return self.tiles[layer] ** self.ndim
 
-    @property
-    def shift_widths(self) -> tuple[int, ...]:
-        return self.widths
 
     def init(self, key) -> dict:
         sizes = (self.ndim,) + self.widths + (self.channels,)
@@ -137,5 +132,3 @@ class LoE:
     def transcendentals(self) -> float:
         return float(sum(self.widths))
 
-    def config(self) -> dict:
-        return {"kind": self.kind, **dataclasses.asdict(self)}

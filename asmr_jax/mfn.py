@@ -33,11 +33,12 @@ import jax.numpy as jnp
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
+from asmr_jax.field import CoordinateNetwork
 from asmr_jax.siren import affine, hidden_widths
 
 
 @dataclasses.dataclass(frozen=True)
-class MFN:
+class MFN(CoordinateNetwork):
     """A FourierNet (``filter="fourier"``) or GaborNet (``filter="gabor"``).
 
     ``width`` is the hidden size ``H``, ``layers`` the number of filters ``n`` (the
@@ -73,9 +74,6 @@ class MFN:
         """MFN-L: ``depth - 1`` filters (so ``depth`` weight layers counting the output)."""
         return cls(tuple(shape), channels, width=width, layers=len(hidden_widths("MFN", width, depth)), **kwargs)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     @property
     def shift_widths(self) -> tuple[int, ...]:
@@ -146,5 +144,3 @@ class MFN:
         """sin (and GaborNet's exp) evaluations per sample."""
         return float(self.layers * self.width * (2 if self.filter == "gabor" else 1))
 
-    def config(self) -> dict:
-        return {"kind": self.kind, **dataclasses.asdict(self)}

@@ -27,13 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import coords as coords_lib
+from asmr_jax.field import CoordinateNetwork
 from asmr_jax.siren import affine, hidden_widths, init_linear
 
 PRIMES = (1, 2654435761, 805459861, 3674653429)
 
 
 @dataclasses.dataclass(frozen=True)
-class InstantNGP:
+class InstantNGP(CoordinateNetwork):
     """A hash-grid encoding + ReLU MLP on a ``shape``-sized grid of ``channels`` values.
 
     >>> model = InstantNGP(shape=(16, 16), channels=3, levels=4, log2_table=8, widths=(16,))
@@ -73,9 +74,6 @@ class InstantNGP:
         """The encoding plus a ReLU MLP of ``depth - 1`` hidden layers of ``width``."""
         return cls(tuple(shape), channels, widths=hidden_widths("InstantNGP MLP", width, depth), **kwargs)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     @property
     def resolutions(self) -> tuple[int, ...]:
@@ -165,5 +163,3 @@ class InstantNGP:
     def transcendentals(self) -> float:
         return 0.0
 
-    def config(self) -> dict:
-        return {"kind": self.kind, **dataclasses.asdict(self)}

@@ -26,6 +26,7 @@ import numpy as np
 
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
+from asmr_jax.field import CoordinateNetwork
 
 
 def init_linear(key, fan_in: int, fan_out: int, w_bound: float, bias: bool = True) -> dict:
@@ -142,7 +143,7 @@ def count_params(tree) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class SIREN:
+class SIREN(CoordinateNetwork):
     """A SIREN on a ``shape``-sized grid of ``channels`` values.
 
     ``widths`` are the hidden widths: SIREN-4 (as in the paper's tables) has 3 hidden
@@ -171,19 +172,12 @@ class SIREN:
         if self.channels < 1:
             raise ValueError(f"channels must be >= 1, got {self.channels}")
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     @property
     def depth(self) -> int:
         """Number of weight layers (hidden + output): the paper's "SIREN-L"."""
         return len(self.widths) + 1
 
-    @property
-    def shift_widths(self) -> tuple[int, ...]:
-        """Sizes of the per-instance shift vectors (one per hidden layer)."""
-        return self.widths
 
     def init(self, key) -> dict:
         return {"layers": init_mlp(key, (self.ndim,) + self.widths + (self.channels,), self.w0)}
@@ -211,5 +205,3 @@ class SIREN:
         sizes = (self.ndim,) + self.widths + (self.channels,)
         return sum(fi * fo + fo for fi, fo in zip(sizes[:-1], sizes[1:]))
 
-    def config(self) -> dict:
-        return {"kind": self.kind, **dataclasses.asdict(self)}

@@ -24,11 +24,12 @@ import jax
 import jax.numpy as jnp
 
 from asmr_jax import coords as coords_lib
+from asmr_jax.field import CoordinateNetwork
 from asmr_jax.siren import affine, hidden_widths, init_linear, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
-class WIRE:
+class WIRE(CoordinateNetwork):
     """A WIRE on a ``shape``-sized grid of ``channels`` values.
 
     ``widths`` are the actual (complex) hidden widths; :meth:`build` applies the paper's
@@ -55,13 +56,7 @@ class WIRE:
         """WIRE-L: ``depth - 1`` hidden layers of ``int(width / sqrt(2))`` complex units."""
         return cls(tuple(shape), channels, widths=hidden_widths("WIRE", int(width / math.sqrt(2)), depth), **kwargs)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
-    @property
-    def shift_widths(self) -> tuple[int, ...]:
-        return self.widths
 
     def init(self, key) -> dict:
         sizes = (self.ndim,) + self.widths + (self.channels,)
@@ -122,5 +117,3 @@ class WIRE:
         """exp, cos and sin per hidden unit."""
         return float(3 * sum(self.widths))
 
-    def config(self) -> dict:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
