@@ -54,7 +54,8 @@ def get_config(arg: str | None = None) -> dict:
     """Every setting's default; ``"quick"``: a small budget (one latent size, 3 bit depths, 48 images)."""
     check_config(arg, "quick")
     quick = arg == "quick"
-    return {"models": "asmr,siren", "latent_dims": "64" if quick else "32", "bits": "3,4,6" if quick else "2,3,4,6,8",
+    return {"models": "asmr,siren", "latent_dims": "64" if quick else "32,64,128,256",
+            "bits": "3,4,6" if quick else "2,3,4,6,8",
             "test_images": 48 if quick else 10**9, "codec_images": 256 if quick else 1024, "config": "cpu",
             "budget_minutes": 0.5 if quick else 10.0, "lr": 3e-4, "eval_every": 1000, "refine": 10,
             "timing_images": 8, "workdir": "outputs/compress/rd"}
@@ -66,7 +67,8 @@ def parse_args(argv=None):
     )
     p.add_argument("--quick", action="store_true", help="small budget: one latent size, 3 bit depths, 48 images")
     p.add_argument("--models", default=None, help="comma-separated network families (default asmr,siren)")
-    p.add_argument("--latent-dims", default=None, help="comma-separated latent sizes D (default 32; quick 64)")
+    p.add_argument("--latent-dims", default=None,
+                   help="comma-separated latent sizes D (default 32,64,128,256; quick 64)")
     p.add_argument("--bits", default=None, help="comma-separated bit depths (default 2,3,4,6,8; quick 3,4,6)")
     p.add_argument("--test-images", type=int, default=None, help="test patches used (default all 136)")
     p.add_argument("--codec-images", type=int, default=None, help="train patches to fit the codec (default 1024)")
