@@ -113,12 +113,10 @@ class ASMR(CoordinateNetwork):
             raise ValueError(f"modulator must be one of {MODULATORS}, got {self.modulator!r}")
 
     # ------------------------------------------------------------------ structure
-
     @property
     def depth(self) -> int:
         """Number of trunk weight layers: the paper's "ASMR-L" (equals ``levels``)."""
         return self.levels
-
 
     @property
     def padded_shape(self) -> tuple[int, ...]:

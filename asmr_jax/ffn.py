@@ -94,12 +94,10 @@ class FFN(CoordinateNetwork):
             raise ValueError(f"FFN width must be an even number >= 2 (2m encoding values), got {width}")
         return cls(tuple(shape), channels, widths=(width,) * (depth - 2), n_freqs=width // 2, **kwargs)
 
-
     @property
     def depth(self) -> int:
         """Encoding + hidden layers + output (the convention of :meth:`build`)."""
         return len(self.widths) + 2
-
 
     @property
     def in_features(self) -> int:

@@ -56,11 +56,9 @@ class KiloNeRF(CoordinateNetwork):
         """KiloNeRF-L: ``depth - 1`` hidden layers of ``width`` in each of ``grid ** d`` cells."""
         return cls(tuple(shape), channels, grid=grid, widths=hidden_widths("KiloNeRF", width, depth), **kwargs)
 
-
     @property
     def cells(self) -> int:
         return self.grid ** self.ndim
-
 
     def init(self, key) -> dict:
         sizes = (self.ndim,) + self.widths + (self.channels,)

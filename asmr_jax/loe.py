@@ -69,10 +69,8 @@ class LoE(CoordinateNetwork):
         """LoE-L: ``depth - 1`` hidden layers of ``width``, ``depth`` tiled weight layers."""
         return cls(tuple(shape), channels, widths=hidden_widths("LoE", width, depth), **kwargs)
 
-
     def experts(self, layer: int) -> int:
         return self.tiles[layer] ** self.ndim
-
 
     def init(self, key) -> dict:
         sizes = (self.ndim,) + self.widths + (self.channels,)

@@ -74,7 +74,6 @@ class MFN(CoordinateNetwork):
         """MFN-L: ``depth - 1`` filters (so ``depth`` weight layers counting the output)."""
         return cls(tuple(shape), channels, width=width, layers=len(hidden_widths("MFN", width, depth)), **kwargs)
 
-
     @property
     def shift_widths(self) -> tuple[int, ...]:
         return (self.width,) * (self.layers - 1)

@@ -74,7 +74,6 @@ class InstantNGP(CoordinateNetwork):
         """The encoding plus a ReLU MLP of ``depth - 1`` hidden layers of ``width``."""
         return cls(tuple(shape), channels, widths=hidden_widths("InstantNGP MLP", width, depth), **kwargs)
 
-
     @property
     def resolutions(self) -> tuple[int, ...]:
         return tuple(int(math.floor(self.base_resolution * self.growth ** level)) for level in range(self.levels))

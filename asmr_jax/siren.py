@@ -172,12 +172,10 @@ class SIREN(CoordinateNetwork):
         if self.channels < 1:
             raise ValueError(f"channels must be >= 1, got {self.channels}")
 
-
     @property
     def depth(self) -> int:
         """Number of weight layers (hidden + output): the paper's "SIREN-L"."""
         return len(self.widths) + 1
-
 
     def init(self, key) -> dict:
         return {"layers": init_mlp(key, (self.ndim,) + self.widths + (self.channels,), self.w0)}

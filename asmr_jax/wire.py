@@ -57,7 +57,6 @@ class WIRE(CoordinateNetwork):
         return cls(tuple(shape), channels, widths=hidden_widths("WIRE", int(width / math.sqrt(2)), depth), **kwargs)
 
 
-
     def init(self, key) -> dict:
         sizes = (self.ndim,) + self.widths + (self.channels,)
         keys = jax.random.split(key, 2 * len(sizes))
