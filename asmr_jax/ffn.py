@@ -26,7 +26,7 @@ import numpy as np
 
 from asmr_jax import coords as coords_lib
 from asmr_jax.field import CoordinateNetwork
-from asmr_jax.siren import affine, init_linear
+from asmr_jax.siren import affine, init_linear, modulate
 
 
 def fourier_matrix(ndim: int, n_freqs: int, sigma: float, seed: int) -> np.ndarray:
@@ -127,10 +127,7 @@ class FFN(CoordinateNetwork):
         layers = params["layers"]
         h = feats
         for i, layer in enumerate(layers[:-1]):
-            pre = affine(h, layer)
-            if shifts is not None:
-                pre = pre + coords_lib.with_rank(shifts[i], pre.ndim)
-            h = jax.nn.relu(pre)
+            h = jax.nn.relu(modulate(affine(h, layer), i, shifts))
         return affine(h, layers[-1])
 
     def normalize(self, coords):

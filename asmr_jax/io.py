@@ -119,7 +119,10 @@ def release_free_heap() -> bool:
     process peak (measured: the default-size ASMR-functa step, experiments/README.md).
     """
     trim = _libc_function("malloc_trim")
-    return trim is not None and (trim(0), True)[1]
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ import numpy as np
 from asmr_jax import sine
 from asmr_jax.coords import with_rank
 from asmr_jax.field import CoordinateNetwork
-from asmr_jax.siren import hidden_widths, init_banks, normalize_fields
+from asmr_jax.siren import hidden_widths, init_banks, modulate, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +85,7 @@ class KiloNeRF(CoordinateNetwork):
             w, b = (layer["w"], layer["b"][:, None]) if index is None else (layer["w"][index], layer["b"][index])
             x = jnp.einsum(spec, x, w) + b
             if i < len(layers) - 1:
-                x = sine.sin(self.w0 * (x if shifts is None else x + with_rank(shifts[i], x.ndim)))
+                x = sine.sin(self.w0 * modulate(x, i, shifts))
         return x
 
     def apply(self, params, coords, shifts=None):

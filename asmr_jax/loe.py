@@ -31,7 +31,7 @@ import numpy as np
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
 from asmr_jax.field import CoordinateNetwork
-from asmr_jax.siren import hidden_widths, init_banks, normalize_fields
+from asmr_jax.siren import hidden_widths, init_banks, modulate, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,7 @@ class LoE(CoordinateNetwork):
 
     def _layer_act(self, i, h, shifts):
         if i < len(self.widths):
-            h = sine.sin(self.w0 * (h if shifts is None else h + coords_lib.with_rank(shifts[i], h.ndim)))
+            h = sine.sin(self.w0 * modulate(h, i, shifts))
         return h
 
     def apply(self, params, coords, shifts=None):

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from asmr_jax import coords as coords_lib
 from asmr_jax import sine
 from asmr_jax.field import CoordinateNetwork
-from asmr_jax.siren import affine, hidden_widths
+from asmr_jax.siren import affine, hidden_widths, modulate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,10 +113,7 @@ class MFN(CoordinateNetwork):
         """``x [..., d]`` on ``[-1, 1]`` -> ``[..., channels]``."""
         z = self._filter(params["filters"][0], x)
         for i, (layer, f) in enumerate(zip(params["layers"][:-1], params["filters"][1:])):
-            pre = affine(z, layer)
-            if shifts is not None:
-                pre = pre + coords_lib.with_rank(shifts[i], pre.ndim)
-            z = pre * self._filter(f, x)
+            z = modulate(affine(z, layer), i, shifts) * self._filter(f, x)
         return affine(z, params["layers"][-1])
 
     def apply(self, params, coords, shifts=None):

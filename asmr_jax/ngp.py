@@ -28,7 +28,7 @@ import numpy as np
 
 from asmr_jax import coords as coords_lib
 from asmr_jax.field import CoordinateNetwork
-from asmr_jax.siren import affine, hidden_widths, init_linear
+from asmr_jax.siren import affine, hidden_widths, init_linear, modulate
 
 PRIMES = (1, 2654435761, 805459861, 3674653429)
 
@@ -130,14 +130,12 @@ class InstantNGP(CoordinateNetwork):
     def forward(self, params, u, shifts=None):
         """``u [..., d]`` on ``[0, 1]`` -> ``[..., channels]``."""
         h = self.encode(params, u)
-        if shifts is not None and self.modulate == "features":
-            h = h + coords_lib.with_rank(shifts[0], h.ndim)
+        if self.modulate == "features":
+            h = modulate(h, 0, shifts)
         layers = params["layers"]
         for i, layer in enumerate(layers[:-1]):
             pre = affine(h, layer)
-            if shifts is not None and self.modulate == "mlp":
-                pre = pre + coords_lib.with_rank(shifts[i], pre.ndim)
-            h = jax.nn.relu(pre)
+            h = jax.nn.relu(modulate(pre, i, shifts) if self.modulate == "mlp" else pre)
         return affine(h, layers[-1])
 
     def apply(self, params, coords, shifts=None):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from asmr_jax import coords as coords_lib
 from asmr_jax.field import CoordinateNetwork
-from asmr_jax.siren import affine, hidden_widths, init_linear, normalize_fields
+from asmr_jax.siren import affine, hidden_widths, init_linear, modulate, normalize_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +80,7 @@ class WIRE(CoordinateNetwork):
             if "wi" in layer:  # (re + j im) (w + j wi) + (b + j bi)
                 u_re = u_re - im @ layer["wi"]
                 u_im = u_im + affine(re, {"w": layer["wi"], "b": layer["bi"]})
-            if shifts is not None:
-                u_re = u_re + coords_lib.with_rank(shifts[i], u_re.ndim)
+            u_re = modulate(u_re, i, shifts)
             if u_im is None:
                 u_im = jnp.zeros_like(u_re)
             # psi(u) = exp(j w0 u - |s0 u|^2) = exp(-w0 u_im - s0^2 |u|^2) (cos + j sin)(w0 u_re)

@@ -2,6 +2,7 @@
 
     python -m experiments.meta_benchmark            # ~12 min on 2 cores (the default-size SIREN dominates)
     python -m experiments.meta_benchmark --quick    # the three small configs only (~4 min)
+    python -m experiments.meta_benchmark --default-only   # functa's default size only (~4 min)
     python -m experiments.meta_benchmark --smoke    # tiny, seconds
 
 Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):

@@ -621,11 +621,8 @@ def restore_step(mgr, workdir, step: int, items: dict) -> dict:
 
 def save_meta(path, meta: MetaModel, params, extra: dict | None = None, overwrite: bool = False) -> str:
     """Exports shared parameters to a standalone folder (``meta.json`` + ``params/``), atomically."""
-
-    from asmr_jax.io import atomic_dir
-
     params = jax.device_get(params)
-    with atomic_dir(path, overwrite=overwrite) as tmp:
+    with io.atomic_dir(path, overwrite=overwrite) as tmp:
         write_meta_json(tmp, meta, {**(extra or {}), "params_sha256": io.params_digest(params)})
         io.save_tree(os.path.join(tmp, "params"), params)
     return os.path.abspath(os.fspath(path))
@@ -637,7 +634,6 @@ def load_meta_checkpoint(path, step: int | None = None):
 
     Raises ``ValueError`` naming the problem for a missing, foreign or corrupt checkpoint.
     """
-
     path = os.fspath(path)
     body = read_meta_json(path)
     try:
