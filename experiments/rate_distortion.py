@@ -57,8 +57,8 @@ def get_config(arg: str | None = None) -> dict:
     return {"models": "asmr,siren", "latent_dims": "64" if quick else "32,64,128,256",
             "bits": "3,4,6" if quick else "2,3,4,6,8",
             "test_images": 48 if quick else 10**9, "codec_images": 256 if quick else 1024, "config": "cpu",
-            "budget_minutes": 0.5 if quick else 10.0, "lr": 3e-4, "eval_every": 1000, "refine": 10,
-            "timing_images": 8, "workdir": "outputs/compress/rd"}
+            "budget_minutes": 0.5 if quick else 10.0, "lr": 3e-4, "lr_decay": "cosine", "eval_every": 1000,
+            "refine": 10, "timing_images": 8, "workdir": "outputs/compress/rd"}
 
 
 def parse_args(argv=None):
@@ -77,6 +77,8 @@ def parse_args(argv=None):
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="wall-clock meta-training budget per (model, D) (default 10; quick 0.5)")
     p.add_argument("--lr", type=float, default=None, help="outer Adam rate (default 3e-4, the cpu config's)")
+    p.add_argument("--lr-decay", default=None, choices=("none", "cosine"),
+                   help="outer rate schedule over the budget (default cosine: lr -> lr/100; none: constant)")
     p.add_argument("--eval-every", type=int, default=None, help="test evaluation / checkpoint period in steps")
     p.add_argument("--train-only", action="store_true", help="meta-train the ladder, then stop (no encoding)")
     p.add_argument("--refine", type=int, default=None, help="straight-through refinement steps (default 10; 0 = off)")
@@ -94,21 +96,59 @@ def parse_args(argv=None):
 
 
 BUDGET = "budget.json"
+PROBE_SECONDS = 20.0  # timing run before a decayed schedule is planned
+
+
+def train_kwargs(args, kind: str, dim: int, **fields) -> dict:
+    """:func:`meta.train.train` keywords of the ladder's run for ``kind``/``dim``."""
+    from meta import configs
+
+    config = configs.load(f"{args.config}:{kind}", [f"latent_dim={dim}", f"lr={args.lr!r}",
+                                                    f"lr_decay={args.lr_decay!r}"])
+    kwargs = configs.to_kwargs(config)
+    kwargs.update(eval_every=args.eval_every, eval_images=32, checkpoint_every=args.eval_every, progress=False,
+                  log=lambda *a, **k: print(*a, flush=True))
+    kwargs.update(fields)
+    return kwargs
+
+
+def planned_steps(args, kind: str, dim: int, budget: float) -> int:
+    """Outer steps that fit in ``budget`` seconds, from a :data:`PROBE_SECONDS` timing run.
+
+    A decayed rate needs its length in steps before the run starts; the ladder's budget is
+    in seconds, so the step time is measured first (same config, a scratch folder) and
+    the plan keeps 5% for the evaluations and checkpoints the probe does not make.
+    """
+    import tempfile
+
+    from meta import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train.train(**train_kwargs(args, kind, dim, workdir=tmp, steps=10**7, lr_decay="none",
+                                         eval_every=10**7, checkpoint_every=10**7, log_every=10, plots=False,
+                                         max_seconds=PROBE_SECONDS, log=lambda *a, **k: None))
+    sec = res.metrics["step_seconds_median"]
+    steps = max(1, int(0.95 * budget / sec))
+    print(f"{kind} D={dim}: {sec * 1e3:.1f} ms per step in a {PROBE_SECONDS:g} s probe -> {steps} steps planned "
+          f"for {budget:.0f} s", flush=True)
+    return steps
 
 
 def checkpoint(args, kind: str, dim: int) -> str:
     """Meta-trains (or resumes, or reuses) a functa for ``kind``/``dim``; returns its folder.
 
     Every run gets the same wall-clock budget (``--budget-minutes`` of training, counted
-    by :func:`meta.train.train`'s ``max_seconds``); the seconds spent are kept in
-    ``budget.json`` so that an interrupted ladder resumes where it stopped and a finished
-    run is reused as it is.
+    by :func:`meta.train.train`'s ``max_seconds``). With ``--lr-decay cosine`` the run is
+    planned in steps from a timing probe (:func:`planned_steps`) and the budget, with 10%
+    slack, only caps it. The seconds and the plan are kept in ``budget.json`` so that an
+    interrupted ladder resumes where it stopped and a finished run is reused as it is.
     """
     from asmr_jax import io as aio
-    from meta import configs, functa, train
+    from meta import functa, train
 
     budget = 60.0 * args.budget_minutes
-    path = os.path.join(args.workdir, f"{kind}-{args.config}-d{dim}-{args.budget_minutes:g}min-lr{args.lr:g}")
+    decay = "" if args.lr_decay == "none" else f"-{args.lr_decay}"
+    path = os.path.join(args.workdir, f"{kind}-{args.config}-d{dim}-{args.budget_minutes:g}min-lr{args.lr:g}{decay}")
     ledger = os.path.join(path, BUDGET)
     used = {"seconds": 0.0, "steps": 0, "done": False}
     if os.path.isfile(ledger):
@@ -117,17 +157,22 @@ def checkpoint(args, kind: str, dim: int) -> str:
     if used["done"]:
         print(f"reusing {path} ({used['steps']} steps in {used['seconds'] / 60:.1f} min)")
         return path
-    config = configs.load(f"{args.config}:{kind}", [f"latent_dim={dim}", f"lr={args.lr!r}"])
-    kwargs = configs.to_kwargs(config)
-    kwargs.update(steps=10**7, eval_every=args.eval_every, eval_images=32, checkpoint_every=args.eval_every,
-                  progress=False, plots=True, max_seconds=budget - used["seconds"],
-                  resume=os.path.isdir(os.path.join(path, functa.CHECKPOINTS)))
-    print(f"training {path}: {budget - used['seconds']:.0f} s of {budget:.0f} s left", flush=True)
-    res = train.train(workdir=path, **kwargs, log=lambda *a, **k: print(*a, flush=True))
-    used = {"seconds": used["seconds"] + res.metrics["budget_seconds"], "steps": res.step,
-            "done": res.status in ("time_budget", "done"), "status": res.status,
-            "test_psnr": res.metrics["test_psnr"], "shared_params": res.metrics["shared_params"],
-            "step_seconds_median": res.metrics["step_seconds_median"]}
+    if args.lr_decay == "none":
+        steps, cap = 10**7, budget
+    else:
+        if "planned_steps" not in used:
+            used["planned_steps"] = planned_steps(args, kind, dim, budget)
+            os.makedirs(path, exist_ok=True)
+            aio.write_json(ledger, used)
+        steps, cap = used["planned_steps"], 1.1 * budget
+    print(f"training {path}: {cap - used['seconds']:.0f} s of {cap:.0f} s left", flush=True)
+    res = train.train(**train_kwargs(args, kind, dim, workdir=path, steps=steps, plots=True,
+                                     max_seconds=cap - used["seconds"],
+                                     resume=os.path.isdir(os.path.join(path, functa.CHECKPOINTS))))
+    used.update(seconds=used["seconds"] + res.metrics["budget_seconds"], steps=res.step,
+                done=res.status in ("time_budget", "done"), status=res.status,
+                test_psnr=res.metrics["test_psnr"], shared_params=res.metrics["shared_params"],
+                step_seconds_median=res.metrics["step_seconds_median"])
     aio.write_json(ledger, used)
     print(f"trained {path}: {res.step} steps in {used['seconds'] / 60:.1f} min, test PSNR "
           f"{res.metrics['test_psnr']}", flush=True)

@@ -33,6 +33,7 @@ FIELD_HELP = {
     "steps": "total outer steps",
     "lr": "outer Adam learning rate (functa: 3e-6 for 500k steps)",
     "clip": "global-norm clip of the outer gradient (functa: none)",
+    "lr_decay": "outer rate schedule: none (constant, as functa) or cosine (lr -> lr/100 over --steps)",
     "seed": "init and data-order seed",
     "remat": "recompute each inner step in the backward pass (less memory, slower)",
     "microbatch": "sum gradients over chunks of this many images (less memory, same result)",

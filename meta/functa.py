@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from asmr_jax import io, metrics, models, sharding
+from asmr_jax import fit, io, metrics, models, sharding
 from asmr_jax.coords import with_rank
 from asmr_jax.datasets import check_images
 from asmr_jax.siren import affine
@@ -333,23 +333,33 @@ def outer_loss(meta: MetaModel, params, images, key=None, remat: bool = False, f
 
 
 OUTER_CLIP = 1.0
+FINAL_LR_DIVISOR = 100.0  # a cosine-decayed outer rate ends at lr / 100
 
 
-def make_optimizer(lr: float = 3e-6, clip: float | None = OUTER_CLIP) -> optax.GradientTransformation:
+def make_optimizer(lr: float = 3e-6, clip: float | None = OUTER_CLIP,
+                   decay_steps: int | None = None) -> optax.GradientTransformation:
     """Adam on every shared parameter (functa: lr 3e-6 for its width-512 depth-15 SIREN).
 
     The outer gradient is first clipped to global norm ``clip`` (``None``: no clipping, as
     functa). At the CPU preset's 100x larger rate, an unclipped ASMR run at 32x32 diverged
     after about 2,400 steps (test PSNR 23.9 -> 8 dB); clipping keeps the rare
     second-order spikes of the inner loop from throwing the shared weights out of the basin.
+
+    ``decay_steps``: the rate follows a cosine from ``lr`` down to ``lr / 100`` over that
+    many steps (``None``: constant, as functa). At a constant 3e-4 the long compression
+    runs climbed for ~10k steps and then lost up to 5 dB (experiments/README.md).
     """
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"outer learning rate must be positive, got {lr}")
+    if decay_steps is not None and int(decay_steps) < 1:
+        raise ValueError(f"decay_steps must be >= 1 (steps of the cosine decay), got {decay_steps}")
+    adam = fit.make_optimizer(float(lr), None if decay_steps is None else int(decay_steps),
+                              decay_steps is not None, final_lr=float(lr) / FINAL_LR_DIVISOR)
     if clip is None:
-        return optax.adam(lr)
+        return adam
     if not (clip > 0 and math.isfinite(clip)):
         raise ValueError(f"gradient clip norm must be positive, got {clip}")
-    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
+    return optax.chain(optax.clip_by_global_norm(clip), adam)
 
 
 def meta_step(meta: MetaModel, optimizer, params, opt_state, images, key=None, remat: bool = False,

@@ -54,7 +54,9 @@ METRICS = "metrics.json"
 # Fields of the training config that define a run (a resume must not change them).
 RUN_KEYS = ("dataset", "data_dir", "resolution", "model", "width", "depth", "levels", "bases", "w0",
             "latent_dim", "inner_steps", "lr_scale", "modulate_shift", "modulate_scale", "latent_init_scale",
-            "l2_weight", "noise_std", "functa_init", "meta_sgd", "batch_size", "lr", "clip", "seed")
+            "l2_weight", "noise_std", "functa_init", "meta_sgd", "batch_size", "lr", "clip", "lr_decay",
+            "decay_steps", "seed")
+LR_DECAYS = ("none", "cosine")
 META_KEYS = ("latent_dim", "inner_steps", "lr_scale", "modulate_shift", "modulate_scale", "latent_init_scale",
              "l2_weight", "noise_std", "functa_init", "meta_sgd")
 
@@ -118,7 +120,8 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
           lr_scale: float = 1.0, modulate_shift: bool = True, modulate_scale: bool = False,
           latent_init_scale: float = 0.0, l2_weight: float = 0.0, noise_std: float = 0.0,
           functa_init: bool = False, meta_sgd: bool = True, batch_size: int = 16, steps: int = 500,
-          lr: float = 3e-4, clip: float | None = functa.OUTER_CLIP, seed: int = 0, remat: bool = False,
+          lr: float = 3e-4, clip: float | None = functa.OUTER_CLIP, lr_decay: str = "none", seed: int = 0,
+          remat: bool = False,
           microbatch: int | None = None, resume: bool = False, resume_step: int | None = None,
           eval_every: int = 100, eval_images: int = 64, eval_more_steps: int = 10, eval_at: tuple = (),
           checkpoint_every: int = 100, keep: int = 3,
@@ -140,6 +143,8 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
       resume, resume_step: continue from the latest checkpoint (or from step ``resume_step``;
         later steps are then deleted). A damaged step is refused with the steps to use instead.
       lr, clip: outer Adam rate and global-norm gradient clip (``None``: none).
+      lr_decay: ``"none"`` (a constant rate, as functa) or ``"cosine"`` (from ``lr`` down to
+        ``lr / 100`` over ``steps``; a resume must keep ``steps``).
       remat, microbatch: memory levers of :func:`meta.functa.meta_step` (same results).
       eval_every: test evaluation period (PSNR after ``inner_steps`` and after
         ``eval_more_steps`` inner steps on the first ``eval_images`` test images).
@@ -169,8 +174,10 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
                   latent_init_scale=float(latent_init_scale), l2_weight=float(l2_weight),
                   noise_std=float(noise_std), functa_init=bool(functa_init), meta_sgd=bool(meta_sgd),
                   batch_size=int(batch_size), lr=float(lr), clip=None if clip is None else float(clip),
-                  seed=int(seed))
+                  lr_decay=lr_decay, decay_steps=int(steps) if lr_decay == "cosine" else None, seed=int(seed))
     config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
+    if lr_decay not in LR_DECAYS:
+        raise ValueError(f"lr_decay must be one of {', '.join(map(repr, LR_DECAYS))}, got {lr_decay!r}")
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if int(batch_size) < 1:
@@ -218,7 +225,7 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
 
     sharding.barrier("meta.train: workdir checked")  # every process has looked before one writes
     mesh = data_mesh_for(int(batch_size))
-    optimizer = functa.make_optimizer(lr, clip)
+    optimizer = functa.make_optimizer(lr, clip, config["decay_steps"])
     step_fn = functa.make_meta_step(meta, optimizer, mesh, remat=bool(remat),
                                     microbatch=None if microbatch is None else int(microbatch))
     rep = sharding.replicated(mesh)

@@ -301,3 +301,22 @@ def test_outer_gradient_is_clipped_to_global_norm():
         np.testing.assert_allclose(adam.mu["b"], 0.1 * scale * np.array([40.0]), rtol=1e-6)
     with pytest.raises(ValueError, match="clip norm"):
         functa.make_optimizer(1e-3, clip=0.0)
+
+
+def test_outer_rate_cosine_decays_from_lr_to_lr_over_100():
+    params = {"a": jnp.zeros(3)}
+    grads = {"a": jnp.ones(3)}  # a constant gradient: each Adam step moves by about the rate
+    opt = functa.make_optimizer(1e-2, clip=None, decay_steps=10)
+    state, moves = opt.init(params), []
+    for _ in range(11):
+        upd, state = opt.update(grads, state, params)
+        moves.append(float(-upd["a"][0]))
+    np.testing.assert_allclose(moves[0], 1e-2, rtol=1e-4)
+    np.testing.assert_allclose(moves[5], 1e-2 * (0.01 + 0.99 * 0.5), rtol=1e-4)  # half way down the cosine
+    np.testing.assert_allclose(moves[10], 1e-4, rtol=1e-4)
+    assert all(a > b for a, b in zip(moves[:10], moves[1:]))
+    constant = functa.make_optimizer(1e-2, clip=None)
+    upd, _ = constant.update(grads, constant.init(params), params)
+    np.testing.assert_allclose(-upd["a"], 1e-2, rtol=1e-4)
+    with pytest.raises(ValueError, match="decay_steps must be >= 1.*got 0"):
+        functa.make_optimizer(1e-3, decay_steps=0)

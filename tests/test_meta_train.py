@@ -50,6 +50,24 @@ def test_resume_gives_identical_params(tmp_path, data):
     assert meta == full.meta
 
 
+def test_cosine_outer_rate_resumes_identically_and_keeps_its_length(tmp_path, data):
+    train_ds, test_ds = data
+    kw = dict(TINY, dataset=train_ds, test_dataset=test_ds, checkpoint_every=2, plots=False, lr_decay="cosine")
+    full = train_lib.train(workdir=tmp_path / "full", steps=6, **kw)
+    const = train_lib.train(workdir=tmp_path / "const", steps=6, **{**kw, "lr_decay": "none"})
+    assert json.loads((tmp_path / "full" / "meta.json").read_text())["train"]["decay_steps"] == 6
+    with pytest.raises(AssertionError):  # the schedule changes the run
+        leaves_equal(full.params, const.params)
+    resumed = train_lib.train(workdir=tmp_path / "full", steps=6, resume=True, resume_step=2, **kw)
+    assert resumed.step == 6
+    leaves_equal(full.params, resumed.params)
+    with pytest.raises(ValueError, match="decay_steps was 6, now 8"):  # a longer run is another schedule
+        train_lib.train(workdir=tmp_path / "full", steps=8, resume=True, **kw)
+    with pytest.raises(ValueError, match="lr_decay must be one of 'none', 'cosine', got 'linear'"):
+        train_lib.train(workdir=tmp_path / "bad", steps=2, **{**kw, "lr_decay": "linear"})
+    assert not (tmp_path / "bad").exists()
+
+
 def test_outputs_and_metrics(tmp_path, data):
     train_ds, test_ds = data
     r = train_lib.train(workdir=tmp_path / "run", dataset=train_ds, test_dataset=test_ds, steps=4, **TINY)
