@@ -55,7 +55,7 @@ def get_config(arg: str | None = None) -> dict:
     check_config(arg, "quick")
     quick = arg == "quick"
     return {"models": "asmr,siren", "latent_dims": "64" if quick else "32,64,128,256",
-            "bits": "3,4,6" if quick else "2,3,4,6,8",
+            "bits": "3,4,6" if quick else "2,3,4,5,6,8",
             "test_images": 48 if quick else 10**9, "codec_images": 256 if quick else 1024, "config": "cpu",
             "budget_minutes": 0.5 if quick else 10.0, "lr": 3e-4, "lr_decay": "cosine", "eval_every": 1000,
             "refine": 10, "timing_images": 8, "workdir": "outputs/compress/rd"}
@@ -69,7 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--models", default=None, help="comma-separated network families (default asmr,siren)")
     p.add_argument("--latent-dims", default=None,
                    help="comma-separated latent sizes D (default 32,64,128,256; quick 64)")
-    p.add_argument("--bits", default=None, help="comma-separated bit depths (default 2,3,4,6,8; quick 3,4,6)")
+    p.add_argument("--bits", default=None, help="comma-separated bit depths (default 2,3,4,5,6,8; quick 3,4,6)")
     p.add_argument("--test-images", type=int, default=None, help="test patches used (default all 136)")
     p.add_argument("--codec-images", type=int, default=None, help="train patches to fit the codec (default 1024)")
     p.add_argument("--config", default=None, help="meta-training config (meta/configs; default cpu: ASMR w128 "
@@ -212,9 +212,10 @@ def measure(args, net, codec, test_latents, test_images, refine: int) -> list[di
     many = container.pack(container.Stream(mid, cid, len(latents), many_payload))
     many_decoded, many_z, _ = C.decode(many, codec, net.id, net.render)
     # one stream or many files: the same latents exactly; the same pixels up to the float
-    # rounding of a render batched differently (1 image vs 64)
+    # rounding of a render batched differently (1 image vs 64): 2.4e-5 seen at D = 32 after
+    # 22k steps; 1e-4 is 1/40 of an 8-bit level
     np.testing.assert_array_equal(many_z, np.stack(decoded_z))
-    np.testing.assert_allclose(many_decoded, decoded, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(many_decoded, decoded, rtol=0, atol=1e-4)
     q_psnr, q_ssim = C.psnr_each(decoded, test_images), ssim_each(decoded, test_images)
     # one image at a time, as `asmr encode` / `asmr decode` do (a first warm-up call compiles)
     enc_t, dec_t = [], []
