@@ -7,7 +7,9 @@ latent sizes ``D`` and bit depths ``b``:
 
 1. meta-train one functa per (network, D) for the same wall-clock budget
    (``--budget-minutes`` of training each, compilation excluded; resumable: an
-   interrupted ladder continues where it stopped, finished runs are reused);
+   interrupted ladder continues where it stopped, finished runs are reused), the outer
+   rate decaying by a cosine over a step count planned from a 20 s timing probe
+   (``--lr-decay none``: constant);
 2. fit the codec (per-dimension quantizer + symbol tables) on latents of
    ``--codec-images`` train patches, what ``asmr codec-fit`` does (test patches are
    checked to be absent from them);
@@ -26,6 +28,7 @@ Writes ``experiments/results/rate_distortion.{json,md,png}``::
     python -m experiments.rate_distortion --quick                 # 30 s of training per model
     python -m experiments.rate_distortion --models asmr --train-only   # the ASMR ladder only (background)
     python -m experiments.rate_distortion                         # 4 x 10 min per family, then encodes
+    python -m experiments.rate_distortion --models asmr --latent-dims 192 --budget-minutes 25 --out DIR
 """
 
 from __future__ import annotations
