@@ -56,7 +56,6 @@ class WIRE(CoordinateNetwork):
         """WIRE-L: ``depth - 1`` hidden layers of ``int(width / sqrt(2))`` complex units."""
         return cls(tuple(shape), channels, widths=hidden_widths("WIRE", int(width / math.sqrt(2)), depth), **kwargs)
 
-
     def init(self, key) -> dict:
         sizes = (self.ndim,) + self.widths + (self.channels,)
         keys = jax.random.split(key, 2 * len(sizes))
