@@ -10,9 +10,10 @@ latent sizes ``D`` and bit depths ``b``:
    interrupted ladder continues where it stopped, finished runs are reused), the outer
    rate decaying by a cosine over a step count planned from a 20 s timing probe
    (``--lr-decay none``: constant);
-2. fit the codec (per-dimension quantizer + symbol tables) on latents of
-   ``--codec-images`` train patches, what ``asmr codec-fit`` does (test patches are
-   checked to be absent from them);
+2. fit the codec (quantizer + symbol tables) on latents of ``--codec-images`` train
+   patches, what ``asmr codec-fit`` does (test patches are checked to be absent from
+   them); ``--quantizer pca`` (default) quantizes the latents' principal components with
+   one cell width, ``dim`` each latent dimension over its own +-3 std;
 3. for every test patch: fit its latent (``k`` inner steps), optionally refine it
    through the straight-through quantizer, write the real bytes, one file per image
    and one container for all, read them back, decode, and measure PSNR and SSIM on the
@@ -58,7 +59,7 @@ def get_config(arg: str | None = None) -> dict:
     check_config(arg, "quick")
     quick = arg == "quick"
     return {"models": "asmr,siren", "latent_dims": "64" if quick else "32,64,128,256",
-            "bits": "3,4,6" if quick else "2,3,4,5,6,8",
+            "bits": "6,8,10" if quick else "4,5,6,7,8,9,10", "quantizer": "pca",
             "test_images": 48 if quick else 10**9, "codec_images": 256 if quick else 1024, "config": "cpu",
             "budget_minutes": 0.5 if quick else 10.0, "lr": 3e-4, "lr_decay": "cosine", "eval_every": 1000,
             "refine": 10, "timing_images": 8, "workdir": "outputs/compress/rd"}
@@ -72,7 +73,10 @@ def parse_args(argv=None):
     p.add_argument("--models", default=None, help="comma-separated network families (default asmr,siren)")
     p.add_argument("--latent-dims", default=None,
                    help="comma-separated latent sizes D (default 32,64,128,256; quick 64)")
-    p.add_argument("--bits", default=None, help="comma-separated bit depths (default 2,3,4,5,6,8; quick 3,4,6)")
+    p.add_argument("--bits", default=None, help="comma-separated quantizer resolutions, 2**b cells over the widest "
+                   "coordinate's +-3 std (default 4,5,6,7,8,9,10; quick 6,8,10)")
+    p.add_argument("--quantizer", default=None, choices=("pca", "dim", "global"),
+                   help="what is quantized (asmr codec-fit --quantizer; default pca)")
     p.add_argument("--test-images", type=int, default=None, help="test patches used (default all 136)")
     p.add_argument("--codec-images", type=int, default=None, help="train patches to fit the codec (default 1024)")
     p.add_argument("--config", default=None, help="meta-training config (meta/configs; default cpu: ASMR w128 "
@@ -232,7 +236,8 @@ def measure(args, net, codec, test_latents, test_images, refine: int) -> list[di
         if i:
             enc_t.append(t1 - t)
             dec_t.append(t2 - t1)
-    common = {"bits": codec.bits, "refine": refine, "images": len(test_images), "psnr": float(np.mean(q_psnr)),
+    common = {"bits": codec.bits, "quantizer": args.quantizer, "refine": refine, "images": len(test_images),
+              "psnr": float(np.mean(q_psnr)),
               "ssim": float(np.mean(q_ssim)), "encode_ms": 1e3 * statistics.median(enc_t),
               "decode_ms": 1e3 * statistics.median(dec_t),
               "symbol_table": "shared" if codec.symbols.shared else "per-dim"}
@@ -264,7 +269,7 @@ def functa_rows(args, kind, dim, train_images, test_images):
     float_psnr = C.psnr_each(net.render(test_latents), test_images)
     rows = []
     for bits in args.bits:
-        codec = C.fit_codec(train_latents, bits, net.id)
+        codec = C.fit_codec(train_latents, bits, net.id, mode=args.quantizer)
         for refine in sorted({0, args.refine}):
             for r in measure(args, net, codec, test_latents, test_images, refine):
                 r.update(codec=f"{kind}-functa", latent_dim=dim, psnr_unquantized=float(np.mean(float_psnr)),
@@ -354,7 +359,8 @@ def markdown(rows) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        setting = (f"D={r['latent_dim']}, {r['bits']} bits, refine {r['refine']}" if "bits" in r
+        setting = (f"D={r['latent_dim']}, {r.get('quantizer', 'dim')} {r['bits']} bits, refine {r['refine']}"
+                   if "bits" in r
                    else f"quality {r['quality']}")
         pay = "-" if r.get("payload_bpp") is None else f"{r['payload_bpp']:.3f}"
         unq = f"{r['psnr_unquantized']:.2f}" if "psnr_unquantized" in r else "-"

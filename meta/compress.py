@@ -3,11 +3,15 @@
 An image is compressed to one latent vector ``phi`` (``[D]``) of a meta-learned
 network (``meta.functa``), then:
 
-1. **Quantizer** (:class:`Quantizer`): uniform, ``2**bits`` cells per dimension on
-   ``[center - clip * scale, center + clip * scale]``; ``center``/``scale`` are the
-   per-dimension (or global) mean/std of the training functaset. A value is mapped to
-   the index of its cell, and back to the cell's midpoint, so inside the clip range
-   ``|x - dequantize(quantize(x))| <= step / 2`` with ``step = 2 * clip * scale / 2**bits``.
+1. **Quantizer** (:class:`Quantizer`): uniform, ``2**bits`` cells per coordinate on
+   ``[center - clip * scale, center + clip * scale]``. By default (``mode="pca"``) the
+   coordinates are the latent's principal components on the training functaset
+   (``y = (z - mean) @ basis``), every one with the same cell width, set by the widest
+   component's std; zero is a cell midpoint, so a component far narrower than a cell
+   costs almost nothing. ``mode="dim"``/``"global"`` quantize the latent itself with the
+   per-dimension (or global) mean/std. A value is mapped to the index of its cell, and
+   back to the cell's midpoint, so inside the clip range ``|y - dequantize(quantize(y))|
+   <= step / 2`` per coordinate, with ``step = 2 * clip * scale / 2**bits``.
 2. **Symbol model** (:class:`SymbolModel`): a categorical distribution over the
    ``2**bits`` symbols, per dimension or shared by all dimensions, estimated from the
    quantized training latents. Counts are smoothed towards the shared histogram and
@@ -44,7 +48,8 @@ from meta import container
 
 MAX_BITS = 16
 CODEC_FORMAT = "asmr-functa-codec"
-CODEC_VERSION = 1
+CODEC_VERSION = 2  # 2 added the rotation (mean, basis); version-1 files still load
+READABLE_VERSIONS = (1, 2)
 # per-dimension tables above this many entries (D * 2**bits) fall back to one shared table
 MAX_TABLE_ENTRIES = 1 << 21
 
@@ -59,17 +64,21 @@ def check_bits(bits) -> int:
 # ----------------------------------------------------------------------------- quantizer
 @dataclasses.dataclass(frozen=True, eq=False)
 class Quantizer:
-    """Uniform midpoint quantizer with per-dimension offset and scale.
+    """Uniform midpoint quantizer with per-coordinate offset and scale, optionally after a rotation.
 
-    ``center``, ``scale``: ``[D]`` float32 (the training latents' mean and std, or one
-    value repeated for a global scale); ``clip``: half-width of the range in units of
-    ``scale``. Symbols are ints in ``0 .. 2**bits - 1``.
+    ``center``, ``scale``: ``[D]`` float32; ``clip``: half-width of the range in units of
+    ``scale``. Symbols are ints in ``0 .. 2**bits - 1``. With ``basis`` (``[D, D]``,
+    orthonormal columns) and ``mean`` (``[D]``) the quantized coordinates are
+    ``y = (z - mean) @ basis`` and the reconstruction is ``y_hat @ basis.T + mean``;
+    without them ``y = z``.
     """
 
     bits: int
     center: np.ndarray
     scale: np.ndarray
     clip: float
+    mean: np.ndarray | None = None
+    basis: np.ndarray | None = None
 
     def __post_init__(self):
         check_bits(self.bits)
@@ -82,6 +91,18 @@ class Quantizer:
             raise ValueError("quantizer scale must be finite and > 0 in every dimension")
         if not self.clip > 0:
             raise ValueError(f"clip must be > 0 standard deviations, got {self.clip}")
+        if (self.mean is None) != (self.basis is None):
+            raise ValueError("a rotated quantizer needs both mean [D] and basis [D, D]")
+        if self.basis is not None:
+            mean = np.asarray(self.mean, np.float32)
+            basis = np.asarray(self.basis, np.float32)
+            if mean.shape != self.center.shape or basis.shape != self.center.shape * 2:
+                raise ValueError(f"mean {mean.shape} and basis {basis.shape} must be [D] and [D, D] with "
+                                 f"D = {self.dim}")
+            if not np.allclose(basis.T @ basis, np.eye(self.dim), atol=1e-4):
+                raise ValueError("basis columns must be orthonormal")
+            object.__setattr__(self, "mean", mean)
+            object.__setattr__(self, "basis", basis)
 
     @property
     def dim(self) -> int:
@@ -93,35 +114,56 @@ class Quantizer:
 
     @property
     def low(self) -> np.ndarray:
-        """``[D]`` lower end of the clip range."""
+        """``[D]`` lower end of the clip range (quantized coordinates)."""
         return (self.center - np.float32(self.clip) * self.scale).astype(np.float32)
 
     @property
     def step(self) -> np.ndarray:
-        """``[D]`` cell width ``2 * clip * scale / 2**bits``."""
+        """``[D]`` cell width ``2 * clip * scale / 2**bits`` (quantized coordinates)."""
         return (np.float32(2.0 * self.clip / self.levels) * self.scale).astype(np.float32)
+
+    @property
+    def latent_step(self) -> np.ndarray:
+        """``[D]`` cell width seen along each latent dimension (the rms of the steps it mixes)."""
+        if self.basis is None:
+            return self.step
+        return np.sqrt((self.basis**2) @ self.step.astype(np.float64) ** 2).astype(np.float32)
 
     def _check(self, latents):
         if latents.shape[-1:] != (self.dim,):
             raise ValueError(f"latents have shape {tuple(latents.shape)}; this quantizer takes [..., "
                              f"{self.dim}]")
 
+    def coords(self, latents):
+        """``[..., D]`` latents -> the quantized coordinates ``(latents - mean) @ basis`` (or the latents)."""
+        self._check(latents)
+        if self.basis is None:
+            return latents
+        if not isinstance(latents, np.ndarray):  # traced (refinement)
+            return (latents - with_rank(self.mean, np.ndim(latents))) @ self.basis
+        return _exact_order_matmul(latents.astype(np.float64) - self.mean, self.basis)
+
     def quantize(self, latents, xp=np):
         """``[..., D]`` floats -> ``[..., D]`` int32 symbols (values outside the range clip)."""
-        self._check(latents)
-        low, step = (with_rank(v, np.ndim(latents)) for v in (self.low, self.step))
-        q = xp.floor((latents - low) / step)
+        y = self.coords(latents)
+        low, step = (with_rank(v, np.ndim(y)) for v in (self.low, self.step))
+        q = xp.floor((y - low) / step)
         return xp.clip(q, 0, self.levels - 1).astype(xp.int32)
 
     def dequantize(self, symbols, xp=np):
-        """``[..., D]`` int symbols -> ``[..., D]`` float32 cell midpoints (deterministic)."""
+        """``[..., D]`` int symbols -> ``[..., D]`` float32 latents (cell midpoints; deterministic)."""
         self._check(symbols)
         symbols = xp.asarray(symbols)
         if xp is np and symbols.size and (symbols.min() < 0 or symbols.max() >= self.levels):
             raise ValueError(f"symbols must lie in 0..{self.levels - 1}, got "
                              f"{symbols.min()}..{symbols.max()}")
         low, step = (with_rank(v, symbols.ndim) for v in (self.low, self.step))
-        return (low + (symbols.astype(xp.float32) + 0.5) * step).astype(xp.float32)
+        y = (low + (symbols.astype(xp.float32) + 0.5) * step).astype(xp.float32)
+        if self.basis is None:
+            return y
+        if xp is not np:  # the traced path (refinement) need not be bit-exact
+            return (y @ self.basis.T + with_rank(self.mean, symbols.ndim)).astype(xp.float32)
+        return (_exact_order_matmul(y, self.basis.T) + self.mean).astype(np.float32)
 
     def round_trip(self, latents, xp=np):
         """``dequantize(quantize(latents))`` (``[..., D]``)."""
@@ -135,19 +177,60 @@ class Quantizer:
         return latents + jax.lax.stop_gradient(self.round_trip(latents, jnp) - latents)
 
 
-def fit_quantizer(latents, bits: int, clip: float = 3.0, per_dim: bool = True) -> Quantizer:
-    """Fits center/scale on training latents ``[n, D]`` (per-dimension or global mean/std)."""
+def _exact_order_matmul(x, m) -> np.ndarray:
+    """``x [..., K] @ m [K, M]`` in float64, summed over ``K`` in index order, elementwise.
+
+    The quantizer's rotations go through this rather than BLAS, whose rounding depends on
+    the batch's shape: a latent then maps to the same symbols, and symbols to the same
+    latent bits, alone or in a batch of any size, on any machine.
+    """
+    x, m = np.asarray(x, np.float64), np.asarray(m, np.float64)
+    out = np.zeros(x.shape[:-1] + m.shape[1:])
+    for k in range(m.shape[0]):
+        out += x[..., k:k + 1] * m[k]
+    return out
+
+
+QUANTIZER_MODES = ("pca", "dim", "global")
+
+
+def principal_axes(latents) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean [D], basis [D, D])`` of training latents ``[n, D]``: the covariance's eigenvectors
+    as columns, by falling variance, each signed so that its largest entry is positive."""
+    latents = np.asarray(latents, np.float64)
+    mean = latents.mean(0)
+    var, basis = np.linalg.eigh(np.cov(latents - mean, rowvar=False).reshape(latents.shape[1], -1))
+    basis = basis[:, np.argsort(-var, kind="stable")]
+    sign = np.sign(basis[np.abs(basis).argmax(0), np.arange(basis.shape[1])])
+    return mean, basis * np.where(sign == 0, 1.0, sign)
+
+
+def fit_quantizer(latents, bits: int, clip: float = 3.0, mode: str = "pca") -> Quantizer:
+    """Fits a :class:`Quantizer` on training latents ``[n, D]``.
+
+    ``mode``: ``"pca"`` quantizes the principal components with one cell width,
+    ``2 * clip * s1 / 2**bits`` for the largest component std ``s1``, zero on a cell
+    midpoint; ``"dim"`` the latent dimensions with their own mean/std; ``"global"`` the
+    latent dimensions with one mean/std.
+    """
     bits = check_bits(bits)
+    if mode not in QUANTIZER_MODES:
+        raise ValueError(f"quantizer mode must be one of {', '.join(QUANTIZER_MODES)}, got {mode!r}")
     latents = np.asarray(latents, np.float64)
     if latents.ndim != 2 or latents.shape[0] < 2:
         raise ValueError(f"training latents must be [n >= 2, D], got shape {latents.shape}")
     if not np.all(np.isfinite(latents)):
         raise ValueError("training latents contain NaN or inf")
-    if per_dim:
+    dim = latents.shape[1]
+    if mode == "pca":
+        mean, basis = principal_axes(latents)
+        top = max(float(((latents - mean) @ basis[:, 0]).std()), 1e-12)
+        step = 2.0 * clip * top / (1 << bits)
+        return Quantizer(bits, np.full(dim, -step / 2), np.full(dim, top), float(clip), mean, basis)
+    if mode == "dim":
         center, scale = latents.mean(0), latents.std(0)
     else:
-        center = np.full(latents.shape[1], latents.mean())
-        scale = np.full(latents.shape[1], latents.std())
+        center, scale = np.full(dim, latents.mean()), np.full(dim, latents.std())
     # constant dimensions (e.g. never updated) still need a positive cell width
     floor = max(float(scale.max()) * 1e-3, 1e-12)
     return Quantizer(bits, center, np.maximum(scale, floor), float(clip))
@@ -351,7 +434,8 @@ class Codec:
         h = hashlib.sha256()
         q = self.quantizer
         h.update(struct.pack(">Bd", q.bits, q.clip))
-        for arr in (q.center, q.scale, self.symbols.probs):
+        rotation = () if q.basis is None else (q.mean, q.basis)  # absent: the version-1 id, unchanged
+        for arr in (q.center, q.scale, self.symbols.probs, *rotation):
             h.update(str(arr.shape).encode())
             h.update(np.ascontiguousarray(arr, "<f4").tobytes())
         return h.digest()[:4]
@@ -371,8 +455,10 @@ class Codec:
         meta = json.dumps({"format": CODEC_FORMAT, "version": CODEC_VERSION})
 
         def write(f):
+            rotation = {} if q.basis is None else {"mean": q.mean, "basis": q.basis}
             np.savez(f, meta=np.array(meta), bits=np.int64(q.bits), clip=np.float64(q.clip), center=q.center,
-                     scale=q.scale, probs=self.symbols.probs, model_id=np.frombuffer(self.model_id, np.uint8))
+                     scale=q.scale, probs=self.symbols.probs, model_id=np.frombuffer(self.model_id, np.uint8),
+                     **rotation)
 
         return io.atomic_write(path, write, overwrite=overwrite)
 
@@ -386,20 +472,28 @@ class Codec:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in ("bits", "clip", "center", "scale", "probs", "model_id")}
+                rotation = [z[k] for k in ("mean", "basis") if k in z.files]
         except (OSError, ValueError, KeyError, zlib.error, EOFError, AttributeError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path} is not a readable codec file (truncated or damaged?): "
                              f"{type(e).__name__}: {e}") from None
-        if not isinstance(meta,
-                          dict) or meta.get("format") != CODEC_FORMAT or meta.get("version") != CODEC_VERSION:
-            raise ValueError(f"{path} is not a version-{CODEC_VERSION} {CODEC_FORMAT} file ({meta})")
-        q = Quantizer(int(arrays["bits"]), arrays["center"], arrays["scale"], float(arrays["clip"]))
+        if (not isinstance(meta, dict) or meta.get("format") != CODEC_FORMAT
+                or meta.get("version") not in READABLE_VERSIONS):
+            raise ValueError(f"{path} is not a {CODEC_FORMAT} file of version "
+                             f"{' or '.join(map(str, READABLE_VERSIONS))} ({meta})")
+        if len(rotation) == 1 or (rotation and meta["version"] < 2):
+            raise ValueError(f"{path}: a version-{meta['version']} codec with {len(rotation)} of the 2 rotation "
+                             "arrays (mean, basis) is damaged")
+        try:
+            q = Quantizer(int(arrays["bits"]), arrays["center"], arrays["scale"], float(arrays["clip"]), *rotation)
+        except ValueError as e:
+            raise ValueError(f"{path}: damaged codec tables: {e}") from None
         return cls(q, SymbolModel(arrays["probs"]), bytes(arrays["model_id"].astype(np.uint8)))
 
 
-def fit_codec(latents, bits: int, model_id: bytes, clip: float = 3.0, per_dim_scale: bool = True,
+def fit_codec(latents, bits: int, model_id: bytes, clip: float = 3.0, mode: str = "pca",
               per_dim_symbols: bool | None = None) -> Codec:
-    """Fits quantizer and symbol model on training latents ``[n, D]``."""
-    q = fit_quantizer(latents, bits, clip=clip, per_dim=per_dim_scale)
+    """Fits quantizer (:func:`fit_quantizer`'s ``mode``) and symbol model on training latents ``[n, D]``."""
+    q = fit_quantizer(latents, bits, clip=clip, mode=mode)
     sym = fit_symbol_model(q.quantize(np.asarray(latents, np.float32)), q.levels, clip=clip,
                            per_dim=per_dim_symbols)
     return Codec(q, sym, bytes(model_id))
@@ -461,7 +555,7 @@ def _refiner(render, quantizer: Quantizer, steps: int, lr: float):
     import jax.numpy as jnp
     import optax
 
-    step = with_rank(jnp.asarray(quantizer.step), 2)  # [1, D] against latents [n, D]
+    step = with_rank(jnp.asarray(quantizer.latent_step), 2)  # [1, D] against latents [n, D]
     opt = optax.adam(1.0)
 
     def refine(z0, targets):

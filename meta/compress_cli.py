@@ -1,6 +1,7 @@
 """``asmr codec-fit``, ``asmr encode``, ``asmr decode``: image files <-> compressed latent files.
 
-The codec (quantizer + symbol tables, :mod:`meta.compress`) for ``b`` bits lives in
+The codec (quantizer on the latents' principal components + symbol tables,
+:mod:`meta.compress`) for ``b`` bits lives in
 ``CHECKPOINT/codec/bits{b}.npz``, written once by ``asmr codec-fit`` from a training
 functaset (``asmr meta-encode``) or by fitting latents of a training split directly::
 
@@ -72,8 +73,7 @@ def cmd_codec_fit(args) -> int:
     print(f"fitting codecs on {len(latents)} latents (D={net.dim}) from {what}")
     print(f"{'bits':>4} {'table':>10} {'bits/dim':>9} {'codec id':>9}  path")
     for bits, out in zip(bits_list, outs):
-        codec = C.fit_codec(latents, bits, net.id, clip=args.clip, per_dim_scale=not args.global_scale,
-                            per_dim_symbols=symbols)
+        codec = C.fit_codec(latents, bits, net.id, clip=args.clip, mode=args.quantizer, per_dim_symbols=symbols)
         rate = codec.symbols.bits(codec.quantizer.quantize(latents)).mean()
         codec.save(out, overwrite=args.overwrite)
         table = "shared" if codec.symbols.shared else "per-dim"
@@ -204,13 +204,16 @@ def cmd_decode(args) -> int:
 
 
 def add_commands(sub):
+    from meta.compress import QUANTIZER_MODES
+
     p = sub.add_parser("codec-fit",
                        help="fit the latent quantizer + entropy model of a meta-learned checkpoint",
                        description="Fit the b-bit quantizer and symbol tables on training latents and store "
                                    "them in CKPT/codec/bits{b}.npz, where encode/decode find them.")
     p.add_argument("checkpoint", help="meta-learning checkpoint (training workdir or exported folder)")
     p.add_argument("--bits", type=int, nargs="+", required=True,
-                   help="bits per latent dimension, 1..16 (several ok)")
+                   help="quantizer resolution, 1..16 (several ok): 2**b cells over +-clip std of the widest "
+                        "principal component (--quantizer pca), or of each latent dimension (dim, global)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--functaset", default=None,
                      help="training functaset .npz (asmr meta-encode) with 'latents'")
@@ -223,7 +226,10 @@ def add_commands(sub):
                    help="inner steps for --dataset latents (default: the k trained)")
     p.add_argument("--clip", type=float, default=3.0,
                    help="quantizer range: +-clip standard deviations (default 3)")
-    p.add_argument("--global-scale", action="store_true", help="one mean/std for all dims instead of per dim")
+    p.add_argument("--quantizer", choices=QUANTIZER_MODES, default="pca",
+                   help="what is quantized: the principal components of the training latents, one cell "
+                        "width for all (pca, default), or each latent dimension with its own mean/std (dim) "
+                        "or one shared mean/std (global)")
     p.add_argument("--symbols", choices=("auto", "per-dim", "shared"), default="auto",
                    help="symbol tables: per latent dim, one shared, or chosen by held-out code length "
                         "(default)")

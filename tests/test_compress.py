@@ -75,17 +75,19 @@ def images(net):
 
 # ----------------------------------------------------------------------------- quantizer
 @pytest.mark.parametrize("bits", [1, 2, 5, 8, 16])
-@pytest.mark.parametrize("per_dim", [True, False])
-def test_quantize_error_at_most_half_a_step_inside_clip(bits, per_dim):
+@pytest.mark.parametrize("mode", C.QUANTIZER_MODES)
+def test_quantize_error_at_most_half_a_step_inside_clip(bits, mode):
     train = synthetic_latents(200)
-    q = C.fit_quantizer(train, bits, clip=2.5, per_dim=per_dim)
+    q = C.fit_quantizer(train, bits, clip=2.5, mode=mode)
     rng = np.random.default_rng(1)
-    x = (q.low + rng.uniform(0, 1, (500, D)) * (q.step * q.levels)).astype(np.float32)
-    x[0], x[1] = q.low, q.low + q.step * q.levels  # both ends of the range
+    y = (q.low + rng.uniform(0, 1, (500, D)) * (q.step * q.levels)).astype(np.float32)
+    y[0], y[1] = q.low, q.low + q.step * q.levels  # both ends of the range
+    x = y if q.basis is None else (y @ q.basis.T + q.mean).astype(np.float32)  # coordinates -> latents
     sym = q.quantize(x)
     assert sym.dtype == np.int32 and sym.min() >= 0 and sym.max() <= q.levels - 1
-    err = np.abs(q.dequantize(sym) - x)
-    rounding = 4 * np.finfo(np.float32).eps * (np.abs(x) + np.abs(q.low))  # float32 arithmetic
+    err = np.abs(q.coords(q.dequantize(sym)) - y)
+    size = np.abs(x).max() + np.abs(y).max()
+    rounding = (4 if q.basis is None else 8 * D) * np.finfo(np.float32).eps * size  # float32 arithmetic
     assert np.all(err <= q.step / 2 + rounding)
     # dequantize is exact: the representative quantizes to its own symbol
     np.testing.assert_array_equal(q.quantize(q.dequantize(sym)), sym)
@@ -93,14 +95,64 @@ def test_quantize_error_at_most_half_a_step_inside_clip(bits, per_dim):
 
 def test_quantizer_clips_outside_range_and_fits_statistics():
     train = synthetic_latents(400)
-    q = C.fit_quantizer(train, 4, clip=3.0)
+    q = C.fit_quantizer(train, 4, clip=3.0, mode="dim")
     np.testing.assert_allclose(q.center, train.mean(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(q.scale[:-1], train.std(0)[:-1], rtol=1e-5)
     assert q.scale[-1] > 0  # the constant dimension still has a positive step
     far = np.stack([q.center - 100 * q.scale, q.center + 100 * q.scale])
     np.testing.assert_array_equal(q.quantize(far), [[0] * D, [15] * D])
-    g = C.fit_quantizer(train, 4, per_dim=False)
+    g = C.fit_quantizer(train, 4, mode="global")
     assert np.unique(g.scale).size == 1 and np.unique(g.center).size == 1
+
+
+def test_pca_quantizer_decorrelates_with_one_cell_width():
+    rng = np.random.default_rng(0)
+    mix = np.linalg.qr(rng.normal(size=(D, D)))[0]
+    spread = np.geomspace(2.0, 1e-3, D)  # component stds
+    train = ((rng.normal(size=(2000, D)) * spread) @ mix.T + rng.normal(size=D)).astype(np.float32)
+    q = C.fit_quantizer(train, 6, clip=3.0)
+    assert q.basis is not None and np.unique(q.step).size == 1
+    np.testing.assert_allclose(q.basis.T @ q.basis, np.eye(D), atol=1e-5)
+    y = q.coords(train)
+    cov = np.cov(y, rowvar=False)
+    np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0, atol=1e-3)  # uncorrelated
+    np.testing.assert_allclose(np.sqrt(np.diag(cov)), spread, rtol=0.1)  # by falling variance
+    np.testing.assert_allclose(q.step[0], 2 * 3.0 * y[:, 0].std() / 64, rtol=1e-4)
+    # zero is a cell midpoint: components far narrower than a cell all take one symbol
+    narrow = q.quantize(train)[:, spread < 0.05 * q.step[0]]
+    assert narrow.size and np.unique(narrow).size == 1
+    # correlated latents of unequal spread: the rotation with 8 bits codes them in fewer than 60% of the
+    # bits that per-dimension scales need at 6 bits, and distorts them less
+    test = ((rng.normal(size=(500, D)) * spread) @ mix.T).astype(np.float32) + train.mean(0)
+    rates, errors = [], []
+    for mode, bits in (("pca", 8), ("dim", 6)):
+        codec = C.fit_codec(train, bits, b"\0" * 8, mode=mode)
+        rates.append(codec.symbols.bits(codec.quantizer.quantize(test)).sum(-1).mean())
+        errors.append(np.mean((codec.quantizer.round_trip(test) - test) ** 2))
+    assert rates[0] < 0.6 * rates[1] and errors[0] < errors[1]
+
+
+def test_rotated_quantizer_is_bit_exact_whatever_the_batch():
+    rng = np.random.default_rng(3)
+    dim = 96
+    train = (rng.normal(size=(400, dim)) @ rng.normal(size=(dim, dim))).astype(np.float32)
+    q = C.fit_quantizer(train, 10)
+    sym = q.quantize(train[:50])
+    np.testing.assert_array_equal(np.stack([q.quantize(z) for z in train[:50]]), sym)
+    batch = q.dequantize(sym)
+    np.testing.assert_array_equal(np.stack([q.dequantize(s) for s in sym]), batch)
+    np.testing.assert_array_equal(q.dequantize(sym[7:8])[0], batch[7])
+    np.testing.assert_allclose(batch, q.coords(batch) @ q.basis.T + q.mean, rtol=0, atol=1e-5 * np.abs(batch).max())
+
+
+def test_quantizer_refuses_a_broken_rotation():
+    q = C.fit_quantizer(synthetic_latents(100), 4)
+    with pytest.raises(ValueError, match="orthonormal"):
+        C.Quantizer(q.bits, q.center, q.scale, q.clip, q.mean, 2 * q.basis)
+    with pytest.raises(ValueError, match="both mean"):
+        C.Quantizer(q.bits, q.center, q.scale, q.clip, q.mean, None)
+    with pytest.raises(ValueError, match="quantizer mode must be one of pca, dim, global, got 'kl'"):
+        C.fit_quantizer(synthetic_latents(100), 4, mode="kl")
 
 
 def test_quantizer_jax_path_matches_numpy_and_straight_through_gradient():
@@ -185,10 +237,48 @@ def test_codec_save_load_round_trip(tmp_path, codec):
         C.Codec.load(tmp_path / "junk.npz")
 
 
+def _rewrite_npz(path, drop=(), **replace):
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k not in drop}
+    arrays.update(replace)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def test_codec_file_versions_and_damaged_rotation(tmp_path, codec):
+    import json
+
+    # a version-1 file (no rotation, written before the principal-component quantizer) still loads
+    old = C.fit_codec(synthetic_latents(300), 5, codec.model_id, mode="dim")
+    path = old.save(tmp_path / "v1.npz")
+    _rewrite_npz(path, meta=np.array(json.dumps({"format": C.CODEC_FORMAT, "version": 1})))
+    assert C.Codec.load(path).codec_id == old.codec_id
+    # a rotated codec that lost one of its two rotation arrays is refused, not used without it
+    path = codec.save(tmp_path / "v2.npz")
+    _rewrite_npz(path, drop=("basis",))
+    with pytest.raises(ValueError, match="1 of the 2 rotation arrays"):
+        C.Codec.load(path)
+    path = codec.save(tmp_path / "bad.npz")
+    _rewrite_npz(path, basis=2 * codec.quantizer.basis)
+    with pytest.raises(ValueError, match="damaged codec tables: basis columns must be orthonormal"):
+        C.Codec.load(path)
+    path = codec.save(tmp_path / "v3.npz")
+    _rewrite_npz(path, meta=np.array(json.dumps({"format": C.CODEC_FORMAT, "version": 3})))
+    with pytest.raises(ValueError, match="file of version 1 or 2"):
+        C.Codec.load(path)
+
+
 def test_codec_id_changes_with_any_table(codec):
     q = codec.quantizer
-    other = C.Codec(C.Quantizer(q.bits, q.center, q.scale * 1.001, q.clip), codec.symbols, codec.model_id)
+    other = C.Codec(C.Quantizer(q.bits, q.center, q.scale * 1.001, q.clip, q.mean, q.basis), codec.symbols,
+                    codec.model_id)
     assert other.codec_id != codec.codec_id
+    flipped = q.basis.copy()
+    flipped[:, 0] *= -1  # still orthonormal, another rotation
+    other = C.Codec(C.Quantizer(q.bits, q.center, q.scale, q.clip, q.mean, flipped), codec.symbols, codec.model_id)
+    assert other.codec_id != codec.codec_id
+    unrotated = C.Codec(C.Quantizer(q.bits, q.center, q.scale, q.clip), codec.symbols, codec.model_id)
+    assert unrotated.codec_id != codec.codec_id
 
 
 def test_model_id_depends_on_weights_and_config(net):
