@@ -88,6 +88,8 @@ def parse_args(argv=None):
                    help="outer rate schedule over the budget (default cosine: lr -> lr/100; none: constant)")
     p.add_argument("--eval-every", type=int, default=None, help="test evaluation / checkpoint period in steps")
     p.add_argument("--train-only", action="store_true", help="meta-train the ladder, then stop (no encoding)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the table and plot from --out's rate_distortion.json (nothing trained or encoded)")
     p.add_argument("--refine", type=int, default=None, help="straight-through refinement steps (default 10; 0 = off)")
     p.add_argument("--timing-images", type=int, default=None, help="images timed one by one per setting (default 8)")
     p.add_argument("--workdir", default=None, help="checkpoints (reused if present)")
@@ -325,9 +327,10 @@ def front(rows):
 
 
 def interpolate(curve, bpp):
-    """PSNR of a front at ``bpp`` (linear in log bpp); ``None`` outside its range."""
+    """PSNR of a front at ``bpp`` (linear in log bpp between its points; beyond the last, the last:
+    a codec can spend fewer bits than allowed); ``None`` below its lowest rate."""
     xs, ys = [np.log(r["bpp"]) for r in curve], [r["psnr"] for r in curve]
-    if not curve or not xs[0] <= np.log(bpp) <= xs[-1]:
+    if not curve or np.log(bpp) < xs[0]:
         return None
     return float(np.interp(np.log(bpp), xs, ys))
 
@@ -339,7 +342,7 @@ def verdict(rows) -> list[str]:
     for codec in sorted({r["codec"] for r in rows if r["codec"].endswith("-functa")}):
         curve = front([r for r in rows if r["codec"] == codec])  # refine and container allowed
         gaps = [(w["bpp"], interpolate(curve, w["bpp"]), w["psnr"]) for w in webp]
-        parts = [f"at {b:.3f} bpp {'out of range' if p is None else f'{p - w:+.2f} dB'} vs WebP {w:.2f} dB"
+        parts = [f"at {b:.3f} bpp {'below its lowest rate' if p is None else f'{p - w:+.2f} dB'} vs WebP {w:.2f} dB"
                  for b, p, w in gaps]
         low = [r for r in curve if webp and r["bpp"] < min(w["bpp"] for w in webp)]
         best_low = max(low, key=lambda r: r["psnr"]) if low else None
@@ -425,6 +428,13 @@ def plot(rows, path):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        path = os.path.join(args.out, "rate_distortion.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--report-only needs {path}, written by a full run")
+        with open(path) as f:
+            report(json.load(f), args.out)
+        return 0
     from PIL import features
 
     from asmr_jax.datasets import load_dataset
@@ -462,11 +472,9 @@ def main(argv=None) -> int:
         rows += pillow_rows("WEBP", WEBP_QUALITIES, test_images)
     seconds = time.perf_counter() - t_start
 
-    os.makedirs(args.out, exist_ok=True)
-    md = markdown(rows)
-    print(md)
     result = {
-        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "report_only")},
+        "command": " ".join(argv if argv is not None else sys.argv[1:]),
         "test_images": len(test_images),
         "codec_images": len(train_images),
         "webp_available": webp,
@@ -477,17 +485,24 @@ def main(argv=None) -> int:
         "coinpp_cifar10_reference": [{"bpp": b, "psnr": p} for b, p in COINPP_CIFAR10],
         "machine": f"{os.cpu_count()} CPU cores (shared)",
     }
+    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "rate_distortion.json"), "w") as f:
         json.dump(result, f, indent=2)
-    with open(os.path.join(args.out, "rate_distortion.md"), "w") as f:
-        f.write(
-            f"Run: `python -m experiments.rate_distortion "
-            f"{' '.join(argv if argv is not None else sys.argv[1:])}`"
-            f" ({seconds / 60:.1f} min; checkpoints already in --workdir are reused, not retrained)\n\n" + md
-        )
-    plot(rows, os.path.join(args.out, "rate_distortion.png"))
-    print(f"wrote {args.out}/rate_distortion.json, .md, .png ({seconds / 60:.1f} min)")
+    report(result, args.out)
     return 0
+
+
+def report(result: dict, out: str):
+    """Writes ``rate_distortion.md`` and ``.png`` in ``out`` from a result (the saved JSON)."""
+    md = markdown(result["rows"])
+    print(md)
+    minutes = result["total_seconds"] / 60
+    with open(os.path.join(out, "rate_distortion.md"), "w") as f:
+        command = f"python -m experiments.rate_distortion {result.get('command', '')}".strip()
+        f.write(f"Run: `{command}` ({minutes:.1f} min; checkpoints already in --workdir are reused, not "
+                f"retrained)\n\n" + md)
+    plot(result["rows"], os.path.join(out, "rate_distortion.png"))
+    print(f"wrote {out}/rate_distortion.json, .md, .png ({minutes:.1f} min)")
 
 
 if __name__ == "__main__":

@@ -301,6 +301,18 @@ def test_rate_distortion_quick_trains_encodes_and_counts_file_bytes(tmp_path):
     ledger = next((tmp_path / "w").glob("*/budget.json"))
     before = ledger.read_text()
     assert rate_distortion.main(args + ["--train-only"]) == 0 and ledger.read_text() == before
+    # the latent statistics behind the quantizer's design, on that checkpoint
+    from experiments import latent_statistics
+
+    out = tmp_path / "stats"
+    assert latent_statistics.main([str(ledger.parent), "--images", "96", "--out", str(out)]) == 0
+    (stats,) = json.loads((out / "latent_statistics.json").read_text())
+    assert stats["latent_dim"] == 64 and stats["images"] == 96
+    # Hadamard's inequality and AM >= GM: neither gain can be negative; the total sensitivity is
+    # basis-independent
+    assert stats["rotation_gain_bits_per_dim"] >= 0 and stats["weighting_gain_db"] >= 0
+    assert min(stats["std_spread"], stats["sensitivity_spread_dim"], stats["sensitivity_spread_pc"]) >= 1
+    assert stats["sensitivity_total_pc"] == pytest.approx(stats["sensitivity_total_dim"], rel=1e-3)
 
 
 def test_meta_benchmark_smoke(tmp_path):
