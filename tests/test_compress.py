@@ -449,6 +449,11 @@ def test_cli_codec_fit_encode_decode(meta_ckpt, capsys):
     rc, out = run_cli(capsys, "codec-fit", r / "ckpt", "--bits", "4", "6", "--functaset", r / "train.npz")
     assert rc == 0, out
     assert (r / "ckpt/codec/bits4.npz").is_file() and (r / "ckpt/codec/bits6.npz").is_file()
+    assert C.Codec.load(r / "ckpt/codec/bits4.npz").quantizer.basis is not None  # pca by default
+    rc, out = run_cli(capsys, "codec-fit", r / "ckpt", "--bits", "4", "--functaset", r / "train.npz",
+                      "--quantizer", "dim", "--out", r / "dim4.npz")
+    assert rc == 0, out
+    assert C.Codec.load(r / "dim4.npz").quantizer.basis is None
     before = (r / "ckpt/codec/bits4.npz").read_bytes()
     rc, out = run_cli(capsys, "codec-fit", r / "ckpt", "--bits", "4", "--functaset", r / "train.npz",
                       "--clip", "2")
