@@ -353,6 +353,21 @@ def verdict(rows) -> list[str]:
     return lines
 
 
+FIXED_RATES = (0.1, 0.2, 0.3, 0.5)  # bpp, besides WebP's rates below 1 bpp
+
+
+def at_rates(rows) -> list[str]:
+    """A table: PSNR of each codec's front at :data:`FIXED_RATES` and at WebP's rates below 1 bpp."""
+    rates = sorted(set(FIXED_RATES) | {r["bpp"] for r in rows if r["codec"] == "webp" and r["bpp"] < 1})
+    codecs = [c for c in ("asmr-functa", "siren-functa", "webp") if any(r["codec"] == c for r in rows)]
+    lines = ["| codec | " + " | ".join(f"{b:.3g} bpp" for b in rates) + " |", "|---|" + "---:|" * len(rates)]
+    for codec in codecs:
+        curve = front([r for r in rows if r["codec"] == codec])
+        cells = [interpolate(curve, b) for b in rates]
+        lines.append(f"| {codec} | " + " | ".join("-" if p is None else f"{p:.2f}" for p in cells) + " |")
+    return lines
+
+
 def markdown(rows) -> str:
     from meta import container
 
@@ -370,6 +385,8 @@ def markdown(rows) -> str:
         lines.append(f"| {r['codec']} | {setting} | {r['file']} | {r['bpp']:.3f} | {pay} | {r['psnr']:.2f} | "
                      f"{r['ssim']:.3f} | {unq} | {r['encode_ms']:.1f} | {r['decode_ms']:.2f} |")
     lines += ["", "Target (functa front: any D, bits, refinement, single file or container):", *verdict(rows), ""]
+    lines += ["PSNR dB of each front at fixed rates (file bpp, interpolated in log bpp; '-': below its lowest "
+              "rate):", "", *at_rates(rows), ""]
     jpeg = [r for r in rows if r["codec"].startswith("jpeg")]
     if jpeg:
         lines.append(f"JPEG's smallest file here is {min(r['min_bytes'] for r in jpeg)} bytes "
