@@ -5,10 +5,10 @@ The codec (quantizer on the latents' principal components + symbol tables,
 ``CHECKPOINT/codec/bits{b}.npz``, written once by ``asmr codec-fit`` from a training
 functaset (``asmr meta-encode``) or by fitting latents of a training split directly::
 
-    asmr codec-fit CKPT --bits 6 --functaset train.npz      # or --dataset patches
-    asmr encode photo.png --model CKPT --bits 6 --out photo.afz
+    asmr codec-fit CKPT --bits 8 --functaset train.npz      # or --dataset patches
+    asmr encode photo.png --model CKPT --bits 8 --out photo.afz
     asmr decode photo.afz --model CKPT --out photo_decoded.png
-    asmr encode photos/ --model CKPT --bits 6 --out photos.afzm     # one container, shared header
+    asmr encode photos/ --model CKPT --bits 8 --out photos.afzm     # one container, shared header
     asmr decode photos.afzm --model CKPT --out decoded/
 """
 
@@ -247,7 +247,7 @@ def add_commands(sub):
                         "sorted name order), all of the model's size")
     p.add_argument("--model", required=True, help="meta-learning checkpoint")
     p.add_argument("--bits", type=int, required=True,
-                   help="bits per latent dimension (a codec for it must exist)")
+                   help="the codec's quantizer resolution (asmr codec-fit --bits; that codec must exist)")
     p.add_argument("--out", required=True, help="output file (or folder with --per-image)")
     p.add_argument("--per-image", action="store_true",
                    help="several images: one .afz file each in the --out folder instead of one container")
