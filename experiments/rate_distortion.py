@@ -66,6 +66,8 @@ def get_config(arg: str | None = None) -> dict:
 
 
 def parse_args(argv=None):
+    from meta.compress import QUANTIZER_MODES
+
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
@@ -75,7 +77,7 @@ def parse_args(argv=None):
                    help="comma-separated latent sizes D (default 32,64,128,256; quick 64)")
     p.add_argument("--bits", default=None, help="comma-separated quantizer resolutions, 2**b cells over the widest "
                    "coordinate's +-3 std (default 4,5,6,7,8,9,10; quick 6,8,10)")
-    p.add_argument("--quantizer", default=None, choices=("pca", "dim", "global"),
+    p.add_argument("--quantizer", default=None, choices=QUANTIZER_MODES,
                    help="what is quantized (asmr codec-fit --quantizer; default pca)")
     p.add_argument("--test-images", type=int, default=None, help="test patches used (default all 136)")
     p.add_argument("--codec-images", type=int, default=None, help="train patches to fit the codec (default 1024)")

@@ -297,6 +297,11 @@ def test_rate_distortion_quick_trains_encodes_and_counts_file_bytes(tmp_path):
     assert single["bpp"] == pytest.approx(single["payload_bpp"] + 8 * 12 / 1024, abs=1e-9)
     assert many["bpp"] < single["bpp"] and many["psnr"] == single["psnr"]
     assert {r["codec"] for r in saved["rows"]} >= {"jpeg 4:4:4", "jpeg 4:2:0", "webp"}
+    assert single["quantizer"] == "pca"
+    # the report is rebuilt from the JSON alone
+    (tmp_path / "rate_distortion.md").unlink()
+    assert rate_distortion.main(["--report-only", "--out", str(tmp_path)]) == 0
+    assert "at fixed rates" in (tmp_path / "rate_distortion.md").read_text()
     # a second call reuses the trained checkpoint (its budget ledger says done)
     ledger = next((tmp_path / "w").glob("*/budget.json"))
     before = ledger.read_text()
@@ -313,6 +318,18 @@ def test_rate_distortion_quick_trains_encodes_and_counts_file_bytes(tmp_path):
     assert stats["rotation_gain_bits_per_dim"] >= 0 and stats["weighting_gain_db"] >= 0
     assert min(stats["std_spread"], stats["sensitivity_spread_dim"], stats["sensitivity_spread_pc"]) >= 1
     assert stats["sensitivity_total_pc"] == pytest.approx(stats["sensitivity_total_dim"], rel=1e-3)
+
+
+def test_rate_distortion_front_and_interpolation():
+    from experiments.rate_distortion import front, interpolate
+
+    rows = [{"bpp": 0.2, "psnr": 20.0}, {"bpp": 0.4, "psnr": 24.0}, {"bpp": 0.3, "psnr": 19.0},
+            {"bpp": 0.8, "psnr": 23.0}]
+    curve = front(rows)
+    assert [r["bpp"] for r in curve] == [0.2, 0.4]  # 0.3 and 0.8 are beaten by 0.2 and 0.4
+    assert interpolate(curve, 0.1) is None  # below the lowest rate
+    assert interpolate(curve, np.sqrt(0.2 * 0.4)) == pytest.approx(22.0)  # linear in log bpp
+    assert interpolate(curve, 1.0) == 24.0  # beyond the last point: the last point's quality
 
 
 def test_meta_benchmark_smoke(tmp_path):
