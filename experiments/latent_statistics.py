@@ -38,7 +38,7 @@ def sensitivity(render_jax, latents, axes, batch: int = 32) -> np.ndarray:
     axes = jnp.asarray(axes, jnp.float32)
 
     def along(z):  # [D, P]: derivative of the flattened render along each axis
-        flat = lambda t: render_jax(z[None] + t @ axes.T)[0].reshape(-1)  # noqa: E731
+        flat = lambda t: render_jax((z + t @ axes.T)[None])[0].reshape(-1)  # noqa: E731
         return jax.jacfwd(flat)(jnp.zeros(axes.shape[1])).T
 
     jac = jax.jit(jax.vmap(along))
