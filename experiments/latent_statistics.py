@@ -26,7 +26,13 @@ import sys
 
 import numpy as np
 
-from experiments.common import RESULTS_DIR
+from experiments.common import RESULTS_DIR, check_config
+
+
+def get_config(arg: str | None = None) -> dict:
+    """The defaults: latents of 1024 train patches (what the rate-distortion codec is fitted on)."""
+    check_config(arg)
+    return {"images": 1024}
 
 
 def sensitivity(render_jax, latents, axes, batch: int = 32) -> np.ndarray:
@@ -91,7 +97,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="meta-learned checkpoints (training workdirs)")
-    p.add_argument("--images", type=int, default=1024, help="train patches (default 1024, as the codec)")
+    p.add_argument("--images", type=int, default=get_config()["images"],
+                   help="train patches (default 1024, as the codec)")
     p.add_argument("--out", default=RESULTS_DIR, help="results folder (default experiments/results)")
     args = p.parse_args(argv)
     from asmr_jax.datasets import load_dataset
