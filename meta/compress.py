@@ -534,7 +534,7 @@ def refine(latents, images, render, quantizer: Quantizer, steps: int, lr: float 
     quantizer steps per dimension (small, so the latent stays near the cells it had).
     Refinement optimizes distortion only, so the rate grows: little at fine steps, much at
     coarse ones, where components that sat in the free middle cell move out of it (with the
-    principal-component quantizer, measured +1-17% at 7-10 bits, up to +90% at 4 bits,
+    principal-component quantizer, measured +0-18% at 7-10 bits, up to +92% at 4 bits,
     ``experiments/README.md``). Returns float32 latents
     (same shape as ``latents``), each the iterate whose *quantized* reconstruction had the
     lowest MSE among the start and all ``steps`` updates, so refinement never makes the
