@@ -134,18 +134,18 @@ class Quantizer:
             raise ValueError(f"latents have shape {tuple(latents.shape)}; this quantizer takes [..., "
                              f"{self.dim}]")
 
-    def coords(self, latents):
+    def coords(self, latents, xp=np):
         """``[..., D]`` latents -> the quantized coordinates ``(latents - mean) @ basis`` (or the latents)."""
         self._check(latents)
         if self.basis is None:
             return latents
-        if not isinstance(latents, np.ndarray):  # traced (refinement)
+        if xp is not np:  # the traced path (refinement) need not be bit-exact
             return (latents - with_rank(self.mean, np.ndim(latents))) @ self.basis
-        return _exact_order_matmul(latents.astype(np.float64) - self.mean, self.basis)
+        return _exact_order_matmul(np.asarray(latents, np.float64) - self.mean, self.basis)
 
     def quantize(self, latents, xp=np):
         """``[..., D]`` floats -> ``[..., D]`` int32 symbols (values outside the range clip)."""
-        y = self.coords(latents)
+        y = self.coords(latents, xp)
         low, step = (with_rank(v, np.ndim(y)) for v in (self.low, self.step))
         q = xp.floor((y - low) / step)
         return xp.clip(q, 0, self.levels - 1).astype(xp.int32)
