@@ -183,7 +183,8 @@ class ASMR(CoordinateNetwork):
             h = affine(z, layers[i])
         return h
 
-    def render(self, params, shifts=None, bases=None, crop: bool = True, factorized: bool = True, scales=None):
+    def render(self, params, shifts=None, bases=None, crop: bool = True, factorized: bool = True, scales=None,
+               grid=None):
         """Activation-sharing forward over the whole grid.
 
         Args:
@@ -196,6 +197,10 @@ class ASMR(CoordinateNetwork):
           crop: crop the padded grid to ``shape`` (only with the model's own bases).
           factorized: use the factorized output layer; ``False`` builds the
             full-resolution last activation instead (``O(N * K)`` memory; a reference).
+          grid: per-cell modulations: ``shifts[i]`` / ``scales[i]`` are ``[*batch, *grid, width_i]``,
+            one vector per cell of the coarse level whose cell counts are ``grid``
+            (:meth:`cell_level`). Each layer then runs its matmul once per cell of the finer of
+            that level and its own (``O(cells * width)``), never per pixel.
 
         Returns:
           ``[*batch, *shape, channels]`` (``[*batch, *padded_shape(bases), channels]`` for
@@ -205,7 +210,27 @@ class ASMR(CoordinateNetwork):
         bases = self.bases if own else coords_lib.normalize_bases(bases, None, self.levels, self.ndim)
         if len(bases) != self.ndim:
             raise ValueError(f"bases describe {len(bases)} axes, the model has {self.ndim}")
-        return self._render(params, shifts, bases, crop=own and crop, factorized=factorized, scales=scales)
+        level = None
+        if grid is not None:
+            level = self.cell_level(grid)
+            if any(tuple(b[: level + 1]) != tuple(o[: level + 1]) for b, o in zip(bases, self.bases)):
+                raise ValueError(f"per-cell modulations live on levels 0..{level} of bases {self.bases}; "
+                                 f"render bases {bases} change those levels")
+        return self._render(params, shifts, bases, crop=own and crop, factorized=factorized, scales=scales,
+                            level=level)
+
+    def cell_grid(self, level: int) -> tuple[int, ...]:
+        """Cells per axis at ``level``: ``prod(B[a][:level + 1])``."""
+        return tuple(math.prod(b[: level + 1]) for b in self.bases)
+
+    def cell_level(self, grid) -> int:
+        """The coarse level (``0 .. L - 2``) whose cells per axis are ``grid``; ``ValueError`` naming the choices."""
+        grid = tuple(int(g) for g in grid)
+        choices = {self.cell_grid(lv): lv for lv in range(self.levels - 1)}
+        if grid not in choices:
+            raise ValueError(f"a latent grid of {grid} cells matches no coarse level of bases {self.bases}; "
+                             f"levels 0..{self.levels - 2} have " + ", ".join(f"{g}" for g in choices))
+        return choices[grid]
 
     def render_tiled(self, params, shifts=None) -> np.ndarray:
         """The whole grid as a host array, one level-0 cell (tile) at a time.
@@ -223,22 +248,41 @@ class ASMR(CoordinateNetwork):
             out[sl] = np.asarray(one(params, shifts, x0))
         return out[tuple(slice(0, s) for s in self.shape)]
 
-    def _render(self, params, shifts, bases, crop, factorized, x0=None, scales=None):
+    def _render(self, params, shifts, bases, crop, factorized, x0=None, scales=None, level=None):
         d, nlev = self.ndim, self.levels
         layers = params["layers"]
+        if level is not None:  # per-cell modulations [*batch, *grid, K] -> level-major [*batch, *B[:, :level+1], K]
+            pattern, sizes = _cell_pattern(bases, level)
+            to_levels = lambda mods: None if mods is None else [einops.rearrange(v, pattern, **sizes) for v in mods]  # noqa: E731
+            shifts, scales = to_levels(shifts), to_levels(scales)
 
-        # h carries the batch axes, then one axis per (level, axis) pair seen so far, then the width.
+        # h carries the batch axes, then one axis per (level, axis) pair it has so far (``have``
+        # levels), then the width.
         x0 = jnp.asarray(coords_lib.level_grid(bases, 0) if x0 is None else x0)  # [*B[:, 0], d]
         h = affine(x0, layers[0])  # [*B[:, 0], K1]
+        have = 1
         for i in range(1, nlev):
-            h = modulate(h, i - 1, shifts, scales, spatial=i * d)  # [*batch, *B[:, :i], K]
+            if level is None:
+                h = modulate(h, i - 1, shifts, scales, spatial=have * d)  # [*batch, *B[:, :have], K]
+            else:
+                if have < level + 1:  # the per-cell modulations bring the levels up to theirs
+                    h = h.reshape(h.shape[:-1] + (1,) * (d * (level + 1 - have)) + h.shape[-1:])
+                    have = level + 1
+                pad = lambda mods: None if mods is None else [  # noqa: E731
+                    mods[i - 1].reshape(mods[i - 1].shape[:-1] + (1,) * (d * (have - level - 1)) + (-1,))]
+                h = modulate(h, 0, pad(shifts), pad(scales))  # [*batch, *B[:, :have], K]
             m = self.modulation(params, i, jnp.asarray(coords_lib.level_grid(bases, i)))  # [*B[:, i], K]
             if factorized and i == nlev - 1:
                 y = _factorized_output(h, m, layers[-1], self.w0)  # [*batch, *coarse, C, *B[:, -1]]
                 break
-            lead = h.ndim - 1
-            h_cells = h.reshape(h.shape[:-1] + (1,) * d + h.shape[-1:])
-            z = hidden_sine(h_cells, m.reshape((1,) * lead + m.shape), self.w0)  # [*batch, *B[:, :i+1], K]
+            if have > i:  # level i's axes are already there: add its modulation in place
+                m = m.reshape((1,) * (d * i) + m.shape[:-1] + (1,) * (d * (have - i - 1)) + m.shape[-1:])
+                z = hidden_sine(h, coords_lib.with_rank(m, h.ndim), self.w0)  # [*batch, *B[:, :have], K]
+            else:
+                lead = h.ndim - 1
+                h_cells = h.reshape(h.shape[:-1] + (1,) * d + h.shape[-1:])
+                z = hidden_sine(h_cells, m.reshape((1,) * lead + m.shape), self.w0)  # [*batch, *B[:, :i+1], K]
+                have = i + 1
             h = affine(z, layers[i])
         else:
             y = jnp.moveaxis(h, -1, h.ndim - 1 - d)  # [*batch, *coarse, C, *B[:, -1]]
@@ -326,6 +370,17 @@ def _factorized_output(a, m, out_layer, w0):
     y = sa @ right_c.T + ca @ right_s.T  # [P, Q*C]
     y = y.reshape(wa.shape[0], wm.shape[0], c).transpose(0, 2, 1) + b[None, :, None]  # [P, C, Q]
     return y.reshape(a.shape[:-1] + (c,) + m.shape[:-1])
+
+
+def _cell_pattern(bases, level: int) -> tuple[str, dict]:
+    """einops pattern (and sizes) from a cell grid ``[..., *C[:, level], K]`` to the render's
+    level-major layout ``[..., *B[:, 0], ..., *B[:, level], K]``."""
+    name = lambda lv, ax: f"l{lv}a{ax}"  # noqa: E731
+    d = len(bases)
+    grid = " ".join("(" + " ".join(name(lv, ax) for lv in range(level + 1)) + ")" for ax in range(d))
+    out = " ".join(name(lv, ax) for lv in range(level + 1) for ax in range(d))
+    sizes = {name(lv, ax): bases[ax][lv] for lv in range(level + 1) for ax in range(d)}
+    return f"... {grid} k -> ... {out} k", sizes
 
 
 def _layout_pattern(d: int, nlev: int) -> str:

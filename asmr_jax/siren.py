@@ -131,6 +131,15 @@ def mlp_apply(layers: Sequence[dict], x, w0: float, shifts=None, scales=None, sp
     return affine(x, layers[-1])
 
 
+def cell_blocks(shape, grid) -> tuple[int, ...]:
+    """``(g0, s0 // g0, g1, s1 // g1, ...)``: a grid axis of ``s`` samples cut into ``g`` cells of
+    ``s // g``; ``ValueError`` unless every ``g`` divides its ``s``."""
+    shape, grid = tuple(int(s) for s in shape), tuple(int(g) for g in grid)
+    if len(grid) != len(shape) or any(g < 1 or s % g for s, g in zip(shape, grid)):
+        raise ValueError(f"a latent grid of {grid} cells must divide the signal's shape {shape} axis by axis")
+    return tuple(v for s, g in zip(shape, grid) for v in (g, s // g))
+
+
 def affine(x, layer: dict):
     """``x @ w + b`` for ``x [..., in]`` (:func:`dense`; the bias broadcast explicitly)."""
     h = dense(x, layer["w"])
@@ -188,16 +197,30 @@ class SIREN(CoordinateNetwork):
         """Per-point forward: integer ``coords [..., d]`` -> ``[..., channels]``."""
         return mlp_apply(params["layers"], self.normalize(coords), self.w0, shifts, scales)
 
-    def render(self, params, shifts=None, shape=None, scales=None):
+    def render(self, params, shifts=None, shape=None, scales=None, grid=None):
         """The whole grid ``[*batch, *shape, channels]`` (default: the model's shape).
 
         A different ``shape`` samples the same continuous field on a finer or coarser grid.
-        ``shifts`` / ``scales``: one ``[*batch, width_i]`` per hidden layer (module docstring).
+        ``shifts`` / ``scales``: one ``[*batch, width_i]`` per hidden layer (module docstring),
+        or, with ``grid``, one ``[*batch, *grid, width_i]`` per hidden layer: per-cell
+        modulations, each pixel taking those of the cell it lies in (``grid`` must divide
+        ``shape``; the grid is blocked into ``[g0, b0, g1, b1, ...]`` so that they broadcast).
         """
         shape = self.shape if shape is None else tuple(shape)
         axes = [np.linspace(-1.0, 1.0, s, dtype=np.float32) if s > 1 else np.zeros(1, np.float32) for s in shape]
         x = jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=-1)  # [*shape, d]
-        return mlp_apply(params["layers"], x, self.w0, shifts, scales, spatial=len(shape))
+        if grid is None:
+            return mlp_apply(params["layers"], x, self.w0, shifts, scales, spatial=len(shape))
+        blocked = cell_blocks(shape, grid)  # (g0, b0, g1, b1, ...)
+        x = x.reshape(blocked + (len(shape),))  # [g0, b0, g1, b1, ..., d]
+        per_cell = tuple(v for g in grid for v in (int(g), 1))
+
+        def expand(mods):
+            return None if mods is None else [v.reshape(v.shape[: v.ndim - len(shape) - 1] + per_cell + v.shape[-1:])
+                                              for v in mods]
+
+        y = mlp_apply(params["layers"], x, self.w0, expand(shifts), expand(scales))  # [*batch, g0, b0, ..., C]
+        return y.reshape(y.shape[: y.ndim - 2 * len(shape) - 1] + shape + y.shape[-1:])
 
     def num_params(self) -> int:
         sizes = (self.ndim,) + self.widths + (self.channels,)

@@ -96,6 +96,14 @@ class MetaModel:
       functa_init: hidden biases 0 and output bias 0.5 at init, as functa.
       meta_sgd: learn one inner rate per latent dim (functa's ``use_meta_sgd``); without
         it the inner step is plain SGD at ``lr_scale`` (functa's ``opt_inner.lr``).
+      spatial: ``None`` for one global latent (functa), or a grid of cells per axis (an int
+        for every axis): the latent is then ``[*spatial, D / prod(spatial)]``, one vector per
+        cell (Spatial Functa, Bauer et al. 2023), mapped to that cell's modulations. For an
+        ASMR the grid must be the cells of one of its coarse levels (``model.cell_grid(l)``,
+        ``l <= L - 2``); for a SIREN it must divide the signal's shape. Latents are still
+        handled flat, ``[D]`` (row-major over the grid), everywhere outside this module.
+      spatial_kernel: side of the convolution that maps the latent grid to the modulation
+        grid (odd; 1: each cell's modulations from its own vector only).
     """
 
     model: object
@@ -109,6 +117,8 @@ class MetaModel:
     noise_std: float = 0.0
     functa_init: bool = False
     meta_sgd: bool = True
+    spatial: tuple[int, ...] | None = None
+    spatial_kernel: int = 3
 
     def __post_init__(self):
         if int(self.latent_dim) < 1:
@@ -127,12 +137,53 @@ class MetaModel:
             raise ValueError(f"{type(self.model).__name__} cannot be modulated: it has no shift_widths/render")
         if self.modulate_scale and getattr(self.model, "kind", None) not in ("asmr", "siren"):
             raise ValueError(f"modulate_scale needs an ASMR or SIREN, got {getattr(self.model, 'kind', None)!r}")
+        self._check_spatial()
         object.__setattr__(self, "latent_dim", int(self.latent_dim))
         object.__setattr__(self, "inner_steps", int(self.inner_steps))
         for name in ("lr_scale", "latent_init_scale", "l2_weight", "noise_std"):
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("modulate_shift", "modulate_scale", "functa_init", "meta_sgd"):
             object.__setattr__(self, name, bool(getattr(self, name)))
+
+    def _check_spatial(self):
+        if self.spatial is None:
+            return
+        nd = len(self.model.shape)
+        grid = self.spatial
+        grid = (grid,) * nd if isinstance(grid, (int, np.integer)) else tuple(grid)
+        if len(grid) != nd or any(int(g) != g or g < 1 for g in grid):
+            raise ValueError(f"spatial must be a positive int or {nd} positive ints (cells per axis), got {self.spatial}")
+        grid = tuple(int(g) for g in grid)
+        kind = getattr(self.model, "kind", None)
+        if kind == "asmr":
+            self.model.cell_level(grid)  # raises naming the grids its coarse levels offer
+        elif kind == "siren":
+            from asmr_jax.siren import cell_blocks
+
+            cell_blocks(self.model.shape, grid)
+        else:
+            raise ValueError(f"spatial latents need an ASMR or SIREN, got {kind!r}")
+        cells = math.prod(grid)
+        if int(self.latent_dim) % cells:
+            raise ValueError(f"latent_dim {self.latent_dim} is not a multiple of the {cells} cells of the "
+                             f"latent grid {grid}")
+        k = int(self.spatial_kernel)
+        if k != self.spatial_kernel or k < 1 or k % 2 == 0 or nd > 3:
+            raise ValueError(f"spatial_kernel must be an odd int >= 1 (and the signal 1-3 D), got {self.spatial_kernel}")
+        object.__setattr__(self, "spatial", grid)
+        object.__setattr__(self, "spatial_kernel", k)
+
+    @property
+    def cell_dim(self) -> int:
+        """Latent values per cell (``D`` for a global latent)."""
+        return self.latent_dim // (math.prod(self.spatial) if self.spatial else 1)
+
+    @property
+    def map_shape(self) -> tuple[int, ...]:
+        """Shape of the latent map's weight: ``[D, S]`` (global) or ``[*kernel, D / cells, S]`` (spatial)."""
+        if self.spatial is None:
+            return (self.latent_dim, self.shift_dim)
+        return (self.spatial_kernel,) * len(self.spatial) + (self.cell_dim, self.shift_dim)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -158,11 +209,12 @@ class MetaModel:
         net = self.model.init(k_model)
         if self.functa_init:
             net = functa_network_init(net)
+        fan_in = math.prod(self.map_shape[:-1])
         out = {
             "model": net,
             "latent_to_shift": {
-                # haiku Linear's default: truncated normal at 2 stddev, stddev 1/sqrt(fan_in)
-                "w": jax.random.truncated_normal(k_map, -2.0, 2.0, (d, s), jnp.float32) / math.sqrt(d),
+                # haiku Linear's (and Conv's) default: truncated normal at 2 stddev, stddev 1/sqrt(fan_in)
+                "w": jax.random.truncated_normal(k_map, -2.0, 2.0, self.map_shape, jnp.float32) / math.sqrt(fan_in),
                 "b": jnp.zeros((s,), jnp.float32),
             },
         }
@@ -176,11 +228,13 @@ class MetaModel:
     def num_params(self) -> int:
         """Meta-learned scalars: network + latent map + meta-SGD rates."""
         d, s = self.latent_dim, self.shift_dim
-        return int(self.model.num_params()) + d * s + s + d * self.meta_sgd
+        return int(self.model.num_params()) + math.prod(self.map_shape) + s + d * self.meta_sgd
 
     def config(self) -> dict:
-        return {"model": self.model.config(), **{f.name: getattr(self, f.name)
-                                                 for f in dataclasses.fields(self) if f.name != "model"}}
+        out = {"model": self.model.config(), **{f.name: getattr(self, f.name)
+                                                for f in dataclasses.fields(self) if f.name != "model"}}
+        out["spatial"] = None if self.spatial is None else list(self.spatial)
+        return out
 
     @classmethod
     def from_config(cls, config: dict) -> MetaModel:
@@ -191,6 +245,8 @@ class MetaModel:
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"meta config has unknown fields {unknown}; known: {sorted(known)}")
+        if isinstance(config.get("spatial"), list):
+            config["spatial"] = tuple(config["spatial"])
         return cls(models.from_config(config.pop("model")), **config)
 
 
@@ -210,7 +266,11 @@ def functa_network_init(net: dict) -> dict:
 def latent_to_modulations(meta: MetaModel, params, latent) -> tuple[list | None, list | None]:
     """Latent ``[*batch, D]`` -> ``(shifts, scales)``, each ``None`` or one ``[*batch, width_i]`` per hidden layer."""
     m = params["latent_to_shift"]
-    flat = affine(latent, m)  # [*batch, S]
+    if meta.spatial is None:
+        flat = affine(latent, m)  # [*batch, S]
+    else:
+        flat = grid_conv(cell_latents(meta, latent), m["w"])  # [*batch, *grid, S]
+        flat = flat + with_rank(m["b"], flat.ndim)
     widths = meta.model.shift_widths
     cuts = np.cumsum([w * meta.mods_per_unit for w in widths])[:-1]
     shifts, scales = [], []
@@ -222,15 +282,30 @@ def latent_to_modulations(meta: MetaModel, params, latent) -> tuple[list | None,
     return (shifts if meta.modulate_shift else None), (scales if meta.modulate_scale else None)
 
 
+def cell_latents(meta: MetaModel, latent):
+    """Flat latents ``[*batch, D]`` as their grid ``[*batch, *spatial, D / cells]``."""
+    return latent.reshape(latent.shape[:-1] + tuple(meta.spatial) + (meta.cell_dim,))
+
+
+def grid_conv(x, w):
+    """``SAME`` convolution of a grid ``x [*batch, *grid, c_in]`` with ``w [*kernel, c_in, c_out]``
+    (1-3 grid axes) -> ``[*batch, *grid, c_out]``."""
+    nd = w.ndim - 2
+    batch = x.shape[: x.ndim - nd - 1]
+    axes = "DHW"[3 - nd:]
+    y = jax.lax.conv_general_dilated(x.reshape((-1,) + x.shape[len(batch):]), w, (1,) * nd, "SAME",
+                                     dimension_numbers=(f"N{axes}C", f"{axes}IO", f"N{axes}C"))
+    return y.reshape(batch + y.shape[1:])
+
+
 def latent_to_shifts(meta: MetaModel, params, latent) -> list:
     """Latent ``[*batch, D]`` -> one shift ``[*batch, width_i]`` per hidden layer (shift modulation only)."""
     return latent_to_modulations(meta, params, latent)[0]
 
 
-def _model_render(model, net, shifts, scales):
-    if scales is None:
-        return model.render(net, shifts)
-    return model.render(net, shifts, scales=scales)
+def _model_render(model, net, shifts, scales, grid=None):
+    kwargs = ({} if scales is None else {"scales": scales}) | ({} if grid is None else {"grid": grid})
+    return model.render(net, shifts, **kwargs)
 
 
 def render(meta: MetaModel, params, latent):
@@ -238,11 +313,26 @@ def render(meta: MetaModel, params, latent):
     shifts, scales = latent_to_modulations(meta, params, latent)
     batch = jnp.shape(latent)[:-1]
     if not batch or getattr(meta.model, "batched_render", False):
-        return _model_render(meta.model, params["model"], shifts, scales)
+        return _model_render(meta.model, params["model"], shifts, scales, meta.spatial)
     # a network without a batched render: one render per latent
     flat = lambda mods: None if mods is None else [v.reshape((-1,) + v.shape[len(batch):]) for v in mods]  # noqa: E731
     out = jax.vmap(lambda sh, sc: _model_render(meta.model, params["model"], sh, sc))(flat(shifts), flat(scales))
     return out.reshape(batch + out.shape[1:])
+
+
+def point_values(meta: MetaModel, params, latent, coords):
+    """The field of one latent ``[D]`` at integer ``coords [n, d]`` -> ``[n, C]``, point by
+    point (:meth:`apply` of the network; spatial latents: each point takes its cell's
+    modulations). The same function as :func:`render`, without activation sharing."""
+    shifts, scales = latent_to_modulations(meta, params, latent)
+    if meta.spatial is not None:
+        coords = jnp.asarray(coords)
+        extent = np.asarray(getattr(meta.model, "padded_shape", meta.model.shape))
+        cell = coords * with_rank(np.asarray(meta.spatial), coords.ndim) // with_rank(extent, coords.ndim)  # [n, d]
+        pick = lambda mods: None if mods is None else [v[tuple(cell.T)] for v in mods]  # noqa: E731  [n, K]
+        shifts, scales = pick(shifts), pick(scales)
+    kwargs = {} if scales is None else {"scales": scales}
+    return meta.model.apply(params["model"], coords, shifts, **kwargs)
 
 
 def image_mse(meta: MetaModel, params, latent, image):
