@@ -114,8 +114,9 @@ def train_kwargs(args, kind: str, dim: int, **fields) -> dict:
     """:func:`meta.train.train` keywords of the ladder's run for ``kind``/``dim``."""
     from meta import configs
 
-    config = configs.load(f"{args.config}:{kind}", [f"latent_dim={dim}", f"lr={args.lr!r}",
-                                                    f"lr_decay={args.lr_decay!r}"])
+    name, _, extra = args.config.partition(":")  # "cpu" or "cpu:spatial=8,spatial_kernel=1"
+    config = configs.load(f"{name}:{kind}" + (f",{extra}" if extra else ""),
+                          [f"latent_dim={dim}", f"lr={args.lr!r}", f"lr_decay={args.lr_decay!r}"])
     kwargs = configs.to_kwargs(config)
     kwargs.update(eval_every=args.eval_every, eval_images=32, checkpoint_every=args.eval_every, progress=False,
                   log=lambda *a, **k: print(*a, flush=True))
@@ -159,7 +160,8 @@ def checkpoint(args, kind: str, dim: int) -> str:
 
     budget = 60.0 * args.budget_minutes
     decay = "" if args.lr_decay == "none" else f"-{args.lr_decay}"
-    path = os.path.join(args.workdir, f"{kind}-{args.config}-d{dim}-{args.budget_minutes:g}min-lr{args.lr:g}{decay}")
+    config = args.config.replace(":", "-").replace(",", "-").replace("=", "")
+    path = os.path.join(args.workdir, f"{kind}-{config}-d{dim}-{args.budget_minutes:g}min-lr{args.lr:g}{decay}")
     ledger = os.path.join(path, BUDGET)
     used = {"seconds": 0.0, "steps": 0, "done": False}
     if os.path.isfile(ledger):

@@ -29,6 +29,9 @@ FIELD_HELP = {
     "noise_std": "Gaussian noise on fitted latents before the outer loss (functa: 0)",
     "functa_init": "hidden biases 0 and output bias 0.5 at init, as functa",
     "meta_sgd": "learn per-dimension inner rates (functa: on)",
+    "spatial": "latent grid, cells per axis ('8' or '8,8'; default: one global latent, as functa). ASMR: the "
+               "cells of a coarse level; SIREN: must divide the image. --latent-dim is the total (grid x channels)",
+    "spatial_kernel": "side of the convolution mapping the latent grid to modulations (odd; 1: per cell)",
     "batch_size": "images per outer step (global, over all devices and processes)",
     "steps": "total outer steps",
     "lr": "outer Adam learning rate (functa: 3e-6 for 500k steps)",
@@ -46,7 +49,16 @@ FIELD_HELP = {
     "prefetch": "batches loaded ahead in the background",
     "max_seconds": "stop (and checkpoint) after this much training time",
 }
-NONE_TYPES = {"depth": int, "data_dir": str, "bases": str, "microbatch": int, "max_seconds": float, "clip": float,
+def latent_grid(text: str):
+    """``'8'`` -> 8 (every axis), ``'8,4'`` -> (8, 4)."""
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected cells per axis like 8 or 8,8, got {text!r}") from None
+    return parts[0] if len(parts) == 1 else parts
+
+
+NONE_TYPES = {"spatial": latent_grid, "depth": int, "data_dir": str, "bases": str, "microbatch": int, "max_seconds": float, "clip": float,
               "levels": int}
 SKIP = ("eval_at",)
 

@@ -54,11 +54,11 @@ METRICS = "metrics.json"
 # Fields of the training config that define a run (a resume must not change them).
 RUN_KEYS = ("dataset", "data_dir", "resolution", "model", "width", "depth", "levels", "bases", "w0",
             "latent_dim", "inner_steps", "lr_scale", "modulate_shift", "modulate_scale", "latent_init_scale",
-            "l2_weight", "noise_std", "functa_init", "meta_sgd", "batch_size", "lr", "clip", "lr_decay",
-            "decay_steps", "seed")
+            "l2_weight", "noise_std", "functa_init", "meta_sgd", "spatial", "spatial_kernel", "batch_size", "lr",
+            "clip", "lr_decay", "decay_steps", "seed")
 LR_DECAYS = ("none", "cosine")
 META_KEYS = ("latent_dim", "inner_steps", "lr_scale", "modulate_shift", "modulate_scale", "latent_init_scale",
-             "l2_weight", "noise_std", "functa_init", "meta_sgd")
+             "l2_weight", "noise_std", "functa_init", "meta_sgd", "spatial", "spatial_kernel")
 
 
 @dataclasses.dataclass
@@ -119,7 +119,8 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
           levels: int | None = 4, bases=None, w0: float = 30.0, latent_dim: int = 64, inner_steps: int = 3,
           lr_scale: float = 1.0, modulate_shift: bool = True, modulate_scale: bool = False,
           latent_init_scale: float = 0.0, l2_weight: float = 0.0, noise_std: float = 0.0,
-          functa_init: bool = False, meta_sgd: bool = True, batch_size: int = 16, steps: int = 500,
+          functa_init: bool = False, meta_sgd: bool = True, spatial=None, spatial_kernel: int = 3,
+          batch_size: int = 16, steps: int = 500,
           lr: float = 3e-4, clip: float | None = functa.OUTER_CLIP, lr_decay: str = "none", seed: int = 0,
           remat: bool = False,
           microbatch: int | None = None, resume: bool = False, resume_step: int | None = None,
@@ -138,6 +139,8 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
       model, width, depth, levels, bases, w0: the network (:func:`asmr_jax.models.build`), or
         ``model`` a registered model's ``config()`` dict (the size fields are then unused).
       latent_dim ... meta_sgd: :class:`meta.functa.MetaModel` fields (functa's knobs).
+      spatial, spatial_kernel: a grid of latent vectors instead of one (``None``, functa), and
+        the side of the convolution that maps it to modulations (:class:`meta.functa.MetaModel`).
       batch_size: global batch (over all devices and processes).
       steps: total outer steps (a resumed run continues up to this count).
       resume, resume_step: continue from the latest checkpoint (or from step ``resume_step``;
@@ -173,6 +176,8 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
                   modulate_shift=bool(modulate_shift), modulate_scale=bool(modulate_scale),
                   latent_init_scale=float(latent_init_scale), l2_weight=float(l2_weight),
                   noise_std=float(noise_std), functa_init=bool(functa_init), meta_sgd=bool(meta_sgd),
+                  spatial=None if spatial is None else json.loads(json.dumps(spatial)),
+                  spatial_kernel=int(spatial_kernel),
                   batch_size=int(batch_size), lr=float(lr), clip=None if clip is None else float(clip),
                   lr_decay=lr_decay, decay_steps=int(steps) if lr_decay == "cosine" else None, seed=int(seed))
     config = json.loads(json.dumps(config))  # compare as stored: tuples become lists

@@ -1,0 +1,152 @@
+"""Quality at equal wall clock: global against spatial latents, ASMR against SIREN.
+
+Each variant ``BACKBONE:D:GRID[:KERNEL]`` is meta-trained on the bundled 32x32 photo
+patches for ``--minutes`` of training (the compression ladder's protocol: the cpu
+config, Adam 3e-4 decaying by a cosine over a step count planned from a 20 s timing
+probe; resumable, and a finished run is reused), then every held-out test patch gets
+its latent by ``k = 3`` inner steps and PSNR / SSIM are measured on the render (before
+any quantization). ``GRID`` is ``global`` (one latent of ``D`` values, functa) or the
+latent grid's cells per axis (``8``: an 8x8 grid of ``D / 64`` values each); ``KERNEL``
+is the side of the latent-to-modulation convolution (default 3).
+
+    python -m experiments.quality_ceiling --variants asmr:256:global,asmr:256:8 --minutes 20
+    python -m experiments.quality_ceiling --quick          # two tiny variants, seconds each
+
+Runs go one after another (each alone on the machine is the protocol); the rows are
+added to ``experiments/results/quality_ceiling.{json,md}`` (a variant measured again
+replaces its row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from experiments.common import RESULTS_DIR, markdown_table
+
+NAME = "quality_ceiling"
+
+
+def parse_variant(text: str) -> dict:
+    """``"asmr:256:8:1"`` -> ``{backbone, latent, spatial, kernel}`` (``spatial`` None for ``global``)."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or parts[0] not in ("asmr", "siren"):
+        raise ValueError(f"variant {text!r}: expected BACKBONE:D:GRID[:KERNEL], e.g. asmr:256:8 or siren:256:global")
+    try:
+        dim = int(parts[1])
+        grid = None if parts[2] == "global" else int(parts[2])
+        kernel = int(parts[3]) if len(parts) == 4 else 3
+    except ValueError:
+        raise ValueError(f"variant {text!r}: D, GRID and KERNEL must be integers (GRID may be 'global')") from None
+    return {"backbone": parts[0], "latent": dim, "spatial": grid, "kernel": kernel}
+
+
+def config_spec(v: dict, base: str) -> str:
+    """The meta-training config of a variant, as ``rate_distortion`` names configs."""
+    if v["spatial"] is None:
+        return base
+    sep = "," if ":" in base else ":"
+    return f"{base}{sep}spatial={v['spatial']},spatial_kernel={v['kernel']}"
+
+
+def evaluate(path: str, images: np.ndarray) -> dict:
+    """PSNR and SSIM (means over ``images``) after the checkpoint's ``k`` inner steps."""
+    from experiments.rate_distortion import ssim_each
+    from meta import functa
+
+    meta, params = functa.load_meta_checkpoint(path)
+    latents, psnr = functa.fit_latents(meta, params, images)
+    recon = functa.render_latents(meta, params, latents)
+    return {"psnr_k3": float(np.mean(psnr)), "ssim": float(np.mean(ssim_each(recon, images))),
+            "shared_params": int(meta.num_params()), "recon": recon}
+
+
+def run(args) -> list[dict]:
+    from asmr_jax.datasets import load_dataset
+    from experiments import rate_distortion as rd
+    from meta.train import write_grid
+
+    test = load_dataset("patches", "test", 32)
+    images = test.get(np.arange(min(len(test), args.test_images)))
+    rows, pictures = [], [images[:8]]
+    for text in args.variants:
+        v = parse_variant(text)
+        ns = SimpleNamespace(config=config_spec(v, args.config), lr=args.lr, lr_decay="cosine",
+                             eval_every=args.eval_every, budget_minutes=args.minutes, workdir=args.workdir)
+        path = rd.checkpoint(ns, v["backbone"], v["latent"])
+        with open(os.path.join(path, rd.BUDGET)) as f:
+            budget = json.load(f)
+        ev = evaluate(path, images)
+        pictures.append(ev.pop("recon")[:8])
+        row = {**v, "minutes": budget["seconds"] / 60, "budget_minutes": args.minutes, "steps": budget["steps"],
+               **ev, "images": len(images), "checkpoint": path,
+               "command": f"python -m experiments.quality_ceiling --variants {text} --minutes {args.minutes:g}"}
+        print(f"{text}: {row['steps']} steps in {row['minutes']:.1f} min, test PSNR {row['psnr_k3']:.2f} dB, "
+              f"SSIM {row['ssim']:.3f}", flush=True)
+        rows.append(row)
+    os.makedirs(args.out, exist_ok=True)
+    write_grid(os.path.join(args.out, f"{NAME}.png"), pictures)
+    return rows
+
+
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` rows with those of the same variant and budget replaced by ``new``."""
+    key = lambda r: (r["backbone"], r["latent"], r["spatial"], r["kernel"], r["budget_minutes"])  # noqa: E731
+    fresh = {key(r) for r in new}
+    return [r for r in old if key(r) not in fresh] + new
+
+
+def markdown(rows: list[dict]) -> str:
+    headers = ["backbone", "D", "latent", "kernel", "minutes", "steps", "params", "PSNR k=3", "SSIM"]
+    body = [[r["backbone"], r["latent"], "global" if r["spatial"] is None else f"{r['spatial']}x{r['spatial']}",
+             "-" if r["spatial"] is None else r["kernel"], f"{r['minutes']:.1f}", r["steps"], r["shared_params"],
+             f"{r['psnr_k3']:.2f}", f"{r['ssim']:.3f}"] for r in rows]
+    return markdown_table(headers, body)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", default="asmr:256:global,asmr:256:8",
+                   help="comma-separated BACKBONE:D:GRID[:KERNEL] (GRID: global or cells per axis)")
+    p.add_argument("--minutes", type=float, default=20.0, help="training budget per variant")
+    p.add_argument("--config", default="cpu", help="meta-training config (meta/configs)")
+    p.add_argument("--lr", type=float, default=3e-4, help="outer Adam rate (cosine-decayed to lr/100)")
+    p.add_argument("--eval-every", type=int, default=1000, help="evaluation / checkpoint period in steps")
+    p.add_argument("--test-images", type=int, default=10**9, help="test patches measured (default all)")
+    p.add_argument("--workdir", default="outputs/quality", help="checkpoints (reused if present)")
+    p.add_argument("--out", default=RESULTS_DIR, help="results folder")
+    p.add_argument("--quick", action="store_true", help="two tiny variants (a smoke run)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.variants, args.minutes, args.config, args.test_images = "asmr:16:global,asmr:16:2:1", 0.05, "cpu", 8
+    args.variants = [v for v in args.variants.split(",") if v]
+    for v in args.variants:
+        parse_variant(v)  # refuse a typo before anything trains
+    t0 = time.perf_counter()
+    rows = run(args)
+    path = os.path.join(args.out, f"{NAME}.json")
+    old = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)["rows"]
+    rows = merge(old, rows)
+    with open(path, "w") as f:
+        json.dump({"rows": rows, "machine": f"{os.cpu_count()} CPU cores"}, f, indent=2)
+    md = markdown(rows)
+    with open(os.path.join(args.out, f"{NAME}.md"), "w") as f:
+        f.write("Rows from `python -m experiments.quality_ceiling` (each row's command is in the JSON); held-out "
+                "32x32 photo patches, k = 3 inner steps, before quantization.\n\n" + md)
+    print(md)
+    print(f"wrote {path} and {NAME}.md, {NAME}.png ({(time.perf_counter() - t0) / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
