@@ -440,8 +440,11 @@ def fit_dataset(
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if steps_per_call < 1:  # checked before the store is created, so a corrected rerun is not blocked
         raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
-    if target_psnr is not None and not math.isfinite(target_psnr):
-        raise ValueError(f"target_psnr must be a finite number of dB, got {target_psnr}")
+    if target_psnr is not None and not (math.isfinite(target_psnr) and target_psnr > 0):
+        raise ValueError(f"target_psnr must be a positive finite number of dB, got {target_psnr}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"learning rate must be a positive finite number, got {lr}")
+    fit_lib.check_memory(model, copies=4 * int(chunk), what=f"fitting {chunk} signals at once")
     total = len(dataset)
     if limit is not None:
         if limit < 1:

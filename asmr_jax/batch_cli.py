@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 import time
 
-from asmr_jax.cli import add_distributed_flags, add_model_flags, model_from_args, start_distributed
+from asmr_jax.cli import add_distributed_flags, add_model_flags, model_from_args, seed_value, start_distributed
 
 
 def _open_dataset(args):
     from asmr_jax import datasets
 
+    if args.resolution is not None and args.resolution < 1:
+        raise ValueError(f"--resolution must be >= 1 pixels, got {args.resolution}")
     if args.dataset.endswith(".npy"):
         import numpy as np
 
@@ -111,7 +113,7 @@ def add_commands(sub):
     g.add_argument("--steps", type=int, default=500, help="full-batch Adam steps per signal (default 500)")
     g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     g.add_argument("--cosine", action="store_true", help="cosine-decay the rate to 1e-5")
-    g.add_argument("--seed", type=int, default=0, help="signal i is initialized from fold_in(key(seed), i)")
+    g.add_argument("--seed", type=seed_value, default=0, help="signal i is initialized from fold_in(key(seed), i)")
     g.add_argument("--target-psnr", type=float, default=None, help="stop each signal once it reaches this PSNR")
     g.add_argument("--chunk", type=int, default=64, help="signals fitted together and stored per file (default 64)")
     g.add_argument("--steps-per-call", type=int, default=100, help="steps per jitted scan call (default 100)")

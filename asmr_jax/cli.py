@@ -12,6 +12,28 @@ import os
 import time
 
 
+def seed_value(text: str) -> int:
+    """argparse type of ``--seed``: an integer in ``[0, 2^32)`` (what a PRNG key takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2^32), got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^32), got {value}")
+    return value
+
+
+def parse_shape(text: str, ndim: int) -> tuple[int, ...]:
+    """``"64,64"`` -> ``(64, 64)``: ``ndim`` positive sizes, else a ``ValueError`` naming them."""
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ValueError(f"--shape must be {ndim} comma-separated sizes, got {text!r}") from None
+    if len(shape) != ndim or min(shape) < 1:
+        raise ValueError(f"--shape must be {ndim} positive sizes (one per axis), got {text!r}")
+    return shape
+
+
 def add_model_flags(p: argparse.ArgumentParser):
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=("asmr", "siren", "ffn", "mfn", "wire", "kilonerf", "loe", "ngp"),
@@ -40,6 +62,8 @@ def add_distributed_flags(p: argparse.ArgumentParser):
     g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
     g.add_argument("--num-processes", type=int, default=None, help="number of processes")
     g.add_argument("--process-id", type=int, default=None, help="this process's index")
+    g.add_argument("--distributed-timeout", type=int, default=300,
+                   help="seconds to wait for the other processes and the coordinator (default 300)")
 
 
 def start_distributed(args):
@@ -47,7 +71,10 @@ def start_distributed(args):
     if getattr(args, "distributed", False):
         from asmr_jax import sharding
 
-        sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        if args.distributed_timeout < 1:
+            raise ValueError(f"--distributed-timeout must be >= 1 seconds, got {args.distributed_timeout}")
+        sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+                                        timeout_s=args.distributed_timeout)
 
 
 def model_from_args(args, shape, channels):
@@ -132,12 +159,24 @@ def cmd_render(args) -> int:
     if os.path.exists(target) and not args.overwrite:
         raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
     t0 = time.perf_counter()
-    if args.shape:
-        shape = tuple(int(s) for s in args.shape.split(","))
+    shape = parse_shape(args.shape, model.ndim) if args.shape else None
+    if args.bases is not None:
+        from asmr_jax import coords
+
+        if model.kind != "asmr":
+            raise ValueError(f"--bases is for an ASMR checkpoint; this is a {model.kind}, which renders any --shape")
+        bases = coords.normalize_bases(coords.parse_bases(args.bases), None, model.levels, model.ndim)
+        y = model.render(params, bases=bases)  # the padded grid of these bases
+        if shape is not None:
+            if any(s > p for s, p in zip(shape, y.shape)):
+                raise ValueError(f"--shape {shape} exceeds the grid {y.shape[:-1]} of --bases {args.bases}")
+            y = y[tuple(slice(0, s) for s in shape)]
+    elif shape is not None:
         if model.kind == "asmr":
-            if len(shape) != model.ndim or any(s > p for s, p in zip(shape, model.padded_shape)):
-                raise ValueError(f"--shape {shape} must have {model.ndim} axes each <= the padded grid "
-                                 f"{model.padded_shape}; use --bases to render a denser grid")
+            if any(s > p for s, p in zip(shape, model.padded_shape)):
+                raise ValueError(f"--shape {shape} exceeds the fitted grid {model.padded_shape}; for a denser "
+                                 f"grid pass --bases with {model.levels} levels per axis (e.g. a larger finest "
+                                 f"base: {','.join(map(str, model.bases[0][:-1] + (2 * model.bases[0][-1],)))})")
             y = model.render(params, crop=False)[tuple(slice(0, s) for s in shape)]
         else:
             y = model.render(params, shape=shape)
@@ -166,7 +205,7 @@ def add_commands(sub):
     g.add_argument("--cosine", action="store_true", help="cosine-decay the rate to 1e-5")
     g.add_argument("--batch-size", type=int, default=None,
                    help="points per step (block sampler); default full batch when the signal fits")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed_value, default=0, help="PRNG seed, in [0, 2^32)")
     g.add_argument("--keep-last", action="store_true",
                    help="keep the final parameters; by default a full-batch fit keeps the best PSNR seen")
     g.add_argument("--crop", type=int, default=None, help="center-crop every spatial axis to this size first")
@@ -181,5 +220,8 @@ def add_commands(sub):
     p.add_argument("--out", required=True, help="output file: .png (image), .wav (audio), .gif (video); "
                                                 "the suffix is added when missing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--shape", default=None, help="comma-separated render size (SIREN: any; ASMR: <= padded grid)")
+    p.add_argument("--shape", default=None, help="comma-separated render size (SIREN: any; ASMR: <= the padded "
+                                                 "grid of its bases, or of --bases)")
+    p.add_argument("--bases", default=None, help="ASMR: render the field on the grid of these bases (same number "
+                                                 "of levels; e.g. a larger finest base samples it more densely)")
     p.set_defaults(func=cmd_render)

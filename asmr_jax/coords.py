@@ -76,6 +76,13 @@ def normalize_bases(
                 raise ValueError(
                     f"bases for axis {axis} {list(per_level)} multiply to {prod}, need >= {size}"
                 )
+            if per_level[-1] > 1 and math.prod(per_level[:-1]) >= size:
+                raise ValueError(
+                    f"bases for axis {axis} {list(per_level)} make a grid of {prod} for {size} samples: the "
+                    f"coarser levels alone ({math.prod(per_level[:-1])}) already cover the axis, so the finest "
+                    f"level would only pad; choose bases that multiply to between {size} and "
+                    f"{size * per_level[-1] - 1}"
+                )
     return tuple(out)
 
 
@@ -112,6 +119,12 @@ def _balanced_factorizations(n: int, parts: int, smallest: int = 1) -> tuple[int
     return best
 
 
+def max_levels(shape: Sequence[int]) -> int:
+    """The most levels whose bases can all be >= 2 on the longest axis (padding allowed):
+    ``ceil(log2(max(shape)))``."""
+    return max(1, max(math.ceil(math.log2(max(int(n), 1)) - 1e-12) for n in shape))
+
+
 def auto_bases(shape: Sequence[int], levels: int) -> Bases:
     """Picks balanced bases for ``shape`` with ``levels`` levels (paper style).
 
@@ -132,6 +145,10 @@ def auto_bases(shape: Sequence[int], levels: int) -> Bases:
     """
     if levels < 2:
         raise ValueError(f"levels must be >= 2, got {levels}")
+    most = max_levels(shape)
+    if levels > most:
+        raise ValueError(f"a signal of shape {tuple(int(n) for n in shape)} supports at most {most} levels with "
+                         f"every base >= 2 (a level of base 1 sees coordinate 0 only), got {levels}")
     out = []
     for axis, n in enumerate(shape):
         n = int(n)

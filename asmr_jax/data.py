@@ -141,7 +141,7 @@ def load_video(path) -> Signal:
         arr = np.load(path, allow_pickle=False)
         if arr.ndim not in (3, 4):
             raise ValueError(f"{path} holds an array of shape {arr.shape}; a video is [T, H, W] or [T, H, W, C]")
-        data = _with_channels(_to_unit(arr, path), 3)
+        data = _with_channels(_npy_to_unit(arr, path), 3)
     else:
         try:
             with Image.open(path) as im:
@@ -180,6 +180,24 @@ def npy_kind(shape) -> str:
     raise ValueError(f"a .npy signal has 1 to 4 axes ([T], [H, W(, C)], [T, H, W(, C)]), got shape {tuple(shape)}")
 
 
+NPY_SCALE = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535, np.dtype(bool): 1}
+
+
+def _npy_to_unit(arr: np.ndarray, what: str) -> np.ndarray:
+    """A ``.npy`` array -> float32 on ``[0, 1]``: floats as they are (they must lie in
+    ``[0, 1]``), ``uint8 / 255``, ``uint16 / 65535``, ``bool`` as ``{0, 1}``; any other
+    dtype is refused, since its range is not known."""
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{what} holds a complex array ({arr.dtype}): complex arrays are not signals; "
+                         f"save the real part or the magnitude")
+    if arr.dtype in NPY_SCALE:
+        return (arr.astype(np.float64) / NPY_SCALE[arr.dtype]).astype(np.float32)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{what} holds {arr.dtype} values, whose range is unknown: save floats in [0, 1], "
+                         f"uint8 (0..255), uint16 (0..65535) or bool")
+    return _to_unit(arr, what)
+
+
 def load_npy(path, kind: str | None = None) -> Signal:
     """A ``.npy`` signal, its kind from :func:`npy_kind` unless ``kind`` is given."""
     arr = np.load(path, allow_pickle=False, mmap_mode="r")
@@ -192,11 +210,11 @@ def load_npy(path, kind: str | None = None) -> Signal:
     if kind == "audio":
         if arr.ndim not in (1, 2):
             raise ValueError(f"{path} holds shape {arr.shape}; audio is [T] or [T, C]")
-        data = _to_unit(arr.reshape(arr.shape[0], -1), path)
+        data = _npy_to_unit(arr.reshape(arr.shape[0], -1), path)
     else:
         if arr.ndim not in (2, 3):
             raise ValueError(f"{path} holds shape {arr.shape}; an image is [H, W] or [H, W, C]")
-        data = _with_channels(_to_unit(arr, path), 2)
+        data = _with_channels(_npy_to_unit(arr, path), 2)
     rate = 16000 if kind == "audio" else None
     return _check(Signal(data.astype(np.float32), kind, os.path.basename(path), sample_rate=rate))
 

@@ -46,6 +46,29 @@ def check_signal(model, signal) -> np.ndarray:
     return arr
 
 
+def device_memory_bytes() -> int:
+    """Memory of the default device: its allocator's limit where it reports one (GPU, TPU),
+    else the host's physical memory (CPU)."""
+    import os
+
+    stats = jax.devices()[0].memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_memory(model, copies: int = 4, what: str = "a fit") -> None:
+    """Refuses a model whose parameters alone (``copies`` float32 copies: weights, gradient
+    and Adam's two moments) exceed the device's memory, before anything is allocated."""
+    need = 4 * copies * int(model.num_params())
+    have = device_memory_bytes()
+    if need > have:
+        widths = getattr(model, "widths", None)
+        raise MemoryError(f"{what} of this {model.kind} (widths {widths}) needs {model.num_params():,} parameters, "
+                          f"{need / 2**30:,.1f} GiB for them and their optimizer state alone; the device has "
+                          f"{have / 2**30:,.1f} GiB. Use a smaller --width")
+
+
 @functools.lru_cache(maxsize=64)
 def make_optimizer(lr: float = 1e-4, steps: int | None = None, cosine: bool = False, final_lr: float = 1e-5):
     """Adam with a constant rate, or cosine decay from ``lr`` to ``final_lr`` over ``steps``.
@@ -263,6 +286,7 @@ def fit(
     target_np = check_signal(model, signal)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    check_memory(model)
     key = jax.random.key(0) if key is None else key
     k_init, k_data = jax.random.split(key)
     params = init_params(model, k_init, target_np) if params is None else params

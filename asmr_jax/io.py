@@ -204,17 +204,78 @@ def _write_model(directory, model, params, extra: dict | None = None):
     save_tree(os.path.join(directory, "params"), params)
 
 
+FILES_DIGEST = "asmr_files.sha256.json"
+
+
+def files_digest(folder) -> dict:
+    """``{relative path: sha256 hex}`` of every file under ``folder`` (the digest file itself aside)."""
+    import hashlib
+
+    folder = os.path.abspath(os.fspath(folder))
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, folder)
+            if rel == FILES_DIGEST:
+                continue
+            h = hashlib.sha256()
+            with open(full, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            out[rel] = h.hexdigest()
+    return dict(sorted(out.items()))
+
+
+def check_files(folder, recorded: dict | None, what: str) -> None:
+    """Raises ``ValueError`` naming ``what`` and the first file that is missing or differs from
+    ``recorded`` (:func:`files_digest` at save time; ``None``: nothing recorded).
+
+    Checked before orbax reads a byte: a restore of damaged data fails inside orbax's reader
+    threads, which then print tracebacks long after the error was reported.
+    """
+    if not recorded:
+        return
+    now = files_digest(folder)
+    missing = sorted(set(recorded) - set(now))
+    changed = sorted(k for k in recorded if k in now and now[k] != recorded[k])
+    if missing or changed:
+        which = f"{changed[0]} differs from the file saved" if changed else f"{missing[0]} is missing"
+        more = len(missing) + len(changed) - 1
+        raise ValueError(f"{what} is damaged: {which}" + (f" (and {more} more)" if more else "")
+                         + "; restore it from a copy or refit")
+
+
 def save_tree(path, tree):
     """Writes a parameter pytree to the new folder ``path`` with orbax; returns once it is on disk.
 
-    The checkpointer is closed on every path, so no orbax thread outlives the call (an open one
-    prints "Event loop is closed" tracebacks at interpreter exit).
+    The folder also gets :data:`FILES_DIGEST`, the digests of orbax's files, which
+    :func:`restore_tree` checks before reading them. The checkpointer is closed on every
+    path, so no orbax thread outlives the call (an open one prints "Event loop is closed"
+    tracebacks at interpreter exit).
     """
     import orbax.checkpoint as ocp
 
+    path = os.path.abspath(os.fspath(path))
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.abspath(os.fspath(path)), tree)
+        ckptr.save(path, tree)
         ckptr.wait_until_finished()
+    write_json(os.path.join(path, FILES_DIGEST), files_digest(path))
+
+
+def recorded_files(folder, what: str) -> dict | None:
+    """The :data:`FILES_DIGEST` saved in ``folder`` (``None`` for a folder saved without one)."""
+    path = os.path.join(os.fspath(folder), FILES_DIGEST)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{what} is damaged: its file digests ({path}) cannot be read ({e})") from None
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{what} is damaged: {path} holds no file digests")
+    return recorded
 
 
 def restore_tree(path, abstract, what: str | None = None):
@@ -225,6 +286,9 @@ def restore_tree(path, abstract, what: str | None = None):
     import orbax.checkpoint as ocp
 
     where = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(where):
+        raise ValueError(f"cannot restore parameters from {what or where}: the folder is missing")
+    check_files(where, recorded_files(where, what or where), what or where)
     mismatch = layout_mismatch(where, abstract)
     if mismatch:
         raise ValueError(f"cannot restore parameters from {what or where}: {mismatch}")

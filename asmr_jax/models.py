@@ -66,3 +66,20 @@ def build(kind: str, shape, channels: int, *, width: int = 256, depth: int | Non
     if kind in MODELS:
         return MODELS[kind].build(shape, channels, width=width, depth=depth or levels or 4)
     raise ValueError(f"unknown model {kind!r}; expected one of {sorted(MODELS)}")
+
+
+def match_width(count, target: int, lo: int = 2) -> int:
+    """The width ``w >= lo`` whose ``count(w)`` is closest to ``target``; ``count`` (a
+    parameter count) must grow with the width. For equal-parameter comparisons:
+    ``match_width(lambda w: build("siren", shape, 3, width=w).num_params(), asmr.num_params())``."""
+    hi = max(2 * lo, 8)
+    while count(hi) < target:
+        hi *= 2
+    a, b = lo, hi
+    while b - a > 1:  # count(a) < target <= count(b), unless target <= count(lo)
+        mid = (a + b) // 2
+        if count(mid) < target:
+            a = mid
+        else:
+            b = mid
+    return min((a, b), key=lambda w: (abs(count(w) - target), w))

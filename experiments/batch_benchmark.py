@@ -43,30 +43,13 @@ from experiments import common
 # ----------------------------------------------------------------------------- data and models
 def load_images(resolution: int, n: int, split: str = "test"):
     """``n`` RGB images ``[n, r, r, 3]`` on ``[0, 1]`` and a description of their source."""
-    try:
-        from asmr_jax import datasets
-    except ImportError:
-        datasets = None
-    if datasets is not None:
-        ds = datasets.load_dataset("patches", split=split, resolution=resolution)
-        idx = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(np.int64))
-        if len(idx) < n:
-            idx = np.arange(n) % len(ds)
-        return ds.get(idx), f"patches/{split} ({len(ds)} patches, {n} evenly spaced)"
-    from asmr_jax import data
+    from asmr_jax import datasets
 
-    photos = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "immunohistochemistry")
-    crops = []
-    for name in photos:
-        img = data.bundled_image(name).data
-        img = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img[..., :3]
-        h, w = img.shape[:2]
-        for y in range(0, h - resolution + 1, resolution):
-            for x in range(0, w - resolution + 1, resolution):
-                crops.append(img[y : y + resolution, x : x + resolution])
-    crops = np.stack(crops)
-    idx = np.linspace(0, len(crops) - 1, n).round().astype(np.int64)
-    return crops[idx], f"crops of bundled photos ({', '.join(photos)})"
+    ds = datasets.load_dataset("patches", split=split, resolution=resolution)
+    idx = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(np.int64))
+    if len(idx) < n:
+        idx = np.arange(n) % len(ds)
+    return ds.get(idx), f"patches/{split} ({len(ds)} patches, {n} evenly spaced)"
 
 
 def model_pair(resolution: int, levels: int, width: int):
@@ -74,9 +57,8 @@ def model_pair(resolution: int, levels: int, width: int):
     from asmr_jax import models
 
     asmr = models.build("asmr", (resolution,) * 2, 3, width=width, levels=levels)
-    sirens = [models.build("siren", (resolution,) * 2, 3, width=w, depth=levels) for w in range(8, 4 * width)]
-    siren = min(sirens, key=lambda m: abs(m.num_params() - asmr.num_params()))
-    return asmr, siren
+    build = lambda w: models.build("siren", (resolution,) * 2, 3, width=w, depth=levels)  # noqa: E731
+    return asmr, build(models.match_width(lambda w: build(w).num_params(), asmr.num_params(), lo=8))
 
 
 def full_fit(model, images, steps: int, lr: float, per_call: int) -> dict:
@@ -126,19 +108,6 @@ def with_speed(row: dict, times: list[float], per_call: int) -> dict:
     return row
 
 
-class ArrayDataset:
-    """The interface ``fit_dataset`` reads: ``__len__`` and ``get(indices) -> [m, H, W, C]``."""
-
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def get(self, indices):
-        return self.images[np.asarray(indices)]
-
-
 # ----------------------------------------------------------------------------- subprocess jobs
 def worker(spec: dict) -> dict:
     import jax
@@ -153,12 +122,9 @@ def worker(spec: dict) -> dict:
         out.update(full_fit(model, images, spec["steps"], spec["lr"], spec["per_call"]))
         with_speed(out, speed_runs([model], images, spec["lr"], spec["per_call"], spec["repeats"])[0], spec["per_call"])
     elif spec["job"] == "memory":
-        try:
-            from asmr_jax import datasets
+        from asmr_jax import datasets
 
-            ds = datasets.load_dataset("patches", split="train", resolution=spec["resolution"])
-        except ImportError:
-            ds = ArrayDataset(load_images(spec["resolution"], spec["n"])[0])
+        ds = datasets.load_dataset("patches", split="train", resolution=spec["resolution"])
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             store = batch.fit_dataset(
@@ -176,12 +142,9 @@ def worker(spec: dict) -> dict:
             out["signals"] = len(store)
             out["store_mb"] = sum(os.path.getsize(os.path.join(store.path, f)) for f in os.listdir(store.path)) / 2**20
     elif spec["job"] == "baseline":  # what every memory job holds before fitting
-        try:
-            from asmr_jax import datasets
+        from asmr_jax import datasets
 
-            datasets.load_dataset("patches", split="train", resolution=spec["resolution"]).get([0])
-        except ImportError:
-            load_images(spec["resolution"], spec["n"])
+        datasets.load_dataset("patches", split="train", resolution=spec["resolution"]).get([0])
     else:
         raise ValueError(f"unknown job {spec['job']!r}")
     out["max_rss_mb"] = common.peak_rss_mib()

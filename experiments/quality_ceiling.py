@@ -34,25 +34,35 @@ NAME = "quality_ceiling"
 
 
 def parse_variant(text: str) -> dict:
-    """``"asmr:256:8:1"`` -> ``{backbone, latent, spatial, kernel}`` (``spatial`` None for ``global``)."""
+    """``"asmr:256:8:1:width=256+modulate_scale=True"`` -> ``{backbone, latent, spatial,
+    kernel, fields}`` (``spatial`` None for ``global``; ``fields``: other config fields)."""
     parts = text.split(":")
-    if len(parts) not in (3, 4) or parts[0] not in ("asmr", "siren"):
-        raise ValueError(f"variant {text!r}: expected BACKBONE:D:GRID[:KERNEL], e.g. asmr:256:8 or siren:256:global")
+    if len(parts) not in (3, 4, 5) or parts[0] not in ("asmr", "siren"):
+        raise ValueError(f"variant {text!r}: expected BACKBONE:D:GRID[:KERNEL[:FIELD=VALUE+...]], e.g. asmr:256:8 "
+                         f"or siren:256:global")
     try:
         dim = int(parts[1])
         grid = None if parts[2] == "global" else int(parts[2])
-        kernel = int(parts[3]) if len(parts) == 4 else 3
+        kernel = int(parts[3]) if len(parts) >= 4 and parts[3] else 3
     except ValueError:
         raise ValueError(f"variant {text!r}: D, GRID and KERNEL must be integers (GRID may be 'global')") from None
-    return {"backbone": parts[0], "latent": dim, "spatial": grid, "kernel": kernel}
+    fields = {}
+    for item in filter(None, parts[4].split("+") if len(parts) == 5 else []):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"variant {text!r}: extra fields look like width=256+modulate_scale=True")
+        fields[key] = value
+    return {"backbone": parts[0], "latent": dim, "spatial": grid, "kernel": kernel, "fields": fields}
 
 
 def config_spec(v: dict, base: str) -> str:
     """The meta-training config of a variant, as ``rate_distortion`` names configs."""
-    if v["spatial"] is None:
+    extra = [f"{k}={val}" for k, val in v["fields"].items()]
+    if v["spatial"] is not None:
+        extra = [f"spatial={v['spatial']}", f"spatial_kernel={v['kernel']}"] + extra
+    if not extra:
         return base
-    sep = "," if ":" in base else ":"
-    return f"{base}{sep}spatial={v['spatial']},spatial_kernel={v['kernel']}"
+    return base + ("," if ":" in base else ":") + ",".join(extra)
 
 
 def evaluate(path: str, images: np.ndarray) -> dict:
@@ -97,15 +107,18 @@ def run(args) -> list[dict]:
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
     """``old`` rows with those of the same variant and budget replaced by ``new``."""
-    key = lambda r: (r["backbone"], r["latent"], r["spatial"], r["kernel"], r["budget_minutes"])  # noqa: E731
+    key = lambda r: (r["backbone"], r["latent"], r["spatial"], r["kernel"], json.dumps(r.get("fields", {})),  # noqa: E731
+                     r["budget_minutes"])
     fresh = {key(r) for r in new}
     return [r for r in old if key(r) not in fresh] + new
 
 
 def markdown(rows: list[dict]) -> str:
-    headers = ["backbone", "D", "latent", "kernel", "minutes", "steps", "params", "PSNR k=3", "SSIM"]
+    headers = ["backbone", "D", "latent", "kernel", "other", "minutes", "steps", "params", "PSNR k=3", "SSIM"]
     body = [[r["backbone"], r["latent"], "global" if r["spatial"] is None else f"{r['spatial']}x{r['spatial']}",
-             "-" if r["spatial"] is None else r["kernel"], f"{r['minutes']:.1f}", r["steps"], r["shared_params"],
+             "-" if r["spatial"] is None else r["kernel"],
+             " ".join(f"{k}={v}" for k, v in r.get("fields", {}).items()) or "-",
+             f"{r['minutes']:.1f}", r["steps"], r["shared_params"],
              f"{r['psnr_k3']:.2f}", f"{r['ssim']:.3f}"] for r in rows]
     return markdown_table(headers, body)
 

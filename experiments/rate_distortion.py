@@ -125,24 +125,12 @@ def train_kwargs(args, kind: str, dim: int, **fields) -> dict:
 
 
 def planned_steps(args, kind: str, dim: int, budget: float) -> int:
-    """Outer steps that fit in ``budget`` seconds, from a :data:`PROBE_SECONDS` timing run.
-
-    A decayed rate needs its length in steps before the run starts; the ladder's budget is
-    in seconds, so the step time is measured first (same config, a scratch folder) and
-    the plan keeps 5% for the evaluations and checkpoints the probe does not make.
-    """
-    import tempfile
-
+    """Outer steps that fit in ``budget`` seconds (:func:`meta.train.plan_steps`, a
+    :data:`PROBE_SECONDS` timing run of the same config)."""
     from meta import train
 
-    with tempfile.TemporaryDirectory() as tmp:
-        res = train.train(**train_kwargs(args, kind, dim, workdir=tmp, steps=10**7, lr_decay="none",
-                                         eval_every=10**7, checkpoint_every=10**7, log_every=10, plots=False,
-                                         max_seconds=PROBE_SECONDS, log=lambda *a, **k: None))
-    sec = res.metrics["step_seconds_median"]
-    steps = max(1, int(0.95 * budget / sec))
-    print(f"{kind} D={dim}: {sec * 1e3:.1f} ms per step in a {PROBE_SECONDS:g} s probe -> {steps} steps planned "
-          f"for {budget:.0f} s", flush=True)
+    steps = train.plan_steps(budget, PROBE_SECONDS, **train_kwargs(args, kind, dim))
+    print(f"{kind} D={dim}: {steps} steps planned for {budget:.0f} s from a {PROBE_SECONDS:g} s probe", flush=True)
     return steps
 
 

@@ -14,10 +14,28 @@ import sys
 COMMAND_MODULES = ("asmr_jax.cli", "asmr_jax.batch_cli", "meta.compress_cli", "meta.cli")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line, ``asmr COMMAND: error: ...`` (exit 2), like
+    every other refusal of the command; ``--help`` still prints the usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        for action in self._actions:  # an int flag past int32 would overflow a shape or a counter later
+            values = getattr(ns, action.dest, None)
+            for value in values if isinstance(values, list) else [values]:
+                if (action.type is int and isinstance(value, int) and action.option_strings
+                        and not -(2**31) <= value < 2**31):
+                    self.error(f"argument {action.option_strings[0]}: {value} is out of range (|value| < 2^31)")
+        return ns, rest
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="asmr", description="ASMR / SIREN coordinate networks and functa-style meta-learning in JAX.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
     return parser
@@ -27,8 +45,17 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
-        print(f"asmr {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            FloatingPointError, MemoryError) as e:
+        # one line: a message that spans several (orbax, XLA) is folded
+        print(f"asmr {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except Exception as e:  # XLA's out-of-memory is the user's to fix too; anything else is a bug
+        if type(e).__name__ not in ("XlaRuntimeError", "JaxRuntimeError") or "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        first = str(e).splitlines()[0][:300]
+        print(f"asmr {args.command}: error: out of device memory ({first}); use a smaller model or batch",
+              file=sys.stderr)
         return 2
 
 

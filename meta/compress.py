@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import struct
 import zipfile
@@ -214,6 +215,8 @@ def fit_quantizer(latents, bits: int, clip: float = 3.0, mode: str = "pca") -> Q
     latent dimensions with one mean/std.
     """
     bits = check_bits(bits)
+    if not (math.isfinite(float(clip)) and float(clip) > 0):
+        raise ValueError(f"clip must be a positive finite number of standard deviations, got {clip}")
     if mode not in QUANTIZER_MODES:
         raise ValueError(f"quantizer mode must be one of {', '.join(QUANTIZER_MODES)}, got {mode!r}")
     latents = np.asarray(latents, np.float64)
@@ -630,6 +633,8 @@ def encode(images, codec: Codec, model_id_: bytes, fit, render, *, many: bool = 
     if latents.shape != (len(batch), codec.dim):
         raise ValueError(f"the network's latents are {latents.shape[1:]}, the codec expects [{codec.dim}]")
     psnr_float = psnr_each(render(latents), batch)
+    if int(refine_steps) < 0:
+        raise ValueError(f"refine steps must be >= 0 (0: no refinement), got {refine_steps}")
     if refine_steps:
         if render_jax is None:
             raise ValueError("refinement needs render_jax, a differentiable render of latents [n, D]")

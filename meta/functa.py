@@ -671,6 +671,8 @@ def record_digest(workdir, step: int, items: dict):
         with open(path) as f:
             digests = json.load(f)
     digests[str(int(step))] = {k: io.params_digest(v) for k, v in items.items()}
+    # and of the step's files, checked before orbax reads them (restore_step)
+    digests[str(int(step))]["files"] = io.files_digest(os.path.join(workdir, CHECKPOINTS, str(int(step))))
     io.write_json(path, digests)
 
 
@@ -678,6 +680,9 @@ def recorded_digests(workdir, step: int) -> dict:
     """``{item: sha256 hex}`` recorded for ``step`` (empty if none was recorded)."""
     path = os.path.join(workdir, DIGESTS)
     if not os.path.isfile(path):
+        if os.path.isdir(os.path.join(workdir, CHECKPOINTS)):  # every save records its digests here
+            raise DamagedCheckpointError(f"{path} is missing: it records the digests of the checkpoints in "
+                                         f"{workdir}/{CHECKPOINTS}, which are not used without it")
         return {}
     try:
         with open(path) as f:
@@ -699,6 +704,11 @@ def restore_step(mgr, workdir, step: int, items: dict) -> dict:
             f"or load it with step=N / --step N)" if others else "; no other step is saved")
     if step not in mgr.all_steps():
         raise DamagedCheckpointError(f"{workdir} has no checkpoint step {step}{hint}")
+    digests = recorded_digests(workdir, step)
+    try:
+        io.check_files(where, digests.get("files"), f"checkpoint step {step} ({where})")
+    except ValueError as e:
+        raise DamagedCheckpointError(f"{e}{hint}") from None
     if "params" in items:
         mismatch = io.layout_mismatch(os.path.join(where, "params"), items["params"])
         if mismatch:
@@ -710,7 +720,6 @@ def restore_step(mgr, workdir, step: int, items: dict) -> dict:
     except Exception as e:  # orbax raises many exception types for damaged or mismatched trees
         raise DamagedCheckpointError(f"cannot restore checkpoint step {step} from {where}: "
                                      f"{io.error_summary(e)}{hint}") from None
-    digests = recorded_digests(workdir, step)
     for name, tree in restored.items():
         try:
             io.check_digest(tree, digests.get(name), f"checkpoint step {step} ({where}, {name})")

@@ -168,6 +168,8 @@ def decode_functaset(path, checkpoint, out_dir=None, limit: int | None = None, o
     from asmr_jax.io import atomic_dir, write_png
     from meta.train import write_grid
 
+    if limit is not None and int(limit) < 1:
+        raise ValueError(f"limit must be >= 1 latents, got {limit}")
     data = load_functaset(path)
     meta, params = functa.load_meta_checkpoint(checkpoint)
     check_network(data, meta, params, path, checkpoint)

@@ -29,6 +29,7 @@ import time
 
 
 def parse_args(argv=None):
+    from asmr_jax.cli import seed_value
     from meta import configs
 
     d = configs.load("cpu")
@@ -48,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=d["lr"], help="outer Adam learning rate")
     p.add_argument("--eval-every", type=int, default=100, help="test evaluation period")
     p.add_argument("--eval-images", type=int, default=64, help="test patches per evaluation")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0, help="PRNG seed, in [0, 2^32)")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny models, a few steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)

@@ -106,6 +106,24 @@ def data_mesh_for(batch_size: int):
     return sharding.data_mesh(devs[:n])
 
 
+def plan_steps(budget_seconds: float, probe_seconds: float = 20.0, margin: float = 0.95, **train_kwargs) -> int:
+    """Outer steps that fit in ``budget_seconds``, timed by a ``probe_seconds`` run of the same config.
+
+    A decayed rate (``lr_decay="cosine"``) needs its length in steps before a run starts,
+    but budgets are wall clock: this meta-trains the config in a scratch folder for
+    ``probe_seconds`` (no evaluations, no checkpoints), takes the median step time, and
+    plans ``margin`` of the budget in steps (the rest for the real run's evaluations and
+    checkpoints).
+    """
+    import tempfile
+
+    quiet = dict(steps=10**7, lr_decay="none", eval_every=10**7, checkpoint_every=10**7, log_every=10,
+                 plots=False, progress=False, max_seconds=float(probe_seconds), log=lambda *a, **k: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train(**{**train_kwargs, **quiet, "workdir": tmp, "resume": False})
+    return max(1, int(margin * float(budget_seconds) / res.metrics["step_seconds_median"]))
+
+
 def _eval(meta, params, images, steps_list):
     out = {}
     for s in steps_list:
@@ -183,6 +201,11 @@ def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: Ima
     config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
     if lr_decay not in LR_DECAYS:
         raise ValueError(f"lr_decay must be one of {', '.join(map(repr, LR_DECAYS))}, got {lr_decay!r}")
+    if not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed must be in [0, 2^32), got {seed}")
+    for name, val in (("lr", lr), ("w0", w0), ("lr_scale", lr_scale)):
+        if not (math.isfinite(float(val)) and float(val) > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {val}")
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if int(batch_size) < 1:

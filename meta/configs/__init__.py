@@ -115,15 +115,14 @@ def shipped() -> list[str]:
 def equal_params_width(config: ConfigDict, kind: str, target: int, channels: int) -> int:
     """Hidden width of a ``kind`` network (``config``'s other fields) whose shared parameter
     count is closest to ``target``."""
+    from asmr_jax.models import match_width
+
     def count(w):
         c = ConfigDict(config.to_dict())
         c.model, c.width = kind, w
         return load_meta(c, channels).num_params()
 
-    lo, hi = 2, 8
-    while count(hi) < target:
-        hi *= 2
-    return min(range(lo, hi + 1), key=lambda w: abs(count(w) - target))
+    return match_width(count, target)
 
 
 def channels_of(config: ConfigDict) -> int:
