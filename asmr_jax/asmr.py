@@ -1,4 +1,4 @@
-"""ASMR: activation-sharing multi-resolution coordinate networks (SPEC section 2).
+"""ASMR: activation-sharing multi-resolution coordinate networks.
 
 An ``L``-level ASMR is a SIREN trunk with ``L - 1`` hidden layers plus a linear output,
 and one modulator per level ``i >= 1``::
@@ -268,9 +268,10 @@ class ASMR(CoordinateNetwork):
                 if have < level + 1:  # the per-cell modulations bring the levels up to theirs
                     h = h.reshape(h.shape[:-1] + (1,) * (d * (level + 1 - have)) + h.shape[-1:])
                     have = level + 1
-                pad = lambda mods: None if mods is None else [  # noqa: E731
-                    mods[i - 1].reshape(mods[i - 1].shape[:-1] + (1,) * (d * (have - level - 1)) + (-1,))]
-                h = modulate(h, 0, pad(shifts), pad(scales))  # [*batch, *B[:, :have], K]
+                extra = (1,) * (d * (have - level - 1))  # the levels between theirs and h's
+                sh, sc = ([v[i - 1].reshape(v[i - 1].shape[:-1] + extra + v[i - 1].shape[-1:])]
+                          if v is not None else None for v in (shifts, scales))
+                h = modulate(h, 0, sh, sc)  # [*batch, *B[:, :have], K]
             m = self.modulation(params, i, jnp.asarray(coords_lib.level_grid(bases, i)))  # [*B[:, i], K]
             if factorized and i == nlev - 1:
                 y = _factorized_output(h, m, layers[-1], self.w0)  # [*batch, *coarse, C, *B[:, -1]]

@@ -1,4 +1,4 @@
-"""Fitting many signals at once: ``jax.vmap`` over networks, sharded over devices (SPEC section 3).
+"""Fitting many signals at once: ``jax.vmap`` over networks, sharded over devices.
 
 :func:`fit_many` trains one independent network per signal. Parameters, Adam state and
 targets carry a leading signal axis ``[n, ...]``; one jitted step ``jax.vmap``-s the

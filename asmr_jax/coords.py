@@ -1,4 +1,4 @@
-"""Multi-resolution coordinate decomposition (SPEC section 1).
+"""Multi-resolution coordinate decomposition.
 
 A signal with axes of sizes ``N_1..N_d`` is described to ASMR by its *bases*: for each
 axis ``a`` a list ``B[a] = (B[a][0], ..., B[a][L-1])``, coarse to fine, whose product

@@ -1,4 +1,4 @@
-"""Fitting one signal (SPEC section 3).
+"""Fitting one signal.
 
 Adam (lr 1e-4, optionally cosine-decayed to 1e-5 as the official code does) on the MSE
 of ``[0, 1]`` data. Small signals train full batch through the activation-sharing

@@ -27,3 +27,51 @@ def ssim(pred, target) -> float | None:
     if pred.ndim != 3 or min(pred.shape[:2]) < 7:
         return None
     return float(structural_similarity(pred, target, data_range=1.0, channel_axis=-1))
+
+
+def _curve(rates, psnrs, what: str):
+    """Sorted (log10 rate, PSNR) of a rate-distortion curve; ``ValueError`` unless it has
+    >= 2 points, positive finite rates and a PSNR that rises with the rate."""
+    r, p = np.asarray(rates, np.float64), np.asarray(psnrs, np.float64)
+    if r.shape != p.shape or r.ndim != 1 or len(r) < 2:
+        raise ValueError(f"{what}: need >= 2 (rate, PSNR) points of one shape, got {r.shape} and {p.shape}")
+    if not (np.all(np.isfinite(r)) and np.all(r > 0) and np.all(np.isfinite(p))):
+        raise ValueError(f"{what}: rates must be positive and finite, PSNRs finite")
+    order = np.argsort(r)
+    r, p = np.log10(r[order]), p[order]
+    if np.any(np.diff(r) <= 0) or np.any(np.diff(p) <= 0):
+        raise ValueError(f"{what}: the PSNR must rise strictly with the rate (pass the curve's front)")
+    return r, p
+
+
+def _mean_over(x, y, lo: float, hi: float) -> float:
+    """Mean of the piecewise-cubic (PCHIP) interpolant of ``y(x)`` over ``[lo, hi]``."""
+    from scipy.interpolate import PchipInterpolator
+
+    return float(PchipInterpolator(x, y).integrate(lo, hi) / (hi - lo))
+
+
+def bd_psnr(ref_rates, ref_psnrs, rates, psnrs) -> float:
+    """Bjontegaard delta PSNR (dB) of a curve against a reference: the mean PSNR gap over
+    the rates both cover, each curve's PSNR a piecewise-cubic (PCHIP) function of log10
+    rate. Positive: the curve is better. ``ValueError`` if the rate ranges do not overlap."""
+    xa, ya = _curve(ref_rates, ref_psnrs, "reference curve")
+    xb, yb = _curve(rates, psnrs, "curve")
+    lo, hi = max(xa[0], xb[0]), min(xa[-1], xb[-1])
+    if hi <= lo:
+        raise ValueError(f"the curves' rates do not overlap ({10**xa[0]:.4g}-{10**xa[-1]:.4g} against "
+                         f"{10**xb[0]:.4g}-{10**xb[-1]:.4g})")
+    return _mean_over(xb, yb, lo, hi) - _mean_over(xa, ya, lo, hi)
+
+
+def bd_rate(ref_rates, ref_psnrs, rates, psnrs) -> float:
+    """Bjontegaard delta rate (%) of a curve against a reference: the mean rate ratio over
+    the PSNRs both reach, log10 rate a piecewise-cubic (PCHIP) function of PSNR.
+    Negative: the curve needs fewer bits. ``ValueError`` if the PSNR ranges do not overlap."""
+    xa, ya = _curve(ref_rates, ref_psnrs, "reference curve")
+    xb, yb = _curve(rates, psnrs, "curve")
+    lo, hi = max(ya[0], yb[0]), min(ya[-1], yb[-1])
+    if hi <= lo:
+        raise ValueError(f"the curves' PSNRs do not overlap ({ya[0]:.2f}-{ya[-1]:.2f} dB against "
+                         f"{yb[0]:.2f}-{yb[-1]:.2f} dB)")
+    return float((10 ** (_mean_over(yb, xb, lo, hi) - _mean_over(ya, xa, lo, hi)) - 1) * 100)

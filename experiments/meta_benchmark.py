@@ -4,6 +4,7 @@
     python -m experiments.meta_benchmark --quick    # the three small configs only (~4 min)
     python -m experiments.meta_benchmark --default-only   # functa's default size only (~4 min)
     python -m experiments.meta_benchmark --smoke    # tiny, seconds
+    python -m experiments.meta_benchmark --spatial  # 32x32 w256 d4: global against 4x4 and 8x8 latent grids
 
 Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):
 
@@ -11,6 +12,9 @@ Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):
   32x32, width 256 depth 4 at 64x64, and ASMR of the same width and depth (equal
   parameters up to the modulators, ~0.3%);
 * functa's default size: width 512, depth 15, 64x64, latent 512 (SIREN and a 15-level ASMR);
+* with ``--spatial``: functa's first CPU config with global latents and with 4x4 and 8x8
+  latent grids (``meta.functa.MetaModel``'s ``spatial``, the same 256 values in all),
+  SIREN and ASMR (written to ``meta_benchmark_spatial.{json,md}``);
 * SIREN also with ``microbatch`` (gradients summed over chunks of 8 images, of 4 and of
   2 at the default size: the same step, less memory); at the default size ASMR also with
   chunks of 8 and of 4. ``remat`` (``jax.checkpoint`` per inner step) is not a row: XLA's
@@ -97,7 +101,8 @@ def run_one(row: dict) -> dict:
 
     start_rss = _current_rss_gib()
     w, depth, res, latent = row["config"]
-    meta = build_meta(row["model"], res, 3, w, depth=depth, levels=depth, latent_dim=latent, functa_init=True)
+    meta = build_meta(row["model"], res, 3, w, depth=depth, levels=depth, latent_dim=latent, functa_init=True,
+                      spatial=row.get("spatial"))
     opt = functa.make_optimizer(3e-6, None)
     step = functa.make_meta_step(meta, opt, **row["lever"])
     params = meta.init(jax.random.key(0))
@@ -114,7 +119,12 @@ def run_one(row: dict) -> dict:
             params, state, m = jax.block_until_ready(step(params, state, images))
             times.append(time.perf_counter() - t0)
     sec = statistics.median(times)
-    return {**row, "shared_params": meta.num_params(), "step_seconds": sec, "images_per_second": row["batch"] / sec,
+    from asmr_jax import macs
+
+    render = jax.jit(lambda p, z: functa.render(meta, p, z))  # one latent's whole render
+    flops = macs.xla_cost(render, params, jax.numpy.zeros(meta.latent_dim)).get("flops", float("nan"))
+    return {**row, "shared_params": meta.num_params(), "render_flops_per_pixel": flops / res**2,
+            "step_seconds": sec, "images_per_second": row["batch"] / sec,
              "loss": float(m["loss"]),
             "peak_rss_gib": common.peak_rss_mib() / 1024,
             "start_rss_gib": start_rss, "compiled_rss_gib": compiled_rss, "running_rss_gib": sampler.peak,
@@ -140,12 +150,15 @@ def to_markdown(payload) -> str:
         vs = "-" if ref is None else f"{ref[0] / r['step_seconds']:.1f}x"
         mem = "-" if ref is None else f"{r['peak_rss_gib'] / ref[1]:.2f}"
         w, d, res, latent = key
-        body.append([f"{w}x{d}", res, latent, r["model"], lever, f"{r['shared_params']:,}",
+        grid = "global" if r.get("spatial") is None else f"{r['spatial']}x{r['spatial']}"
+        body.append([f"{w}x{d}", res, latent, grid, r["model"], lever, f"{r['shared_params']:,}",
+                     common.fmt(r.get("render_flops_per_pixel"), 0),
                      common.fmt(r["step_seconds"], 3), common.fmt(r["images_per_second"], 1), vs,
                      common.fmt(r["peak_rss_gib"]), mem, common.fmt(r.get("running_rss_gib")),
                      common.fmt(r.get("start_rss_gib")), common.fmt(r["xla_plan_gib"])])
     table = common.markdown_table(
-        ["width x depth", "res", "latent", "model", "lever", "shared params", "s/step", "img/s",
+        ["width x depth", "res", "latent", "latent grid", "model", "lever", "shared params", "render FLOP/px",
+         "s/step", "img/s",
          "speed vs functa", "peak RSS GiB", "RSS / functa's", "RSS while stepping", "RSS at start",
          "XLA plan GiB"], body)
     return (f"Batch {payload['config']['batch']}, k = 3, median of {payload['config']['steps']} steps after the "
@@ -157,6 +170,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="the three small configs only")
     p.add_argument("--default-only", action="store_true",
                    help="functa's default size only (written to meta_benchmark_default.{json,md})")
+    p.add_argument("--spatial", action="store_true",
+                   help="global against spatial latents at 32x32 w256 d4 (written to meta_benchmark_spatial.*)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
@@ -165,6 +180,11 @@ def main(argv=None) -> int:
     cfg = get_config("smoke" if args.smoke else "quick" if args.quick else None)
     if args.default_only:
         cfg["configs"] = [DEFAULT]
+    grids = [None]
+    if args.spatial:
+        cfg["configs"], cfg["levers"], grids = [SMALL[0]], [{}], [None, 4, 8]
+        if args.smoke:
+            cfg["configs"], grids = [(16, 3, 16, 8)], [None, 2]
     if args.steps is not None:
         cfg["steps"] = common.positive_int(args.steps, "--steps")
     rows, t0 = [], time.time()
@@ -173,14 +193,17 @@ def main(argv=None) -> int:
         for model in ("siren", "asmr"):
             asmr_levers = cfg.get("default_asmr_levers", [{}]) if tuple(config) == DEFAULT else [{}]
             for lever in (asmr_levers if model == "asmr" else levers):
-                steps = cfg.get("default_steps", cfg["steps"]) if tuple(config) == DEFAULT else cfg["steps"]
-                row = spawn({"config": list(config), "model": model, "lever": lever, "steps": steps,
-                             "batch": cfg["batch"]})
-                rows.append(row)
-                print(f"[{time.time() - t0:5.0f}s] {model} {config} {lever}: {row['step_seconds']:.3f} s/step, "
-                      f"RSS {row['peak_rss_gib']:.2f} GiB, XLA plan {row['xla_plan_gib']:.2f} GiB", flush=True)
+                for grid in grids:
+                    steps = cfg.get("default_steps", cfg["steps"]) if tuple(config) == DEFAULT else cfg["steps"]
+                    row = spawn({"config": list(config), "model": model, "lever": lever, "steps": steps,
+                                 "batch": cfg["batch"], "spatial": grid})
+                    rows.append(row)
+                    print(f"[{time.time() - t0:5.0f}s] {model} {config} {lever} grid {grid}: "
+                          f"{row['step_seconds']:.3f} s/step, RSS {row['peak_rss_gib']:.2f} GiB, XLA plan "
+                          f"{row['xla_plan_gib']:.2f} GiB", flush=True)
     payload = {"config": cfg, "rows": rows, "wall_seconds": time.time() - t0}
-    suffix = "_smoke" if args.smoke else "_default" if args.default_only else ""
+    suffix = ("_spatial" if args.spatial else "") + ("_smoke" if args.smoke else "_default" if args.default_only
+                                                     else "")
     common.report(args.out, "meta_benchmark" + suffix, payload, to_markdown)
     return 0
 

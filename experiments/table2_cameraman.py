@@ -43,7 +43,7 @@ CONFIGS = {
     "ASMR-3": dict(kind="asmr", bases=(8, 8, 8)),
     "ASMR-4": dict(kind="asmr", bases=(4, 4, 4, 8)),
 }
-PAPER = {  # Table 2 / SPEC section 5: params (K), MACs (K), PSNR (dB)
+PAPER = {  # the paper's Table 2: params (K), MACs (K), PSNR (dB)
     "SIREN-3": (66.8, 66.0, 28.62), "SIREN-4": (132.6, 132.0, 32.37),
     "ASMR-3": (67.8, 1.29, 31.44), "ASMR-4": (134.0, 1.35, 37.84),
 }

@@ -58,7 +58,8 @@ def latent_grid(text: str):
     return parts[0] if len(parts) == 1 else parts
 
 
-NONE_TYPES = {"spatial": latent_grid, "depth": int, "data_dir": str, "bases": str, "microbatch": int, "max_seconds": float, "clip": float,
+NONE_TYPES = {"spatial": latent_grid, "depth": int, "data_dir": str, "bases": str, "microbatch": int,
+              "max_seconds": float, "clip": float,
               "levels": int}
 SKIP = ("eval_at",)
 

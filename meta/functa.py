@@ -1,4 +1,4 @@
-"""Functa-style meta-learning (Dupont et al., 2022) over ASMR or SIREN (SPEC section 4).
+"""Functa-style meta-learning (Dupont et al., 2022) over ASMR or SIREN.
 
 Every knob means what it means in DeepMind's ``functa`` (``function_reps.py``,
 ``helpers.py``). Each signal ``x`` gets a latent ``phi`` of ``D`` values; one shared
@@ -152,7 +152,8 @@ class MetaModel:
         grid = self.spatial
         grid = (grid,) * nd if isinstance(grid, (int, np.integer)) else tuple(grid)
         if len(grid) != nd or any(int(g) != g or g < 1 for g in grid):
-            raise ValueError(f"spatial must be a positive int or {nd} positive ints (cells per axis), got {self.spatial}")
+            raise ValueError(f"spatial must be a positive int or {nd} positive ints (cells per axis), "
+                             f"got {self.spatial}")
         grid = tuple(int(g) for g in grid)
         kind = getattr(self.model, "kind", None)
         if kind == "asmr":
@@ -169,7 +170,8 @@ class MetaModel:
                              f"latent grid {grid}")
         k = int(self.spatial_kernel)
         if k != self.spatial_kernel or k < 1 or k % 2 == 0 or nd > 3:
-            raise ValueError(f"spatial_kernel must be an odd int >= 1 (and the signal 1-3 D), got {self.spatial_kernel}")
+            raise ValueError(f"spatial_kernel must be an odd int >= 1 (and the signal 1-3 D), "
+                             f"got {self.spatial_kernel}")
         object.__setattr__(self, "spatial", grid)
         object.__setattr__(self, "spatial_kernel", k)
 

@@ -1,23 +1,24 @@
-"""The main job: functa-style meta-learning of ASMR vs SIREN at equal parameter count.
+"""The main job: functa-style meta-learning, global against spatial latents, ASMR against SIREN.
 
-    python -m meta.main                 # ~6 min on 2 CPU cores: both models, same time budget
-    python -m meta.main --quick         # smoke run (tiny models, a few steps; < 1 min)
-    python -m meta.main --out DIR --minutes 2
+    python -m meta.main                 # ~10 min on 2 CPU cores: four models, the same minutes each
+    python -m meta.main --quick         # smoke run (tiny models, a few seconds each)
+    python -m meta.main --out DIR --minutes 3 --models asmr,asmr-spatial
 
-Both models meta-learn on the bundled natural-image patches (``patches``, 32x32 RGB;
-test patches come from photos never trained on) with the same latent size, inner
-steps, batch, optimizer and the same wall-clock budget (``--minutes`` each, capped at
-``--steps``). ASMR uses ``--levels`` levels of width ``--width``; SIREN has the same
-depth and the width that makes its shared parameter count (network + latent map +
-meta-SGD rates) closest to ASMR's. ASMR is also evaluated at the number of steps
-SIREN finished, for an equal-step comparison.
+Four models meta-learn on the bundled natural-image patches (``patches``, 32x32 RGB;
+test patches come from photos never trained on) with the same latent size ``D``, inner
+steps, batch and wall-clock budget (``--minutes`` of training each, compilation
+excluded): ASMR and SIREN, each with one global latent (functa) and with a spatial one
+(a ``--grid`` x ``--grid`` grid of ``D / grid^2`` values per cell). SIREN has ASMR's depth
+and the width that makes its shared parameter count closest to global ASMR's. Every run
+uses its whole budget: the outer rate decays by a cosine over the number of steps a
+short timing probe says fits in it.
 
-Prints a table (params, MAC/pixel, meta-step images/s, test PSNR after k inner steps
-at the end and at equal steps, and after 10 steps) and writes into
-``OUT/run-YYYYmmdd-HHMMSS/``: ``results.json``, ``psnr.png`` (both curves),
-``reconstructions.png`` (test targets, ASMR, SIREN), and one meta-train workdir per
-model (checkpoints, metrics, pictures). A fresh run folder is used every time, so an
-existing ``OUT`` is never overwritten.
+Prints a table (params, MAC/pixel, meta-step images/s, steps, test PSNR and SSIM after k
+inner steps on every test patch, PSNR after 10 steps) and writes into
+``OUT/run-YYYYmmdd-HHMMSS/``: ``results.json``, ``psnr.png`` (test PSNR against training
+time), ``reconstructions.png`` (rows: test targets, then each model), and one meta-train
+workdir per model. A fresh run folder is used every time, so an existing ``OUT`` is
+never overwritten.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import os
 import sys
 import time
 
+MODELS = ("asmr", "asmr-spatial", "siren", "siren-spatial")
+
 
 def parse_args(argv=None):
     from asmr_jax.cli import seed_value
@@ -34,40 +37,68 @@ def parse_args(argv=None):
 
     d = configs.load("cpu")
     p = argparse.ArgumentParser(prog="python -m meta.main", description=__doc__.split("\n\n")[0],
-                                epilog="Writes OUT/run-*/results.json, psnr.png, reconstructions.png, asmr/, siren/.",
+                                epilog="Writes OUT/run-*/results.json, psnr.png, reconstructions.png and a "
+                                       "workdir per model.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="outputs/main", help="output folder (a fresh run-* subfolder is created)")
-    p.add_argument("--minutes", type=float, default=4.0, help="training time budget per model")
-    p.add_argument("--steps", type=int, default=3000, help="step cap per model")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
+    p.add_argument("--minutes", type=float, default=2.0, help="training time budget per model")
+    p.add_argument("--probe-seconds", type=float, default=10.0,
+                   help="timing run that plans each model's steps (the cosine's length)")
     p.add_argument("--resolution", type=int, default=d["resolution"], help="patch side")
     p.add_argument("--width", type=int, default=d["width"], help="ASMR hidden width")
     p.add_argument("--levels", type=int, default=d["levels"], help="ASMR levels (= SIREN depth)")
-    p.add_argument("--latent-dim", type=int, default=d["latent_dim"], help="latent size D")
+    p.add_argument("--latent-dim", type=int, default=256, help="latent size D (the total, for spatial latents too)")
+    p.add_argument("--grid", type=int, default=4, help="cells per axis of the spatial latents")
     p.add_argument("--inner-steps", type=int, default=d["inner_steps"], help="inner steps k")
-    p.add_argument("--lr-scale", type=float, default=d["lr_scale"], help="scale of the meta-SGD inner rates")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per outer step")
-    p.add_argument("--lr", type=float, default=d["lr"], help="outer Adam learning rate")
-    p.add_argument("--eval-every", type=int, default=100, help="test evaluation period")
-    p.add_argument("--eval-images", type=int, default=64, help="test patches per evaluation")
+    p.add_argument("--lr", type=float, default=d["lr"], help="outer Adam learning rate (cosine-decayed to lr/100)")
+    p.add_argument("--eval-every", type=int, default=500, help="test evaluation period in steps")
+    p.add_argument("--eval-images", type=int, default=32, help="test patches per evaluation during training")
     p.add_argument("--seed", type=seed_value, default=0, help="PRNG seed, in [0, 2^32)")
-    p.add_argument("--quick", action="store_true", help="smoke run: tiny models, a few steps")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny models, a few seconds each")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown or not args.models:
+        p.error(f"--models takes {', '.join(MODELS)}; got {args.models}")
+    for name in ("minutes", "probe_seconds"):
+        if not getattr(args, name) > 0:
+            p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.quick:
-        args.width, args.levels, args.latent_dim, args.batch_size = 16, 3, 8, 8
-        args.steps, args.minutes, args.eval_every, args.eval_images = 4, 1.0, 2, 8
+        args.width, args.levels, args.latent_dim, args.grid, args.batch_size = 16, 3, 16, 2, 8
+        args.minutes, args.probe_seconds, args.eval_every, args.eval_images = 0.05, 2.0, 20, 8
     return args
 
 
-def matched_siren_width(meta_asmr, depth: int, resolution: int, channels: int, latent_dim: int) -> int:
-    """SIREN width (same depth) whose shared parameter count is closest to ``meta_asmr``'s."""
+def model_settings(args, channels: int) -> dict:
+    """``name -> train() keywords`` of each model: network, width and latent layout."""
+    from asmr_jax.models import match_width
     from meta.train import build_meta
 
-    target = meta_asmr.num_params()
-    best = min(range(4, 4 * max(meta_asmr.model.widths) + 1),
-               key=lambda w: abs(build_meta("siren", resolution, channels, w, depth=depth,
-                                            latent_dim=latent_dim).num_params() - target))
-    return best
+    asmr = build_meta("asmr", args.resolution, channels, args.width, levels=args.levels, latent_dim=args.latent_dim)
+    siren_width = match_width(lambda w: build_meta("siren", args.resolution, channels, w, depth=args.levels,
+                                                   latent_dim=args.latent_dim).num_params(), asmr.num_params())
+    nets = {"asmr": dict(model="asmr", width=args.width, levels=args.levels),
+            "siren": dict(model="siren", width=siren_width, depth=args.levels)}
+    return {name: {**nets[name.split("-")[0]], "spatial": args.grid if name.endswith("spatial") else None}
+            for name in args.models}
+
+
+def evaluate(result, images) -> dict:
+    """Test PSNR / SSIM after k inner steps, and PSNR after 10, on ``images``; and the renders."""
+    import numpy as np
+
+    from asmr_jax import metrics
+    from meta import functa
+
+    lat, psnr = functa.fit_latents(result.meta, result.params, images)
+    recon = functa.render_latents(result.meta, result.params, lat)
+    _, psnr10 = functa.fit_latents(result.meta, result.params, images, steps=10)
+    ssim = [metrics.ssim(r, t) for r, t in zip(recon, images)]
+    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "psnr_10": float(np.mean(psnr10)),
+            "recon": recon}
 
 
 def main(argv=None) -> int:
@@ -75,8 +106,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     from asmr_jax.datasets import load_dataset
-    from meta import functa
-    from meta.train import build_meta, plot_history, train, write_grid
+    from asmr_jax.io import write_json
+    from meta.train import plan_steps, train, write_grid
 
     run = os.path.join(args.out, time.strftime("run-%Y%m%d-%H%M%S"))
     while os.path.exists(run):
@@ -84,91 +115,87 @@ def main(argv=None) -> int:
     os.makedirs(run)
     train_ds = load_dataset("patches", "train", args.resolution)
     test_ds = load_dataset("patches", "test", args.resolution)
-    meta_asmr = build_meta("asmr", args.resolution, 3, args.width, levels=args.levels, latent_dim=args.latent_dim)
-    siren_width = matched_siren_width(meta_asmr, args.levels, args.resolution, 3, args.latent_dim)
+    test_images = test_ds.get(np.arange(len(test_ds)))
+    settings = model_settings(args, train_ds.channels)
     common = dict(dataset=train_ds, test_dataset=test_ds, resolution=args.resolution, latent_dim=args.latent_dim,
-                  inner_steps=args.inner_steps, lr_scale=args.lr_scale, batch_size=args.batch_size,
-                  steps=args.steps, lr=args.lr, seed=args.seed, eval_every=args.eval_every,
-                  eval_images=args.eval_images, checkpoint_every=max(args.steps // 4, 1),
-                  max_seconds=60.0 * args.minutes, progress=not args.no_progress)
+                  inner_steps=args.inner_steps, batch_size=args.batch_size, lr=args.lr, lr_decay="cosine",
+                  seed=args.seed, eval_every=args.eval_every, eval_images=args.eval_images,
+                  progress=not args.no_progress)
+    budget = 60.0 * args.minutes
     print(f"meta-learning on {len(train_ds)} train / {len(test_ds)} test patches of {args.resolution}x"
-          f"{args.resolution} (test photos unseen), {args.minutes:g} min per model, <= {args.steps} steps")
-    # SIREN first: its step count sets the equal-step evaluation of ASMR.
-    results = {}
-    results["siren"] = train(workdir=os.path.join(run, "siren"), model="siren", width=siren_width,
-                             depth=args.levels, **common)
-    n_siren = results["siren"].step
-    results["asmr"] = train(workdir=os.path.join(run, "asmr"), model="asmr", width=args.width, levels=args.levels,
-                            eval_at=(n_siren,), **common)
+          f"{args.resolution} (test photos unseen), {args.minutes:g} min per model, latent {args.latent_dim}, "
+          f"models {', '.join(settings)}")
+    results, rows = {}, {}
+    for name, net in settings.items():
+        steps = plan_steps(budget, args.probe_seconds, **common, **net)
+        print(f"{name}: {steps} steps planned for {budget:.0f} s", flush=True)
+        results[name] = train(workdir=os.path.join(run, name), steps=steps, max_seconds=1.1 * budget,
+                              checkpoint_every=max(steps // 4, 1), **common, **net)
+        r, m = results[name], results[name].metrics
+        ev = evaluate(r, test_images)
+        rows[name] = {"latent": "global" if net["spatial"] is None else f"{args.grid}x{args.grid}",
+                      "width": r.meta.model.widths[0], "depth": r.meta.model.depth,
+                      "shared_params": m["shared_params"], "mac_per_pixel": m["mac_per_pixel"],
+                      "images_per_second": m["images_per_second"], "steps": r.step, "status": r.status,
+                      "train_seconds": m["budget_seconds"], "test_psnr": ev["psnr"], "test_ssim": ev["ssim"],
+                      "test_psnr_10": ev["psnr_10"], "recon": ev.pop("recon")}
 
     k = args.inner_steps
-    rows, table = {}, []
-    for name in ("asmr", "siren"):
-        r = results[name]
-        m = r.metrics
-        at_equal = next((h.get(f"test_psnr_{k}") for h in r.history if h["step"] == n_siren), None)
-        rows[name] = {
-            "width": r.meta.model.widths[0], "depth": r.meta.model.depth, "shared_params": m["shared_params"],
-            "network_params": m["network_params"], "mac_per_pixel": m["mac_per_pixel"],
-            "images_per_second": m["images_per_second"], "steps": r.step, "status": r.status,
-            "train_seconds": m["train_seconds"], f"test_psnr_{k}": m["test_psnr"].get(str(k)),
-            "test_psnr_10": m["test_psnr"].get("10"), f"test_psnr_{k}_at_step_{n_siren}": at_equal,
-        }
-    hdr = (f"{'model':>6} {'width':>5} {'params':>8} {'MAC/px':>9} {'img/s':>7} {'steps':>6} "
-           f"{'PSNR k=' + str(k):>9} {'@' + str(n_siren) + ' steps':>10} {'PSNR 10':>8}")
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    table.append(hdr)
+    table = [f"{'model':>13} {'latent':>6} {'width':>5} {'params':>8} {'MAC/px':>7} {'img/s':>7} {'steps':>6} "
+             f"{'min':>4} {'PSNR k=' + str(k):>9} {'SSIM':>6} {'PSNR 10':>8}"]
     for name, r in rows.items():
-        table.append(f"{name:>6} {r['width']:>5} {r['shared_params']:>8,} {r['mac_per_pixel']:>9,.0f} "
-                     f"{r['images_per_second']:>7.1f} {r['steps']:>6} {fmt(r[f'test_psnr_{k}']):>9} "
-                     f"{fmt(r[f'test_psnr_{k}_at_step_{n_siren}']):>10} {fmt(r['test_psnr_10']):>8}")
-    speedup = rows["asmr"]["images_per_second"] / rows["siren"]["images_per_second"]
-    table.append(f"ASMR meta-step throughput / SIREN: {speedup:.1f}x (medians, measured in this run, one after the "
-                 f"other on this machine)")
+        table.append(f"{name:>13} {r['latent']:>6} {r['width']:>5} {r['shared_params']:>8,} "
+                     f"{r['mac_per_pixel']:>7,.0f} {r['images_per_second'] or float('nan'):>7.1f} {r['steps']:>6} "
+                     f"{r['train_seconds'] / 60:>4.1f} {fmt(r['test_psnr']):>9} {r['test_ssim']:>6.3f} "
+                     f"{fmt(r['test_psnr_10']):>8}")
+    best = {fam: max((n for n in rows if n.startswith(fam)), key=lambda n: rows[n]["test_psnr"], default=None)
+            for fam in ("asmr", "siren")}
+    headline = None
+    if best["asmr"] and best["siren"]:
+        headline = rows[best["asmr"]]["test_psnr"] - rows[best["siren"]]["test_psnr"]
+        table.append(f"best ASMR ({best['asmr']}) - best SIREN ({best['siren']}): {headline:+.2f} dB test PSNR at "
+                     f"k={k}, {args.minutes:g} min each, {len(test_images)} test patches")
     print("\n".join(table))
 
-    # pictures
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name in ("asmr", "siren"):
-        plot_history(results[name].history, None, k, 10, label=f"{name} ", ax=axes[0])
-        t = [h["step"] for h in results[name].history]
-        sec = results[name].metrics["train_seconds"] / max(len(t), 1)
-        pts = [(h["step"] * sec, h[f"test_psnr_{k}"]) for h in results[name].history if f"test_psnr_{k}" in h]
-        axes[1].plot(*zip(*pts), "o-", ms=3, label=f"{name} test, k={k}")
-    axes[0].set_title("PSNR vs outer step")
-    axes[1].set_xlabel("training time (s)")
-    axes[1].set_ylabel("PSNR (dB)")
-    axes[1].set_title("test PSNR vs wall-clock time")
-    axes[1].grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run, "psnr.png"), dpi=120)
-    plt.close(fig)
-    targets = test_ds.get(np.arange(min(8, len(test_ds))))
-    grid = [targets]
-    for name in ("asmr", "siren"):
-        r = results[name]
-        lat, _ = functa.fit_latents(r.meta, r.params, targets)
-        grid.append(functa.render_latents(r.meta, r.params, lat))
-    write_grid(os.path.join(run, "reconstructions.png"), grid)
-
-    summary = {"args": vars(args), "train_images": len(train_ds), "test_images": len(test_ds),
-               "equal_step": n_siren, "asmr_over_siren_images_per_second": speedup, "models": rows,
-               "table": table}
-    from asmr_jax.io import write_json
-
-    write_json(os.path.join(run, "results.json"), summary)
-    print(f"wrote {run}/results.json, psnr.png (curves), reconstructions.png (rows: targets, ASMR, SIREN)")
+    plot_curves(results, os.path.join(run, "psnr.png"), k)
+    write_grid(os.path.join(run, "reconstructions.png"), [test_images[:8]] + [r["recon"][:8] for r in rows.values()])
+    for r in rows.values():
+        r.pop("recon")
+    write_json(os.path.join(run, "results.json"), {
+        "args": vars(args), "train_images": len(train_ds), "test_images": len(test_ds), "models": rows,
+        "best": best, "best_asmr_minus_best_siren_db": headline, "table": table})
+    print(f"wrote {run}/results.json, psnr.png, reconstructions.png (rows: targets, {', '.join(rows)})")
     bad = [n for n, r in results.items() if r.status == "diverged"]
     if bad:
         print(f"diverged: {', '.join(bad)}", file=sys.stderr)
         return 1
     return 0
+
+
+def plot_curves(results, path, k: int):
+    """Test PSNR (k inner steps) against training time, one curve per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from asmr_jax.io import atomic_write
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, r in results.items():
+        sec = r.metrics["train_seconds"] / max(r.step, 1)
+        pts = [(h["step"] * sec, h[f"test_psnr_{k}"]) for h in r.history if f"test_psnr_{k}" in h]
+        if pts:
+            ax.plot(*zip(*pts), "o-", ms=3, label=name)
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel(f"test PSNR, k={k} (dB)")
+    ax.set_title("functa on 32x32 photo patches, equal minutes")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
 
 
 if __name__ == "__main__":

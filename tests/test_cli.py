@@ -31,6 +31,18 @@ def test_fit_and_render_cli(tmp_path, capsys):
     # render the checkpoint
     assert cli.main(["render", str(out / "checkpoint"), "--out", str(tmp_path / "r.png")]) == 0
     assert Image.open(tmp_path / "r.png").size == (32, 32)
+    # beyond the fitted grid: the advice names --bases, and --bases renders the denser grid
+    assert cli.main(["render", str(out / "checkpoint"), "--out", str(tmp_path / "big.png"), "--shape", "64,64"]) == 2
+    assert "--bases" in capsys.readouterr().err
+    assert cli.main(["render", str(out / "checkpoint"), "--out", str(tmp_path / "big.png"), "--bases", "4,16"]) == 0
+    big = np.asarray(Image.open(tmp_path / "big.png"), np.float32)
+    assert big.shape[:2] == (64, 64)
+    # the same field: where the finest coordinates coincide (the digits 0 and B - 1 of every
+    # coarse cell, 8 -> 16 along each axis), the two renders agree to the 8-bit rounding
+    small = np.asarray(Image.open(tmp_path / "r.png"), np.float32)
+    si = np.sort(np.r_[0:32:8, 7:32:8])
+    bi = np.sort(np.r_[0:64:16, 15:64:16])
+    assert np.abs(big[np.ix_(bi, bi)] - small[np.ix_(si, si)]).max() <= 1.0
 
 
 def test_cli_errors(tmp_path, capsys):

@@ -187,3 +187,22 @@ def test_exchange_swaps_two_paths_on_linux(tmp_path):
         pytest.skip("renameat2 is Linux-only")
     assert io.exchange(str(a), str(b))
     assert a.is_dir() and b.read_text() == "A"
+
+
+def test_npy_dtypes_are_scaled_by_a_stated_rule_or_refused(tmp_path):
+    """uint8 / 255, uint16 / 65535, bool as {0, 1}, floats as they are; complex and
+    integers of unknown range are refused by name."""
+    cases = {"u8": (np.array([[0, 51], [255, 102]], np.uint8), [[0, 0.2], [1, 0.4]]),
+             "u16": (np.array([[0, 65535], [13107, 0]], np.uint16), [[0, 1], [0.2, 0]]),
+             "b": (np.array([[True, False], [False, True]]), [[1, 0], [0, 1]]),
+             "f": (np.array([[0.25, 0.5], [0.75, 1.0]], np.float64), [[0.25, 0.5], [0.75, 1.0]])}
+    for name, (arr, want) in cases.items():
+        np.save(tmp_path / f"{name}.npy", arr)
+        sig = data.load_signal(str(tmp_path / f"{name}.npy"))
+        np.testing.assert_allclose(sig.data[..., 0], want, atol=1e-6, err_msg=name)
+    for arr, match in ((np.ones((4, 4), np.complex64), "complex arrays are not signals"),
+                       (np.ones((4, 4), np.int64), "int64 values, whose range is unknown"),
+                       (np.ones((4, 4), np.int8), "int8 values, whose range is unknown")):
+        np.save(tmp_path / "bad.npy", arr)
+        with pytest.raises(ValueError, match=match):
+            data.load_signal(str(tmp_path / "bad.npy"))

@@ -1,4 +1,5 @@
 import jax
+import numpy as np
 import pytest
 
 from asmr_jax import macs, models
@@ -49,3 +50,25 @@ def test_analytic_matches_xla(kind, shape, kw):
     assert expected <= xla.render_macs * 1.01
     assert xla.render_macs <= expected * 1.15
     assert xla.transcendentals == 0  # no libm sine left in the compiled render
+
+
+def test_bjontegaard_deltas_of_hand_computed_curves():
+    from asmr_jax import metrics
+
+    rates = np.array([0.1, 0.2, 0.4, 0.8])
+    psnr = np.array([24.0, 27.0, 29.5, 31.0])
+    # the same PSNRs at half the rate: log10 rate shifts by log10(0.5) everywhere -> -50 %
+    assert metrics.bd_rate(rates, psnr, rates / 2, psnr) == pytest.approx(-50.0, abs=1e-9)
+    # +1 dB at every rate -> +1 dB
+    assert metrics.bd_psnr(rates, psnr, rates, psnr + 1) == pytest.approx(1.0, abs=1e-12)
+    # two straight lines in log10 rate: PSNR = 10 x + c. The curve's overlap with the reference
+    # is x in [log10 0.2, log10 0.8]; with c_ref = 30, c = 31: mean gap 1 dB; the rates at a
+    # PSNR differ by 10^(-1/10) - 1 = -20.57 %
+    x = np.log10(rates)
+    ref, cur = 10 * x + 30, 10 * x[1:] + 31
+    assert metrics.bd_psnr(rates, ref, rates[1:], cur) == pytest.approx(1.0, abs=1e-9)
+    assert metrics.bd_rate(rates, ref, rates[1:], cur) == pytest.approx((10 ** -0.1 - 1) * 100, abs=1e-9)
+    with pytest.raises(ValueError, match="do not overlap"):
+        metrics.bd_psnr(rates, psnr, rates * 100, psnr)
+    with pytest.raises(ValueError, match="must rise strictly"):
+        metrics.bd_rate(rates, psnr[::-1], rates, psnr)

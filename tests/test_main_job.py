@@ -17,13 +17,20 @@ def test_quick_run_writes_results(tmp_path, capsys):
     for f in ("results.json", "psnr.png", "reconstructions.png"):
         assert (run / f).is_file(), f
     res = json.loads((run / "results.json").read_text())
-    asmr, siren = res["models"]["asmr"], res["models"]["siren"]
-    # equal parameter count within 2%
+    models = res["models"]
+    assert sorted(models) == sorted(main_job.MODELS)
+    asmr, siren = models["asmr"], models["siren"]
+    # equal parameter count within 2% (global latents; the spatial maps are smaller)
     assert abs(asmr["shared_params"] - siren["shared_params"]) <= 0.02 * siren["shared_params"]
-    assert asmr["steps"] == siren["steps"] == 4
+    assert models["asmr-spatial"]["latent"] == "2x2" and asmr["latent"] == "global"
+    for name, m in models.items():  # every model trained, and was measured on every test patch
+        assert m["steps"] >= 1 and m["status"] in ("done", "time_budget"), name
+        assert 0 < m["test_ssim"] <= 1 and m["test_psnr"] > 5, name
     assert asmr["mac_per_pixel"] < siren["mac_per_pixel"]
+    assert res["best"]["asmr"].startswith("asmr") and res["best"]["siren"].startswith("siren")
+    assert res["test_images"] == 136
     out = capsys.readouterr().out
-    assert "MAC/px" in out and "img/s" in out
+    assert "MAC/px" in out and "img/s" in out and "SSIM" in out and "best ASMR" in out
     # an existing output folder is used, never cleared: each run gets a fresh subfolder
     assert (tmp_path / "keep.txt").read_text() == "earlier results"
 
@@ -33,4 +40,4 @@ def test_help(capsys):
         main_job.main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "--quick" in out and "--out" in out and "--minutes" in out
+    assert "--quick" in out and "--out" in out and "--minutes" in out and "--grid" in out
