@@ -76,12 +76,11 @@ def normalize_bases(
                 raise ValueError(
                     f"bases for axis {axis} {list(per_level)} multiply to {prod}, need >= {size}"
                 )
-            if per_level[-1] > 1 and math.prod(per_level[:-1]) >= size:
+            if prod > size * max(per_level):
                 raise ValueError(
-                    f"bases for axis {axis} {list(per_level)} make a grid of {prod} for {size} samples: the "
-                    f"coarser levels alone ({math.prod(per_level[:-1])}) already cover the axis, so the finest "
-                    f"level would only pad; choose bases that multiply to between {size} and "
-                    f"{size * per_level[-1] - 1}"
+                    f"bases for axis {axis} {list(per_level)} make a grid of {prod} for {size} samples, more than "
+                    f"one level's factor ({max(per_level)}) beyond the signal; choose bases that multiply to "
+                    f"between {size} and {size * max(per_level)}"
                 )
     return tuple(out)
 

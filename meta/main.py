@@ -8,7 +8,8 @@ Four models meta-learn on the bundled natural-image patches (``patches``, 32x32 
 test patches come from photos never trained on) with the same latent size ``D``, inner
 steps, batch and wall-clock budget (``--minutes`` of training each, compilation
 excluded): ASMR and SIREN, each with one global latent (functa) and with a spatial one
-(a ``--grid`` x ``--grid`` grid of ``D / grid^2`` values per cell). SIREN has ASMR's depth
+(a ``--grid`` x ``--grid`` grid of ``D / grid^2`` values per cell, mapped to each cell's
+modulations by a ``--kernel``-sided convolution). SIREN has ASMR's depth
 and the width that makes its shared parameter count closest to global ASMR's. Every run
 uses its whole budget: the outer rate decays by a cosine over the number of steps a
 short timing probe says fits in it.
@@ -50,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--levels", type=int, default=d["levels"], help="ASMR levels (= SIREN depth)")
     p.add_argument("--latent-dim", type=int, default=256, help="latent size D (the total, for spatial latents too)")
     p.add_argument("--grid", type=int, default=4, help="cells per axis of the spatial latents")
+    p.add_argument("--kernel", type=int, default=1,
+                   help="side of the spatial latents' latent-to-modulation convolution (1: per cell)")
     p.add_argument("--inner-steps", type=int, default=d["inner_steps"], help="inner steps k")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per outer step")
     p.add_argument("--lr", type=float, default=d["lr"], help="outer Adam learning rate (cosine-decayed to lr/100)")
@@ -82,8 +85,8 @@ def model_settings(args, channels: int) -> dict:
                                                    latent_dim=args.latent_dim).num_params(), asmr.num_params())
     nets = {"asmr": dict(model="asmr", width=args.width, levels=args.levels),
             "siren": dict(model="siren", width=siren_width, depth=args.levels)}
-    return {name: {**nets[name.split("-")[0]], "spatial": args.grid if name.endswith("spatial") else None}
-            for name in args.models}
+    return {name: {**nets[name.split("-")[0]], "spatial": args.grid if name.endswith("spatial") else None,
+                   "spatial_kernel": args.kernel} for name in args.models}
 
 
 def evaluate(result, images) -> dict:
