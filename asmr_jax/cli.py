@@ -81,6 +81,9 @@ def model_from_args(args, shape, channels):
     from asmr_jax import coords, models
 
     bases = coords.parse_bases(args.bases) if args.bases else None
+    if args.model == "asmr" and bases is None and args.levels is not None and args.levels > coords.max_levels(shape):
+        raise ValueError(f"a signal of shape {tuple(shape)} supports at most {coords.max_levels(shape)} levels with "
+                         f"every base >= 2 (a level of base 1 sees coordinate 0 only), got --levels {args.levels}")
     return models.build(args.model, shape, channels, width=args.width, depth=args.depth, levels=args.levels,
                         bases=bases, w0=args.w0, modulator=args.modulator)
 

@@ -144,10 +144,6 @@ def auto_bases(shape: Sequence[int], levels: int) -> Bases:
     """
     if levels < 2:
         raise ValueError(f"levels must be >= 2, got {levels}")
-    most = max_levels(shape)
-    if levels > most:
-        raise ValueError(f"a signal of shape {tuple(int(n) for n in shape)} supports at most {most} levels with "
-                         f"every base >= 2 (a level of base 1 sees coordinate 0 only), got {levels}")
     out = []
     for axis, n in enumerate(shape):
         n = int(n)

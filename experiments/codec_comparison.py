@@ -34,9 +34,15 @@ import time
 import numpy as np
 
 from experiments import codecs
-from experiments.common import RESULTS_DIR
+from experiments.common import RESULTS_DIR, check_config
 
 NAME = "codec_comparison"
+
+
+def get_config(arg: str | None = None) -> dict:
+    """Defaults of the run; ``"quick"``: 8 images per set."""
+    check_config(arg, "quick")
+    return {"sets": "patches,lfw", "limit": 8 if arg == "quick" else None}
 
 
 def load_set(name: str) -> np.ndarray:

@@ -28,9 +28,17 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from experiments.common import RESULTS_DIR, markdown_table
+from experiments.common import RESULTS_DIR, check_config, markdown_table
 
 NAME = "quality_ceiling"
+
+
+def get_config(arg: str | None = None) -> dict:
+    """Defaults of the run; ``"quick"``: two tiny variants."""
+    check_config(arg, "quick")
+    if arg == "quick":
+        return {"variants": "asmr:16:global,asmr:16:2:1", "minutes": 0.05, "test_images": 8}
+    return {"variants": "asmr:256:global,asmr:256:8", "minutes": 20.0, "test_images": 10**9}
 
 
 def parse_variant(text: str) -> dict:
