@@ -288,7 +288,10 @@ def restore_tree(path, abstract, what: str | None = None):
     where = os.path.abspath(os.fspath(path))
     if not os.path.isdir(where):
         raise ValueError(f"cannot restore parameters from {what or where}: the folder is missing")
-    check_files(where, recorded_files(where, what or where), what or where)
+    try:
+        check_files(where, recorded_files(where, what or where), what or where)
+    except ValueError as e:
+        raise ValueError(f"cannot restore parameters from {what or where}: {e}") from None
     mismatch = layout_mismatch(where, abstract)
     if mismatch:
         raise ValueError(f"cannot restore parameters from {what or where}: {mismatch}")

@@ -710,7 +710,7 @@ def restore_step(mgr, workdir, step: int, items: dict) -> dict:
     try:
         io.check_files(where, digests.get("files"), f"checkpoint step {step} ({where})")
     except ValueError as e:
-        raise DamagedCheckpointError(f"{e}{hint}") from None
+        raise DamagedCheckpointError(f"cannot restore checkpoint step {step} from {where}: {e}{hint}") from None
     if "params" in items:
         mismatch = io.layout_mismatch(os.path.join(where, "params"), items["params"])
         if mismatch:
