@@ -51,27 +51,30 @@ def _mean_over(x, y, lo: float, hi: float) -> float:
     return float(PchipInterpolator(x, y).integrate(lo, hi) / (hi - lo))
 
 
+def _bd(ref_rates, ref_psnrs, rates, psnrs, over_psnr: bool) -> float:
+    """Mean gap of the curve over the reference, over the range both cover: of PSNR as a
+    function of log10 rate, or (``over_psnr``) of log10 rate as a function of PSNR."""
+    xa, ya = _curve(ref_rates, ref_psnrs, "reference curve")
+    xb, yb = _curve(rates, psnrs, "curve")
+    if over_psnr:
+        xa, ya, xb, yb = ya, xa, yb, xb
+    lo, hi = max(xa[0], xb[0]), min(xa[-1], xb[-1])
+    if hi <= lo:
+        what = "PSNRs" if over_psnr else "rates (log10)"
+        raise ValueError(f"the curves' {what} do not overlap ({xa[0]:.3g}..{xa[-1]:.3g} against "
+                         f"{xb[0]:.3g}..{xb[-1]:.3g})")
+    return _mean_over(xb, yb, lo, hi) - _mean_over(xa, ya, lo, hi)
+
+
 def bd_psnr(ref_rates, ref_psnrs, rates, psnrs) -> float:
     """Bjontegaard delta PSNR (dB) of a curve against a reference: the mean PSNR gap over
     the rates both cover, each curve's PSNR a piecewise-cubic (PCHIP) function of log10
     rate. Positive: the curve is better. ``ValueError`` if the rate ranges do not overlap."""
-    xa, ya = _curve(ref_rates, ref_psnrs, "reference curve")
-    xb, yb = _curve(rates, psnrs, "curve")
-    lo, hi = max(xa[0], xb[0]), min(xa[-1], xb[-1])
-    if hi <= lo:
-        raise ValueError(f"the curves' rates do not overlap ({10**xa[0]:.4g}-{10**xa[-1]:.4g} against "
-                         f"{10**xb[0]:.4g}-{10**xb[-1]:.4g})")
-    return _mean_over(xb, yb, lo, hi) - _mean_over(xa, ya, lo, hi)
+    return _bd(ref_rates, ref_psnrs, rates, psnrs, over_psnr=False)
 
 
 def bd_rate(ref_rates, ref_psnrs, rates, psnrs) -> float:
     """Bjontegaard delta rate (%) of a curve against a reference: the mean rate ratio over
     the PSNRs both reach, log10 rate a piecewise-cubic (PCHIP) function of PSNR.
     Negative: the curve needs fewer bits. ``ValueError`` if the PSNR ranges do not overlap."""
-    xa, ya = _curve(ref_rates, ref_psnrs, "reference curve")
-    xb, yb = _curve(rates, psnrs, "curve")
-    lo, hi = max(ya[0], yb[0]), min(ya[-1], yb[-1])
-    if hi <= lo:
-        raise ValueError(f"the curves' PSNRs do not overlap ({ya[0]:.2f}-{ya[-1]:.2f} dB against "
-                         f"{yb[0]:.2f}-{yb[-1]:.2f} dB)")
-    return float((10 ** (_mean_over(yb, xb, lo, hi) - _mean_over(ya, xa, lo, hi)) - 1) * 100)
+    return float((10 ** _bd(ref_rates, ref_psnrs, rates, psnrs, over_psnr=True) - 1) * 100)
