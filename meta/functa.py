@@ -645,7 +645,7 @@ def read_meta_json(directory) -> dict:
 def abstract_params(meta: MetaModel, sharding_=None):
     """Shape/dtype tree of :meth:`MetaModel.init` (for restoring), optionally with a sharding."""
     tree = jax.eval_shape(meta.init, jax.random.key(0))
-    s = sharding_ or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    s = sharding_ or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree)
 
 
