@@ -77,8 +77,8 @@ def main(argv=None) -> int:
                     history = json.load(open(os.path.join(workdir, "history.json")))
                 else:
                     resume = os.path.isdir(os.path.join(workdir, "checkpoints"))
-                    r = train(workdir=workdir, resume=resume, plots=True, log=lambda *a: None,
-                              **configs.to_kwargs(config))
+                    r = train(configs.to_config(config), workdir, resume=resume, plots=True,
+                              log=lambda *a: None)
                     metrics, history = r.metrics, r.history
                 curve = {h["step"]: (h.get("test_psnr_3"), h.get("test_psnr_10")) for h in history
                          if "test_psnr_3" in h}

@@ -64,7 +64,7 @@ def ngp_config(shape, channels: int, modulate: str, latent_dim: int, target: int
 
 
 def contenders(dataset: str, cfg: dict):
-    """``(name, kwargs)`` per backbone: :func:`meta.train.train` arguments, equal shared parameters."""
+    """``(name, TrainConfig)`` per backbone, equal shared parameters."""
     from meta import configs
 
     base = configs.load("cpu:smoke" if cfg["smoke"] else "cpu")
@@ -77,12 +77,11 @@ def contenders(dataset: str, cfg: dict):
     siren = base.copy_and_resolve_references()
     siren.update(model="siren", width=configs.equal_params_width(base, "siren", target, channels),
                  depth=base.levels)
-    out = [("asmr", configs.to_kwargs(base)), ("siren", configs.to_kwargs(siren))]
+    out = [("asmr", configs.to_config(base)), ("siren", configs.to_config(siren))]
     for modulate, factor in (("mlp", 1.0), ("mlp", cfg["ngp_lr_factor"]), ("features", cfg["ngp_lr_factor"])):
-        kw = configs.to_kwargs(base)
-        kw.update(model=ngp_config(shape, channels, modulate, cfg["latent_dim"], target, cfg["smoke"]),
-                  lr=cfg["lr"] * factor)
-        out.append((f"ngp-{modulate}" + (f" lr x{factor:g}" if factor != 1.0 else ""), kw))
+        ngp = configs.to_config(base).replace(
+            model=ngp_config(shape, channels, modulate, cfg["latent_dim"], target, cfg["smoke"]), lr=cfg["lr"] * factor)
+        out.append((f"ngp-{modulate}" + (f" lr x{factor:g}" if factor != 1.0 else ""), ngp))
     return out
 
 
@@ -96,7 +95,7 @@ def main(argv=None) -> int:
 
     rows = []
     for dataset in cfg["datasets"]:
-        for name, kwargs in contenders(dataset, cfg):
+        for name, config in contenders(dataset, cfg):
             tag = f"{dataset}-{name.replace(' ', '')}-d{cfg['latent_dim']}-{cfg['minutes']:g}min"
             workdir = os.path.join(args.workdir, tag + ("-smoke" if cfg["smoke"] else ""))
             done = os.path.join(workdir, "metrics.json")
@@ -104,13 +103,13 @@ def main(argv=None) -> int:
                 with open(done) as f:
                     metrics = json.load(f)
             else:
-                kwargs.update(max_seconds=60 * cfg["minutes"], progress=False)
-                metrics = train(workdir=workdir, log=lambda *a: None, **kwargs).metrics
-            model = kwargs["model"] if isinstance(kwargs["model"], str) else kwargs["model"]["kind"]
-            rows.append({"dataset": dataset, "backbone": name, "model": model, "lr": kwargs["lr"],
+                metrics = train(config.replace(max_seconds=60 * cfg["minutes"]), workdir, progress=False,
+                                log=lambda *a: None).metrics
+            model = config.model if isinstance(config.model, str) else config.model["kind"]
+            rows.append({"dataset": dataset, "backbone": name, "model": model, "lr": config.lr,
                          "shared_params": metrics["shared_params"], "network_params": metrics["network_params"],
                          "steps": metrics["step"], "images_per_second": metrics["images_per_second"],
-                         "test_psnr_3": metrics["test_psnr"].get(str(kwargs["inner_steps"])),
+                         "test_psnr_3": metrics["test_psnr"].get(str(config.inner_steps)),
                          "test_psnr_10": metrics["test_psnr"].get("10"), "status": metrics["status"]})
             r = rows[-1]
             print(f"{dataset:8s} {name:18s} {r['shared_params']:>8,} params {r['steps']:>6} steps "

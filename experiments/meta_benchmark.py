@@ -97,12 +97,12 @@ def run_one(row: dict) -> dict:
 
     from asmr_jax import io
     from meta import functa
-    from meta.train import build_meta
+    from meta.config import TrainConfig
 
     start_rss = _current_rss_gib()
     w, depth, res, latent = row["config"]
-    meta = build_meta(row["model"], res, 3, w, depth=depth, levels=depth, latent_dim=latent, functa_init=True,
-                      spatial=row.get("spatial"))
+    meta = TrainConfig(model=row["model"], resolution=res, width=w, depth=depth, levels=depth, latent_dim=latent,
+                       functa_init=True, spatial=row.get("spatial")).meta_model(3)
     opt = functa.make_optimizer(3e-6, None)
     step = functa.make_meta_step(meta, opt, **row["lever"])
     params = meta.init(jax.random.key(0))

@@ -63,7 +63,7 @@ def child(args) -> None:
                   prefetch=args.prefetch, eval_images=8)
     if args.smoke:
         config.update(batch_size=4)
-    r = train(workdir=args.workdir, progress=False, plots=False, log=lambda *a: None, **configs.to_kwargs(config))
+    r = train(configs.to_config(config), args.workdir, progress=False, plots=False, log=lambda *a: None)
     if jax.process_index() == 0:
         print(json.dumps({"step_seconds": r.metrics["step_seconds_median"], "devices": r.metrics["devices"],
                           "batch": config.batch_size,

@@ -76,9 +76,9 @@ def config_spec(v: dict, base: str) -> str:
 def evaluate(path: str, images: np.ndarray) -> dict:
     """PSNR and SSIM (means over ``images``) after the checkpoint's ``k`` inner steps."""
     from experiments.rate_distortion import ssim_each
-    from meta import functa
+    from meta import checkpoint, functa
 
-    meta, params = functa.load_meta_checkpoint(path)
+    meta, params = checkpoint.load(path)
     latents, psnr = functa.fit_latents(meta, params, images)
     recon = functa.render_latents(meta, params, latents)
     return {"psnr_k3": float(np.mean(psnr)), "ssim": float(np.mean(ssim_each(recon, images))),
@@ -102,9 +102,10 @@ def run(args) -> list[dict]:
             budget = json.load(f)
         ev = evaluate(path, images)
         pictures.append(ev.pop("recon")[:8])
-        row = {**v, "minutes": budget["seconds"] / 60, "budget_minutes": args.minutes, "steps": budget["steps"],
-               **ev, "images": len(images), "checkpoint": path,
-               "command": f"python -m experiments.quality_ceiling --variants {text} --minutes {args.minutes:g}"}
+        lr = "" if args.lr == 3e-4 else f" --lr {args.lr:g}"
+        row = {**v, "lr": args.lr, "minutes": budget["seconds"] / 60, "budget_minutes": args.minutes,
+               "steps": budget["steps"], **ev, "images": len(images), "checkpoint": path,
+               "command": f"python -m experiments.quality_ceiling --variants {text} --minutes {args.minutes:g}{lr}"}
         print(f"{text}: {row['steps']} steps in {row['minutes']:.1f} min, test PSNR {row['psnr_k3']:.2f} dB, "
               f"SSIM {row['ssim']:.3f}", flush=True)
         rows.append(row)
@@ -116,16 +117,16 @@ def run(args) -> list[dict]:
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
     """``old`` rows with those of the same variant and budget replaced by ``new``."""
     key = lambda r: (r["backbone"], r["latent"], r["spatial"], r["kernel"], json.dumps(r.get("fields", {})),  # noqa: E731
-                     r["budget_minutes"])
+                     r["budget_minutes"], r.get("lr", 3e-4))
     fresh = {key(r) for r in new}
     return [r for r in old if key(r) not in fresh] + new
 
 
 def markdown(rows: list[dict]) -> str:
-    headers = ["backbone", "D", "latent", "kernel", "other", "minutes", "steps", "params", "PSNR k=3", "SSIM"]
+    headers = ["backbone", "D", "latent", "kernel", "other", "lr", "minutes", "steps", "params", "PSNR k=3", "SSIM"]
     body = [[r["backbone"], r["latent"], "global" if r["spatial"] is None else f"{r['spatial']}x{r['spatial']}",
              "-" if r["spatial"] is None else r["kernel"],
-             " ".join(f"{k}={v}" for k, v in r.get("fields", {}).items()) or "-",
+             " ".join(f"{k}={v}" for k, v in r.get("fields", {}).items()) or "-", f"{r.get('lr', 3e-4):g}",
              f"{r['minutes']:.1f}", r["steps"], r["shared_params"],
              f"{r['psnr_k3']:.2f}", f"{r['ssim']:.3f}"] for r in rows]
     return markdown_table(headers, body)

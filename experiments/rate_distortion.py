@@ -110,18 +110,15 @@ BUDGET = "budget.json"
 PROBE_SECONDS = 20.0  # timing run before a decayed schedule is planned
 
 
-def train_kwargs(args, kind: str, dim: int, **fields) -> dict:
-    """:func:`meta.train.train` keywords of the ladder's run for ``kind``/``dim``."""
+def train_config(args, kind: str, dim: int, **fields):
+    """The :class:`meta.config.TrainConfig` of the ladder's run for ``kind``/``dim``."""
     from meta import configs
 
     name, _, extra = args.config.partition(":")  # "cpu" or "cpu:spatial=8,spatial_kernel=1"
     config = configs.load(f"{name}:{kind}" + (f",{extra}" if extra else ""),
                           [f"latent_dim={dim}", f"lr={args.lr!r}", f"lr_decay={args.lr_decay!r}"])
-    kwargs = configs.to_kwargs(config)
-    kwargs.update(eval_every=args.eval_every, eval_images=32, checkpoint_every=args.eval_every, progress=False,
-                  log=lambda *a, **k: print(*a, flush=True))
-    kwargs.update(fields)
-    return kwargs
+    return configs.to_config(config).replace(eval_every=args.eval_every, eval_images=32,
+                                             checkpoint_every=args.eval_every, **fields)
 
 
 def planned_steps(args, kind: str, dim: int, budget: float) -> int:
@@ -129,7 +126,7 @@ def planned_steps(args, kind: str, dim: int, budget: float) -> int:
     :data:`PROBE_SECONDS` timing run of the same config)."""
     from meta import train
 
-    steps = train.plan_steps(budget, PROBE_SECONDS, **train_kwargs(args, kind, dim))
+    steps = train.plan_steps(train_config(args, kind, dim), budget, PROBE_SECONDS)
     print(f"{kind} D={dim}: {steps} steps planned for {budget:.0f} s from a {PROBE_SECONDS:g} s probe", flush=True)
     return steps
 
@@ -144,7 +141,7 @@ def checkpoint(args, kind: str, dim: int) -> str:
     interrupted ladder resumes where it stopped and a finished run is reused as it is.
     """
     from asmr_jax import io as aio
-    from meta import functa, train
+    from meta import checkpoint, train
 
     budget = 60.0 * args.budget_minutes
     decay = "" if args.lr_decay == "none" else f"-{args.lr_decay}"
@@ -167,9 +164,9 @@ def checkpoint(args, kind: str, dim: int) -> str:
             aio.write_json(ledger, used)
         steps, cap = used["planned_steps"], 1.1 * budget
     print(f"training {path}: {cap - used['seconds']:.0f} s of {cap:.0f} s left", flush=True)
-    res = train.train(**train_kwargs(args, kind, dim, workdir=path, steps=steps, plots=True,
-                                     max_seconds=cap - used["seconds"],
-                                     resume=os.path.isdir(os.path.join(path, functa.CHECKPOINTS))))
+    res = train.train(train_config(args, kind, dim, steps=steps, max_seconds=cap - used["seconds"]), path,
+                      resume=os.path.isdir(os.path.join(path, checkpoint.CHECKPOINTS)), progress=False,
+                      log=lambda *a, **k: print(*a, flush=True))
     used.update(seconds=used["seconds"] + res.metrics["budget_seconds"], steps=res.step,
                 done=res.status in ("time_budget", "done"), status=res.status,
                 test_psnr=res.metrics["test_psnr"], shared_params=res.metrics["shared_params"],

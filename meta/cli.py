@@ -5,63 +5,7 @@ from __future__ import annotations
 import argparse
 
 from asmr_jax.cli import add_distributed_flags, start_distributed
-
-# Help for the meta-train fields; every field of meta.train.train gets a flag, typed by
-# its default (its value comes from the config file unless the flag is given).
-FIELD_HELP = {
-    "dataset": "'patches' (bundled photo patches), 'lfw' (bundled faces), 'folder:DIR' (your images) or a "
-               "TFDS name (cifar10, celeb_a, ...) prepared under --data-dir",
-    "data_dir": "TFDS data directory (array_record files)",
-    "resolution": "image side (square)",
-    "model": "network family: asmr or siren",
-    "width": "hidden width",
-    "depth": "SIREN layers incl. output (default: --levels)",
-    "levels": "ASMR levels = layers (also SIREN depth when --depth is not given)",
-    "bases": "ASMR bases, e.g. '2,2,2,4' (overrides --levels)",
-    "w0": "sine frequency",
-    "latent_dim": "latent values per image (D)",
-    "inner_steps": "inner SGD steps (k)",
-    "lr_scale": "multiplies the meta-SGD rates in the inner step (functa: 1); without meta-SGD, the inner rate",
-    "modulate_shift": "latent drives FiLM shifts (functa: on)",
-    "modulate_scale": "latent drives FiLM scales (functa's CelebA config: off)",
-    "latent_init_scale": "start latent ~ U(-s, s), drawn once and shared (functa: 0)",
-    "l2_weight": "weight of sum(latent^2) in the inner and outer loss (functa: 0)",
-    "noise_std": "Gaussian noise on fitted latents before the outer loss (functa: 0)",
-    "functa_init": "hidden biases 0 and output bias 0.5 at init, as functa",
-    "meta_sgd": "learn per-dimension inner rates (functa: on)",
-    "spatial": "latent grid, cells per axis ('8' or '8,8'; default: one global latent, as functa). ASMR: the "
-               "cells of a coarse level; SIREN: must divide the image. --latent-dim is the total (grid x channels)",
-    "spatial_kernel": "side of the convolution mapping the latent grid to modulations (odd; 1: per cell)",
-    "batch_size": "images per outer step (global, over all devices and processes)",
-    "steps": "total outer steps",
-    "lr": "outer Adam learning rate (functa: 3e-6 for 500k steps)",
-    "clip": "global-norm clip of the outer gradient (functa: none)",
-    "lr_decay": "outer rate schedule: none (constant, as functa) or cosine (lr -> lr/100 over --steps)",
-    "seed": "init and data-order seed",
-    "remat": "recompute each inner step in the backward pass (less memory, slower)",
-    "microbatch": "sum gradients over chunks of this many images (less memory, same result)",
-    "eval_every": "test evaluation period (steps)",
-    "eval_images": "test images used by evaluations",
-    "eval_more_steps": "also report test PSNR after this many inner steps",
-    "checkpoint_every": "checkpoint period",
-    "keep": "checkpoints kept",
-    "log_every": "steps between metric fetches from the device",
-    "prefetch": "batches loaded ahead in the background",
-    "max_seconds": "stop (and checkpoint) after this much training time",
-}
-def latent_grid(text: str):
-    """``'8'`` -> 8 (every axis), ``'8,4'`` -> (8, 4)."""
-    try:
-        parts = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected cells per axis like 8 or 8,8, got {text!r}") from None
-    return parts[0] if len(parts) == 1 else parts
-
-
-NONE_TYPES = {"spatial": latent_grid, "depth": int, "data_dir": str, "bases": str, "microbatch": int,
-              "max_seconds": float, "clip": float,
-              "levels": int}
-SKIP = ("eval_at",)
+from meta import config as config_lib
 
 
 def config_from_args(args):
@@ -88,7 +32,7 @@ def cmd_train(args) -> int:
     from meta.train import train
 
     config = config_from_args(args)
-    kwargs = configs.to_kwargs(config)
+    run = configs.to_config(config)
     if args.memory_estimate:
         est = configs.memory_estimate(config)
         if not est:
@@ -98,8 +42,8 @@ def cmd_train(args) -> int:
               f"device): {est['peak'] / 2**30:.2f} GiB peak (arguments {est['arguments'] / 2**30:.2f}, "
               f"temporaries {est['temporaries'] / 2**30:.2f} GiB)")
         return 0
-    result = train(workdir=args.workdir, resume=args.resume or args.resume_step is not None,
-                   resume_step=args.resume_step, progress=not args.no_progress, **kwargs)
+    result = train(run, args.workdir, resume=args.resume or args.resume_step is not None,
+                   resume_step=args.resume_step, progress=not args.no_progress)
     m = result.metrics
     if jax.process_index() == 0:
         psnr = ", ".join(f"{k} steps {v:.2f} dB" for k, v in m["test_psnr"].items() if v is not None)
@@ -151,15 +95,16 @@ def add_commands(sub):
                    help="print XLA's memory plan of one meta step and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("config fields (default: the config file's value)")
-    for field, default in configs.defaults().items():
-        if field in SKIP:
+    for field in config_lib.fields():
+        meta = field.metadata
+        if not meta["cli"]:
             continue
-        flag = "--" + field.replace("_", "-")
-        if isinstance(default, bool):
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=FIELD_HELP.get(field))
+        flag = "--" + field.name.replace("_", "-")
+        text = meta["help"] + ("" if meta["functa"] is None else f" (functa: {meta['functa']})")
+        if isinstance(field.default, bool):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            kind = NONE_TYPES.get(field, str) if default is None else type(default)
-            g.add_argument(flag, type=kind, default=None, help=FIELD_HELP.get(field))
+            g.add_argument(flag, type=meta["parse"] or type(field.default), default=None, help=text)
     add_distributed_flags(p)
     p.set_defaults(func=cmd_train)
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from asmr_jax import io
 from asmr_jax.coords import with_rank
-from meta import container
+from meta import checkpoint, container
 
 MAX_BITS = 16
 CODEC_FORMAT = "asmr-functa-codec"
@@ -699,7 +699,7 @@ class MetaNetwork:
         from meta import functa
 
         self.path = os.fspath(path)
-        self.meta, self.params = functa.load_meta_checkpoint(self.path)
+        self.meta, self.params = checkpoint.load(self.path)
         self.steps = self.meta.inner_steps if steps is None else int(steps)
         if self.steps < 0:
             raise ValueError(f"--steps must be >= 0, got {self.steps}")

@@ -35,9 +35,9 @@ Everything is a pure function of explicit pytrees; the network is seen only thro
     {"model": model.init(key), "latent_to_shift": {"w": [D, S], "b": [S]}, "meta_sgd_lr": [D]}
     (+ "latent_init": [D] when latent_init_scale > 0)
 
-The API used downstream (compression, functasets):
+The API used downstream (compression, functasets), with :func:`meta.checkpoint.load`
+``(path) -> (meta, params)``:
 
-* :func:`load_meta_checkpoint` ``(path) -> (meta, params)``.
 * :func:`fit_latents` ``(meta, params, signals [n, *shape, C], steps) -> (latents [n, D], psnrs [n])``.
 * :func:`render_latents` ``(meta, params, latents [n, D]) -> signals [n, *shape, C]`` on ``[0, 1]``.
 
@@ -54,24 +54,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from asmr_jax import fit, io, metrics, models, sharding
+from asmr_jax import fit, metrics, models, sharding
 from asmr_jax.coords import with_rank
 from asmr_jax.datasets import check_images
 from asmr_jax.siren import affine
+from meta.config import OUTER_CLIP
 
-FORMAT = "asmr-jax-meta"
-VERSION = 2
-META_JSON = "meta.json"
-CHECKPOINTS = "checkpoints"
 META_SGD_INIT = (0.005, 0.1)
 
 
@@ -424,7 +419,6 @@ def outer_loss(meta: MetaModel, params, images, key=None, remat: bool = False, f
     return jnp.mean(loss), mse
 
 
-OUTER_CLIP = 1.0
 FINAL_LR_DIVISOR = 100.0  # a cosine-decayed outer rate ends at lr / 100
 
 
@@ -618,149 +612,3 @@ def render_latents(meta: MetaModel, params, latents, chunk: int = 64) -> np.ndar
     n, chunk = len(latents), max(1, min(int(chunk), len(latents)))
     out = [np.asarray(_render_chunk(meta, params, _pad(latents[a:b], chunk)))[: b - a] for a, b in _chunks(n, chunk)]
     return np.concatenate(out)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def write_meta_json(directory, meta: MetaModel, extra: dict | None = None):
-    """Writes ``directory/meta.json`` atomically."""
-    body = {"format": FORMAT, "version": VERSION, "meta": meta.config(), **(extra or {})}
-    path = os.path.join(directory, META_JSON)
-    io.write_json(path, body)
-
-
-def read_meta_json(directory) -> dict:
-    """Reads and validates ``directory/meta.json``; errors say what ``directory`` is instead."""
-    directory = os.fspath(directory)
-    path = os.path.join(directory, META_JSON)
-    if not os.path.isdir(directory):
-        raise ValueError(f"{directory} is not a directory: expected a meta-learning checkpoint folder")
-    if not os.path.isfile(path):
-        if os.path.isfile(os.path.join(directory, "model.json")):
-            raise ValueError(f"{directory} is a single-model checkpoint (asmr fit), not a meta-learning checkpoint")
-        raise ValueError(f"{directory} is not a meta-learning checkpoint (no {META_JSON} inside)")
-    body = io.read_format_json(path, FORMAT, VERSION, "an asmr-jax meta-learning file")
-    return body
-
-
-def abstract_params(meta: MetaModel, sharding_=None):
-    """Shape/dtype tree of :meth:`MetaModel.init` (for restoring), optionally with a sharding."""
-    tree = jax.eval_shape(meta.init, jax.random.key(0))
-    s = sharding_ or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree)
-
-
-def checkpoint_manager(workdir, keep: int = 3, create: bool = True):
-    """The orbax ``CheckpointManager`` of a training ``workdir`` (items ``params``, ``opt_state``)."""
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)), options=options,
-                                 item_names=("params", "opt_state"))
-
-
-DIGESTS = "digests.json"
-
-
-class DamagedCheckpointError(ValueError):
-    """A checkpoint step that cannot be restored, or whose parameters fail their digest."""
-
-
-def record_digest(workdir, step: int, items: dict):
-    """Adds the digests of ``step``'s saved items (name -> host tree) to ``workdir/digests.json``."""
-    path = os.path.join(workdir, DIGESTS)
-    digests = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            digests = json.load(f)
-    digests[str(int(step))] = {k: io.params_digest(v) for k, v in items.items()}
-    # and of the step's files, checked before orbax reads them (restore_step)
-    digests[str(int(step))]["files"] = io.files_digest(os.path.join(workdir, CHECKPOINTS, str(int(step))))
-    io.write_json(path, digests)
-
-
-def recorded_digests(workdir, step: int) -> dict:
-    """``{item: sha256 hex}`` recorded for ``step`` (empty if none was recorded)."""
-    path = os.path.join(workdir, DIGESTS)
-    if not os.path.isfile(path):
-        if os.path.isdir(os.path.join(workdir, CHECKPOINTS)):  # every save records its digests here
-            raise DamagedCheckpointError(f"{path} is missing: it records the digests of the checkpoints in "
-                                         f"{workdir}/{CHECKPOINTS}, which are not used without it")
-        return {}
-    try:
-        with open(path) as f:
-            return json.load(f).get(str(int(step))) or {}
-    except (OSError, ValueError) as e:
-        raise DamagedCheckpointError(f"{path} is corrupt ({e}); it records the checkpoints' digests") from None
-
-
-def restore_step(mgr, workdir, step: int, items: dict) -> dict:
-    """Restores ``items`` (name -> abstract tree) of checkpoint ``step`` and checks the params digest.
-
-    Raises :class:`DamagedCheckpointError` naming the step, why, and the other steps to use instead.
-    """
-    import orbax.checkpoint as ocp
-
-    where = f"{workdir}/{CHECKPOINTS}/{step}"
-    others = [s for s in mgr.all_steps() if s != step]
-    hint = (f"; other saved steps: {sorted(others)} (continue from one with resume_step=N / --resume-step N, "
-            f"or load it with step=N / --step N)" if others else "; no other step is saved")
-    if step not in mgr.all_steps():
-        raise DamagedCheckpointError(f"{workdir} has no checkpoint step {step}{hint}")
-    digests = recorded_digests(workdir, step)
-    try:
-        io.check_files(where, digests.get("files"), f"checkpoint step {step} ({where})")
-    except ValueError as e:
-        raise DamagedCheckpointError(f"cannot restore checkpoint step {step} from {where}: {e}{hint}") from None
-    if "params" in items:
-        mismatch = io.layout_mismatch(os.path.join(where, "params"), items["params"])
-        if mismatch:
-            raise DamagedCheckpointError(f"cannot restore checkpoint step {step} from {where}: {mismatch}{hint}")
-    try:
-        restored = mgr.restore(step, args=ocp.args.Composite(
-            **{k: ocp.args.StandardRestore(v) for k, v in items.items()}))
-        restored = {k: restored[k] for k in items}
-    except Exception as e:  # orbax raises many exception types for damaged or mismatched trees
-        raise DamagedCheckpointError(f"cannot restore checkpoint step {step} from {where}: "
-                                     f"{io.error_summary(e)}{hint}") from None
-    for name, tree in restored.items():
-        try:
-            io.check_digest(tree, digests.get(name), f"checkpoint step {step} ({where}, {name})")
-        except ValueError as e:
-            raise DamagedCheckpointError(f"{e}{hint}") from None
-    return restored
-
-
-def save_meta(path, meta: MetaModel, params, extra: dict | None = None, overwrite: bool = False) -> str:
-    """Exports shared parameters to a standalone folder (``meta.json`` + ``params/``), atomically."""
-    params = jax.device_get(params)
-    with io.atomic_dir(path, overwrite=overwrite) as tmp:
-        write_meta_json(tmp, meta, {**(extra or {}), "params_sha256": io.params_digest(params)})
-        io.save_tree(os.path.join(tmp, "params"), params)
-    return os.path.abspath(os.fspath(path))
-
-
-def load_meta_checkpoint(path, step: int | None = None):
-    """Loads ``(meta, params)`` from a training workdir (latest or given ``step``) or a
-    folder written by :func:`save_meta`.
-
-    Raises ``ValueError`` naming the problem for a missing, foreign or corrupt checkpoint.
-    """
-    path = os.fspath(path)
-    body = read_meta_json(path)
-    try:
-        meta = MetaModel.from_config(body["meta"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}/{META_JSON} holds an invalid meta config: {e}") from None
-    target = abstract_params(meta)
-    if os.path.isdir(os.path.join(path, "params")):  # exported by save_meta
-        params = io.restore_tree(os.path.join(path, "params"), target)
-        io.check_digest(params, body.get("params_sha256"), f"exported checkpoint {path}")
-        return meta, params
-    mgr = checkpoint_manager(path, create=False) if os.path.isdir(os.path.join(path, CHECKPOINTS)) else None
-    step = mgr.latest_step() if (mgr is not None and step is None) else step
-    if mgr is None or step is None:
-        raise ValueError(f"{path} has no saved parameters (neither params/ nor a step under {CHECKPOINTS}/)")
-    try:
-        return meta, restore_step(mgr, os.path.abspath(path), int(step), {"params": target})["params"]
-    finally:
-        mgr.close()

@@ -40,7 +40,7 @@ def encode_split(checkpoint, split: str = "test", out=None, dataset: str | None 
     """Fits the latent of every image of ``split`` and (optionally) writes ``out``.
 
     Args:
-      checkpoint: meta-training workdir or exported folder (see :func:`meta.functa.load_meta_checkpoint`).
+      checkpoint: meta-training workdir or exported folder (see :func:`meta.checkpoint.load`).
       dataset: dataset name (default: the one the checkpoint was trained on).
       steps: inner steps (default the checkpoint's ``k``).
       step: checkpoint step of a training workdir (default the latest).
@@ -57,8 +57,8 @@ def encode_split(checkpoint, split: str = "test", out=None, dataset: str | None 
         raise IsADirectoryError(f"--out {out} is a directory; give the path of the .npz file to write")
     if out is not None and os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-    meta, params = functa.load_meta_checkpoint(checkpoint, step)
-    train_cfg = functa.read_meta_json(checkpoint).get("train", {})
+    meta, params = checkpoint.load(checkpoint, step)
+    train_cfg = checkpoint.read_meta_json(checkpoint).get("train", {})
     dataset = dataset or train_cfg.get("dataset") or "patches"
     data_dir = data_dir if data_dir is not None else train_cfg.get("data_dir")
     ds = load_dataset(dataset, split, meta.shape[0], data_dir)
@@ -171,7 +171,7 @@ def decode_functaset(path, checkpoint, out_dir=None, limit: int | None = None, o
     if limit is not None and int(limit) < 1:
         raise ValueError(f"limit must be >= 1 latents, got {limit}")
     data = load_functaset(path)
-    meta, params = functa.load_meta_checkpoint(checkpoint)
+    meta, params = checkpoint.load(checkpoint)
     check_network(data, meta, params, path, checkpoint)
     latents = data["latents"][:limit] if limit is not None else data["latents"]
     images = functa.render_latents(meta, params, latents)

@@ -78,11 +78,12 @@ def parse_args(argv=None):
 def model_settings(args, channels: int) -> dict:
     """``name -> train() keywords`` of each model: network, width and latent layout."""
     from asmr_jax.models import match_width
-    from meta.train import build_meta
+    from meta.config import TrainConfig
 
-    asmr = build_meta("asmr", args.resolution, channels, args.width, levels=args.levels, latent_dim=args.latent_dim)
-    siren_width = match_width(lambda w: build_meta("siren", args.resolution, channels, w, depth=args.levels,
-                                                   latent_dim=args.latent_dim).num_params(), asmr.num_params())
+    base = TrainConfig(resolution=args.resolution, latent_dim=args.latent_dim)
+    asmr = base.replace(model="asmr", width=args.width, levels=args.levels).meta_model(channels)
+    siren_width = match_width(lambda w: base.replace(model="siren", width=w, depth=args.levels)
+                              .meta_model(channels).num_params(), asmr.num_params())
     nets = {"asmr": dict(model="asmr", width=args.width, levels=args.levels),
             "siren": dict(model="siren", width=siren_width, depth=args.levels)}
     return {name: {**nets[name.split("-")[0]], "spatial": args.grid if name.endswith("spatial") else None,
@@ -110,6 +111,7 @@ def main(argv=None) -> int:
 
     from asmr_jax.datasets import load_dataset
     from asmr_jax.io import write_json
+    from meta.config import TrainConfig
     from meta.train import plan_steps, train, write_grid
 
     run = os.path.join(args.out, time.strftime("run-%Y%m%d-%H%M%S"))
@@ -120,20 +122,21 @@ def main(argv=None) -> int:
     test_ds = load_dataset("patches", "test", args.resolution)
     test_images = test_ds.get(np.arange(len(test_ds)))
     settings = model_settings(args, train_ds.channels)
-    common = dict(dataset=train_ds, test_dataset=test_ds, resolution=args.resolution, latent_dim=args.latent_dim,
-                  inner_steps=args.inner_steps, batch_size=args.batch_size, lr=args.lr, lr_decay="cosine",
-                  seed=args.seed, eval_every=args.eval_every, eval_images=args.eval_images,
-                  progress=not args.no_progress)
+    common = TrainConfig(resolution=args.resolution, latent_dim=args.latent_dim, inner_steps=args.inner_steps,
+                         batch_size=args.batch_size, lr=args.lr, lr_decay="cosine", seed=args.seed,
+                         eval_every=args.eval_every, eval_images=args.eval_images)
     budget = 60.0 * args.minutes
     print(f"meta-learning on {len(train_ds)} train / {len(test_ds)} test patches of {args.resolution}x"
           f"{args.resolution} (test photos unseen), {args.minutes:g} min per model, latent {args.latent_dim}, "
           f"models {', '.join(settings)}")
     results, rows = {}, {}
     for name, net in settings.items():
-        steps = plan_steps(budget, args.probe_seconds, **common, **net)
+        config = common.replace(**net)
+        steps = plan_steps(config, budget, args.probe_seconds, data=train_ds, test_data=test_ds)
         print(f"{name}: {steps} steps planned for {budget:.0f} s", flush=True)
-        results[name] = train(workdir=os.path.join(run, name), steps=steps, max_seconds=1.1 * budget,
-                              checkpoint_every=max(steps // 4, 1), **common, **net)
+        config = config.replace(steps=steps, max_seconds=1.1 * budget, checkpoint_every=max(steps // 4, 1))
+        results[name] = train(config, os.path.join(run, name), data=train_ds, test_data=test_ds,
+                              progress=not args.no_progress)
         r, m = results[name], results[name].metrics
         ev = evaluate(r, test_images)
         rows[name] = {"latent": "global" if net["spatial"] is None else f"{args.grid}x{args.grid}",

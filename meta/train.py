@@ -44,21 +44,13 @@ import time
 import jax
 import numpy as np
 
-from asmr_jax import io, macs, models, sharding
+from asmr_jax import io, macs, sharding
 from asmr_jax.datasets import ImageDataset, Prefetcher, check_images, load_dataset
-from meta import functa
+from meta import checkpoint, functa
+from meta.config import TrainConfig
 
 HISTORY = "history.json"
 METRICS = "metrics.json"
-
-# Fields of the training config that define a run (a resume must not change them).
-RUN_KEYS = ("dataset", "data_dir", "resolution", "model", "width", "depth", "levels", "bases", "w0",
-            "latent_dim", "inner_steps", "lr_scale", "modulate_shift", "modulate_scale", "latent_init_scale",
-            "l2_weight", "noise_std", "functa_init", "meta_sgd", "spatial", "spatial_kernel", "batch_size", "lr",
-            "clip", "lr_decay", "decay_steps", "seed")
-LR_DECAYS = ("none", "cosine")
-META_KEYS = ("latent_dim", "inner_steps", "lr_scale", "modulate_shift", "modulate_scale", "latent_init_scale",
-             "l2_weight", "noise_std", "functa_init", "meta_sgd", "spatial", "spatial_kernel")
 
 
 @dataclasses.dataclass
@@ -74,27 +66,6 @@ class TrainResult:
     history: list
 
 
-def build_meta(model="asmr", resolution=32, channels: int = 3, width: int = 128,
-               depth: int | None = None, levels: int | None = 4, bases=None, w0: float = 30.0,
-               **meta_kwargs) -> functa.MetaModel:
-    """A :class:`~meta.functa.MetaModel` from flat keyword arguments (CLI/config friendly).
-
-    ``model`` is a family name for :func:`asmr_jax.models.build` (sized by ``width``,
-    ``depth``, ``levels``, ``bases``, ``w0``) or a model's ``config()`` dict (any registered
-    model, e.g. an Instant-NGP hash grid, taken as it is). ``resolution`` is an int
-    (square images) or a spatial shape; ``meta_kwargs`` are :class:`~meta.functa.MetaModel`
-    fields (``latent_dim``, ``inner_steps``, ``lr_scale``, ...).
-    """
-    shape = (int(resolution),) * 2 if isinstance(resolution, (int, np.integer)) else tuple(resolution)
-    if isinstance(model, dict):
-        net = models.from_config(model)
-        if tuple(net.shape) != shape or net.channels != channels:
-            raise ValueError(f"model config is for {net.shape} x {net.channels}, the data is {shape} x {channels}")
-    else:
-        net = models.build(model, shape, channels, width=width, depth=depth, levels=levels, bases=bases, w0=w0)
-    return functa.MetaModel(net, **meta_kwargs)
-
-
 def data_mesh_for(batch_size: int):
     """The data mesh of a run: all devices of all processes (the batch must divide over
     them) in a multi-process run; in one process, the most devices that divide the batch."""
@@ -106,8 +77,9 @@ def data_mesh_for(batch_size: int):
     return sharding.data_mesh(devs[:n])
 
 
-def plan_steps(budget_seconds: float, probe_seconds: float = 20.0, margin: float = 0.95, **train_kwargs) -> int:
-    """Outer steps that fit in ``budget_seconds``, timed by a ``probe_seconds`` run of the same config.
+def plan_steps(config: TrainConfig, budget_seconds: float, probe_seconds: float = 20.0, margin: float = 0.95,
+               data: ImageDataset | None = None, test_data: ImageDataset | None = None) -> int:
+    """Outer steps that fit in ``budget_seconds``, timed by a ``probe_seconds`` run of ``config``.
 
     A decayed rate (``lr_decay="cosine"``) needs its length in steps before a run starts,
     but budgets are wall clock: this meta-trains the config in a scratch folder for
@@ -117,10 +89,11 @@ def plan_steps(budget_seconds: float, probe_seconds: float = 20.0, margin: float
     """
     import tempfile
 
-    quiet = dict(steps=10**7, lr_decay="none", eval_every=10**7, checkpoint_every=10**7, log_every=10,
-                 plots=False, progress=False, max_seconds=float(probe_seconds), log=lambda *a, **k: None)
+    probe = config.replace(steps=10**7, lr_decay="none", eval_every=10**7, checkpoint_every=10**7, log_every=10,
+                           max_seconds=float(probe_seconds))
     with tempfile.TemporaryDirectory() as tmp:
-        res = train(**{**train_kwargs, **quiet, "workdir": tmp, "resume": False})
+        res = train(probe, tmp, data=data, test_data=test_data, plots=False, progress=False,
+                    log=lambda *a, **k: None)
     return max(1, int(margin * float(budget_seconds) / res.metrics["step_seconds_median"]))
 
 
@@ -132,295 +105,264 @@ def _eval(meta, params, images, steps_list):
     return out
 
 
-def train(*, workdir, dataset: str | ImageDataset = "patches", test_dataset: ImageDataset | None = None,
-          data_dir=None, resolution: int = 32, model: str = "asmr", width: int = 128, depth: int | None = None,
-          levels: int | None = 4, bases=None, w0: float = 30.0, latent_dim: int = 64, inner_steps: int = 3,
-          lr_scale: float = 1.0, modulate_shift: bool = True, modulate_scale: bool = False,
-          latent_init_scale: float = 0.0, l2_weight: float = 0.0, noise_std: float = 0.0,
-          functa_init: bool = False, meta_sgd: bool = True, spatial=None, spatial_kernel: int = 3,
-          batch_size: int = 16, steps: int = 500,
-          lr: float = 3e-4, clip: float | None = functa.OUTER_CLIP, lr_decay: str = "none", seed: int = 0,
-          remat: bool = False,
-          microbatch: int | None = None, resume: bool = False, resume_step: int | None = None,
-          eval_every: int = 100, eval_images: int = 64, eval_more_steps: int = 10, eval_at: tuple = (),
-          checkpoint_every: int = 100, keep: int = 3,
-          log_every: int = 25, prefetch: int = 2, max_seconds: float | None = None, progress: bool = True,
-          plots: bool = True, log=print) -> TrainResult:
-    """Meta-trains a functa over ``dataset`` and writes ``workdir`` (see module docstring).
+# ----------------------------------------------------------------------------- the steps of a run
+def check_workdir(config: TrainConfig, workdir: str, resume: bool):
+    """Refuses a workdir that holds checkpoints unless resuming, and a resume whose run
+    fields differ from the recorded ones."""
+    exists = os.path.isdir(os.path.join(workdir, checkpoint.CHECKPOINTS))
+    if resume:
+        if not exists:
+            raise ValueError(f"--resume: {workdir} has no {checkpoint.CHECKPOINTS}/ folder to resume from")
+        stored, now = checkpoint.read_meta_json(workdir).get("train", {}), config.record()
+        changed = {k: (stored.get(k), now[k]) for k in now if k in stored and stored.get(k) != now[k]}
+        if changed:
+            raise ValueError("--resume with a different configuration: "
+                             + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items()))
+    elif exists:
+        raise FileExistsError(f"{workdir} already holds checkpoints; pass resume=True (--resume) to continue "
+                              f"or choose another workdir")
+
+
+def load_data(config: TrainConfig, data: ImageDataset | None, test_data: ImageDataset | None):
+    """``(train, test)`` datasets: ``config.dataset`` by name, or the given ones."""
+    if data is None:
+        if config.resolution is None:
+            raise ValueError(f"dataset {config.dataset!r} is loaded by name: pass a resolution")
+        train_ds = load_dataset(config.dataset, "train", config.resolution, config.data_dir)
+        return train_ds, test_data or load_dataset(config.dataset, "test", config.resolution, config.data_dir)
+    res = config.resolution
+    want = None if res is None else ((res,) * 2 if isinstance(res, int) else tuple(res))
+    if want is not None and tuple(data.shape) != want:
+        raise ValueError(f"dataset signals are {data.shape}, resolution is {res} "
+                         f"(pass resolution=None to take the dataset's shape)")
+    return data, test_data or data
+
+
+def restore(ckpts: checkpoint.RunCheckpoints, workdir, resume_step, params, opt_state, rep, log):
+    """``(step, params, opt_state, history)`` of the resumed step; later steps are deleted."""
+    start = int(ckpts.latest_step() if resume_step is None else resume_step)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                            {"params": params, "opt_state": opt_state})
+    restored = ckpts.restore(start, abstract)
+    later = ckpts.delete_after(start)
+    main = jax.process_index() == 0
+    if later and main:
+        log(f"continuing from step {start}: deleted the later checkpoint steps {later}")
+    history = []
+    hist_path = os.path.join(workdir, HISTORY)
+    if os.path.isfile(hist_path):
+        with open(hist_path) as f:
+            history = [h for h in json.load(f) if h["step"] <= start]
+    if main:
+        log(f"resumed {workdir} at step {start}")
+    return start, restored["params"], restored["opt_state"], history
+
+
+def train(config: TrainConfig | None = None, workdir=None, *, data: ImageDataset | None = None,
+          test_data: ImageDataset | None = None, resume: bool = False, resume_step: int | None = None,
+          progress: bool = True, plots: bool = True, log=print, **changes) -> TrainResult:
+    """Meta-trains a functa as ``config`` says and writes ``workdir`` (see module docstring).
 
     Args:
+      config: the run (:class:`meta.config.TrainConfig`; default: its defaults), with
+        ``changes`` (field values) applied on top.
       workdir: output folder. It must not hold checkpoints unless ``resume``.
-      dataset: a dataset name for :func:`asmr_jax.datasets.load_dataset` (``train`` and
-        ``test`` splits), or an :class:`ImageDataset` of any spatial shape (then pass
-        ``test_dataset`` too, or the train set is used for evaluation).
-      resolution: image side when ``dataset`` is a name.
-      model, width, depth, levels, bases, w0: the network (:func:`asmr_jax.models.build`), or
-        ``model`` a registered model's ``config()`` dict (the size fields are then unused).
-      latent_dim ... meta_sgd: :class:`meta.functa.MetaModel` fields (functa's knobs).
-      spatial, spatial_kernel: a grid of latent vectors instead of one (``None``, functa), and
-        the side of the convolution that maps it to modulations (:class:`meta.functa.MetaModel`).
-      batch_size: global batch (over all devices and processes).
-      steps: total outer steps (a resumed run continues up to this count).
+      data, test_data: :class:`ImageDataset` s of any spatial shape to train and evaluate on
+        instead of loading ``config.dataset`` (its name is then recorded); without
+        ``test_data`` the train set is used for evaluation.
       resume, resume_step: continue from the latest checkpoint (or from step ``resume_step``;
         later steps are then deleted). A damaged step is refused with the steps to use instead.
-      lr, clip: outer Adam rate and global-norm gradient clip (``None``: none).
-      lr_decay: ``"none"`` (a constant rate, as functa) or ``"cosine"`` (from ``lr`` down to
-        ``lr / 100`` over ``steps``; a resume must keep ``steps``).
-      remat, microbatch: memory levers of :func:`meta.functa.meta_step` (same results).
-      eval_every: test evaluation period (PSNR after ``inner_steps`` and after
-        ``eval_more_steps`` inner steps on the first ``eval_images`` test images).
-      eval_at: extra steps at which to evaluate.
-      checkpoint_every: checkpoint period (plus one at the end).
-      log_every: steps between metric fetches (the only host syncs besides evals/checkpoints).
-      prefetch: batches loaded ahead by the background thread (0: none, the plain loop).
-      max_seconds: stop (and checkpoint) once this much training time has passed (counted from
-        the end of the first step, so that compilation is not part of it).
+      progress, plots, log: progress bar, pictures, and where messages go (process 0 only).
 
     Returns:
       a :class:`TrainResult`.
     """
+    if workdir is None:
+        raise TypeError("train() needs a workdir")
+    config = (config or TrainConfig()).replace(**changes)
+    if data is not None:
+        config = config.replace(dataset=data.name)
     workdir = os.path.abspath(os.fspath(workdir))
     main = jax.process_index() == 0
-    if resolution is None and isinstance(dataset, str):
-        raise ValueError(f"dataset {dataset!r} is loaded by name: pass a resolution")
-    res = (None if resolution is None else int(resolution) if isinstance(resolution, (int, np.integer))
-           else tuple(int(r) for r in resolution))
-    config = dict(dataset=dataset if isinstance(dataset, str) else dataset.name,
-                  data_dir=None if data_dir is None else os.fspath(data_dir), resolution=res,
-                  model=dict(model) if isinstance(model, dict) else model,
-                  width=int(width), depth=depth, levels=levels,
-                  bases=None if bases is None else json.loads(json.dumps(bases)), w0=float(w0),
-                  latent_dim=int(latent_dim), inner_steps=int(inner_steps), lr_scale=float(lr_scale),
-                  modulate_shift=bool(modulate_shift), modulate_scale=bool(modulate_scale),
-                  latent_init_scale=float(latent_init_scale), l2_weight=float(l2_weight),
-                  noise_std=float(noise_std), functa_init=bool(functa_init), meta_sgd=bool(meta_sgd),
-                  spatial=None if spatial is None else json.loads(json.dumps(spatial)),
-                  spatial_kernel=int(spatial_kernel),
-                  batch_size=int(batch_size), lr=float(lr), clip=None if clip is None else float(clip),
-                  lr_decay=lr_decay, decay_steps=int(steps) if lr_decay == "cosine" else None, seed=int(seed))
-    config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
-    if lr_decay not in LR_DECAYS:
-        raise ValueError(f"lr_decay must be one of {', '.join(map(repr, LR_DECAYS))}, got {lr_decay!r}")
-    if not 0 <= int(seed) < 2**32:
-        raise ValueError(f"seed must be in [0, 2^32), got {seed}")
-    for name, val in (("lr", lr), ("w0", w0), ("lr_scale", lr_scale)):
-        if not (math.isfinite(float(val)) and float(val) > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {val}")
-    if int(steps) < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for name, val in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every), ("keep", keep),
-                      ("log_every", log_every)):
-        if int(val) < 1:
-            raise ValueError(f"{name} must be >= 1, got {val}")
-    if int(prefetch) < 0:
-        raise ValueError(f"prefetch must be >= 0 (0: load each batch when it is needed), got {prefetch}")
-    if int(eval_images) < 1:
-        raise ValueError(f"eval_images must be >= 1 (test images per evaluation), got {eval_images}")
-    if microbatch is not None and (int(microbatch) < 1 or int(batch_size) % int(microbatch)):
-        raise ValueError(f"microbatch must be a divisor of batch_size {batch_size}, got {microbatch}")
+    check_workdir(config, workdir, resume)
 
-    mgr_exists = os.path.isdir(os.path.join(workdir, functa.CHECKPOINTS))
-    if resume:
-        if not mgr_exists:
-            raise ValueError(f"--resume: {workdir} has no {functa.CHECKPOINTS}/ folder to resume from")
-        stored = functa.read_meta_json(workdir).get("train", {})
-        changed = {k: (stored.get(k), config[k]) for k in RUN_KEYS if k in stored and stored.get(k) != config[k]}
-        if changed:
-            raise ValueError("--resume with a different configuration: "
-                             + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items()))
-    elif mgr_exists:
-        raise FileExistsError(f"{workdir} already holds checkpoints; pass resume=True (--resume) to continue "
-                              f"or choose another workdir")
-
-    # ---------------------------------------------------------------- data and model
-    if isinstance(dataset, str):
-        train_ds = load_dataset(dataset, "train", res, data_dir)
-        test_ds = test_dataset or load_dataset(dataset, "test", res, data_dir)
-    else:
-        train_ds, test_ds = dataset, test_dataset or dataset
-        want = None if resolution is None else ((res,) * 2 if isinstance(res, int) else res)
-        if want is not None and train_ds.shape != want:
-            raise ValueError(f"dataset signals are {train_ds.shape}, resolution is {resolution} "
-                             f"(pass resolution=None to take the dataset's shape)")
-    meta = build_meta(model, train_ds.shape, train_ds.channels, width, depth, levels,
-                      None if bases is None else bases, w0,
-                      **{k: config[k] for k in META_KEYS})
-    train_ds.steps_per_epoch(batch_size)  # raises if the batch is larger than the dataset
-    eval_imgs = test_ds.get(np.arange(min(int(eval_images), len(test_ds))))
+    train_ds, test_ds = load_data(config, data, test_data)
+    meta = config.meta_model(train_ds.channels, train_ds.shape)
+    train_ds.steps_per_epoch(config.batch_size)  # raises if the batch is larger than the dataset
+    eval_imgs = test_ds.get(np.arange(min(config.eval_images, len(test_ds))))
     check_images(eval_imgs, f"{test_ds.name}/{test_ds.split}", spatial_dims=len(train_ds.shape))
 
     sharding.barrier("meta.train: workdir checked")  # every process has looked before one writes
-    mesh = data_mesh_for(int(batch_size))
-    optimizer = functa.make_optimizer(lr, clip, config["decay_steps"])
-    step_fn = functa.make_meta_step(meta, optimizer, mesh, remat=bool(remat),
-                                    microbatch=None if microbatch is None else int(microbatch))
+    mesh = data_mesh_for(config.batch_size)
+    record = config.record()
+    optimizer = functa.make_optimizer(config.lr, config.clip, record["decay_steps"])
+    step_fn = functa.make_meta_step(meta, optimizer, mesh, remat=config.remat, microbatch=config.microbatch)
     rep = sharding.replicated(mesh)
-
     if main:
         os.makedirs(workdir, exist_ok=True)
-    mgr = functa.checkpoint_manager(workdir, keep=keep)
-    try:
-        import orbax.checkpoint as ocp
-
-        params = meta.init(jax.random.key(seed))
+    with checkpoint.RunCheckpoints(workdir, keep=config.keep) as ckpts:
+        params = meta.init(jax.random.key(config.seed))
         opt_state = optimizer.init(params)
         start, history = 0, []
-        if resume and mgr.latest_step() is not None:
-            start = int(mgr.latest_step() if resume_step is None else resume_step)
-            abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-                                    {"params": params, "opt_state": opt_state})
-            restored = functa.restore_step(mgr, workdir, start, abstract)
-            params, opt_state = restored["params"], restored["opt_state"]
-            later = [s for s in mgr.all_steps() if s > start]
-            if later:
-                sharding.barrier("meta.train: resume step restored")
-                for s in later:
-                    mgr.delete(s)
-                if main:
-                    log(f"continuing from step {start}: deleted the later checkpoint steps {later}")
-            hist_path = os.path.join(workdir, HISTORY)
-            if os.path.isfile(hist_path):
-                with open(hist_path) as f:
-                    history = [h for h in json.load(f) if h["step"] <= start]
-            if main:
-                log(f"resumed {workdir} at step {start}")
+        if resume and ckpts.latest_step() is not None:
+            start, params, opt_state, history = restore(ckpts, workdir, resume_step, params, opt_state, rep, log)
         elif main:
-            functa.write_meta_json(workdir, meta, {"train": config})
+            checkpoint.write_meta_json(workdir, meta, {"train": record})
         params, opt_state = sharding.replicate(params, mesh), sharding.replicate(opt_state, mesh)
-        noise_key = jax.random.fold_in(jax.random.key(seed), 1)
-
         cost = macs.count(meta.model)
         if main:
             log(f"{meta.model.kind}: {meta.model.num_params():,} network params, {meta.num_params():,} shared params, "
-                f"{cost.paper_macs:,.1f} MAC/pixel, latent {latent_dim}, k={inner_steps}, {len(train_ds)} train / "
-                f"{len(test_ds)} test images, {mesh.size} device(s) in {jax.process_count()} process(es)")
+                f"{cost.paper_macs:,.1f} MAC/pixel, latent {meta.latent_dim}, k={meta.inner_steps}, "
+                f"{len(train_ds)} train / {len(test_ds)} test images, {mesh.size} device(s) in "
+                f"{jax.process_count()} process(es)")
+        loop = _Loop(config, meta, step_fn, mesh, train_ds, eval_imgs, ckpts, workdir, history, log)
+        status, step, params, windows, seconds = loop.run(start, params, opt_state, progress and main)
 
-        def save(step):
-            mgr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                                   opt_state=ocp.args.StandardSave(opt_state)), force=True)
-            mgr.wait_until_finished()
-            if main:
-                functa.record_digest(workdir, step, sharding.to_host({"params": params, "opt_state": opt_state}))
-                io.write_json(os.path.join(workdir, HISTORY), history)
+    metrics = summary(config, meta, mesh, cost, status, step, start, history, windows, seconds, len(eval_imgs))
+    host_params = sharding.to_host(params)
+    if main:
+        io.write_json(os.path.join(workdir, METRICS), metrics)
+        if plots and history:
+            write_pictures(workdir, meta, host_params, history, eval_imgs, config, status)
+    return TrainResult(workdir, status, step, host_params, meta, metrics, history)
 
-        def load_batch(t):
-            idx = train_ds.batch_indices(t, batch_size, shuffle=True, seed=seed)
-            return sharding.global_batch(lambda rows: train_ds.get(idx[rows]), int(batch_size), mesh)
 
-        # ---------------------------------------------------------------- loop
-        status, step = "done", start
-        windows, t_start, t_budget = [], time.perf_counter(), None  # (steps, seconds) between fetches
-        bar = None
-        if progress and main:
+class _Loop:
+    """The outer loop of :func:`train`: steps, metric fetches, evaluations, checkpoints."""
+
+    def __init__(self, config, meta, step_fn, mesh, train_ds, eval_imgs, ckpts, workdir, history, log):
+        self.c, self.meta, self.step_fn, self.mesh = config, meta, step_fn, mesh
+        self.train_ds, self.eval_imgs, self.ckpts, self.workdir = train_ds, eval_imgs, ckpts, workdir
+        self.history, self.log = history, log
+        self.main = jax.process_index() == 0
+        self.eval_steps = sorted({meta.inner_steps, config.eval_more_steps})
+        self.pending = []  # (step, device metrics) not fetched yet
+        self.windows = []  # (steps, seconds) between fetches
+        self.status, self.bar = "done", None
+
+    def load_batch(self, t):
+        idx = self.train_ds.batch_indices(t, self.c.batch_size, shuffle=True, seed=self.c.seed)
+        return sharding.global_batch(lambda rows: self.train_ds.get(idx[rows]), self.c.batch_size, self.mesh)
+
+    def save(self, step, params, opt_state):
+        self.ckpts.save(step, params, opt_state)
+        if self.main:
+            io.write_json(os.path.join(self.workdir, HISTORY), self.history)
+
+    def evaluate(self, params):
+        ev = _eval(self.meta, sharding.to_host(params), self.eval_imgs, self.eval_steps)
+        self.history[-1].update({f"test_psnr_{s}": v for s, v in ev.items()})
+
+    def fetch(self) -> bool:
+        """Moves pending metrics to the history; False if one was non-finite."""
+        if not self.pending:
+            return True
+        values = list(zip([t for t, _ in self.pending], sharding.to_host([m for _, m in self.pending])))
+        self.pending.clear()
+        now = time.perf_counter()
+        self.windows.append((values[-1][0] - self.last_fetch[1], now - self.last_fetch[0]))
+        self.last_fetch = (now, values[-1][0])
+        for t, m in values:
+            loss, psnr = float(m["loss"]), float(m["psnr"])
+            if not math.isfinite(loss):
+                self.status = "diverged"
+                if self.main:
+                    kept = self.ckpts.latest_step()
+                    self.log(f"step {t}: loss is {loss}; stopping. " + (
+                        f"The last good checkpoint (step {kept}) is kept in {self.workdir}/{checkpoint.CHECKPOINTS}"
+                        if kept is not None else "No checkpoint was written before it (lower lr or clip)"))
+                return False
+            self.history.append({"step": t, "loss": loss, "train_psnr": psnr})
+        if self.bar is not None:
+            k = f"test_psnr_{self.meta.inner_steps}"
+            self.bar.update(values[-1][0] - self.bar.n)
+            self.bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}",
+                                 **({"test": f"{self.history[-1][k]:.2f}"} if k in self.history[-1] else {}))
+        return True
+
+    def run(self, start, params, opt_state, progress):
+        """``(status, step, params, fetch windows, seconds)``; the returned state is the last
+        one whose every step was checked finite, and it is checkpointed."""
+        c = self.c
+        if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=int(steps), initial=start, desc=f"meta-train {meta.model.kind}", dynamic_ncols=True)
-        eval_steps = sorted({int(inner_steps), int(eval_more_steps)})
-        extra_evals = {int(s) for s in eval_at}
-        pending = []  # (step, device metrics) not fetched yet
-        good = (start, params, opt_state)  # the last state whose every step was checked finite
-        last_fetch = [time.perf_counter(), start]
-
-        def fetch():
-            """Moves pending metrics to the history; False if one was non-finite."""
-            nonlocal good, status
-            if not pending:
-                return True
-            values = list(zip([t for t, _ in pending], sharding.to_host([m for _, m in pending])))  # one transfer
-            pending.clear()
-            now = time.perf_counter()
-            windows.append((values[-1][0] - last_fetch[1], now - last_fetch[0]))
-            last_fetch[:] = [now, values[-1][0]]
-            for t, m in values:
-                loss, psnr = float(m["loss"]), float(m["psnr"])
-                if not math.isfinite(loss):
-                    status = "diverged"
-                    if main:
-                        kept = mgr.latest_step()
-                        log(f"step {t}: loss is {loss}; stopping. " + (
-                            f"The last good checkpoint (step {kept}) is kept in {workdir}/{functa.CHECKPOINTS}"
-                            if kept is not None else "No checkpoint was written before it (lower lr or clip)"))
-                    return False
-                history.append({"step": t, "loss": loss, "train_psnr": psnr})
-            if bar is not None:
-                bar.update(values[-1][0] - bar.n)
-                bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}",
-                                **({"test": f"{history[-1][f'test_psnr_{inner_steps}']:.2f}"}
-                                   if f"test_psnr_{inner_steps}" in history[-1] else {}))
-            return True
-
-        batches = Prefetcher(load_batch, start, int(steps), depth=int(prefetch))
+            self.bar = tqdm(total=c.steps, initial=start, desc=f"meta-train {self.meta.model.kind}",
+                            dynamic_ncols=True)
+        noise_key = jax.random.fold_in(jax.random.key(c.seed), 1)
+        extra_evals = set(c.eval_at)
+        good = (start, params, opt_state)
+        t_start, t_budget = time.perf_counter(), None
+        self.last_fetch = (t_start, start)
+        batches = Prefetcher(self.load_batch, start, c.steps, depth=c.prefetch)
         try:
             for t, images in batches:
                 key = jax.random.fold_in(noise_key, t)
                 if t == start:  # compile, then give the compiler's freed heap back before the step's buffers
-                    step_fn.compile_for(params, opt_state, images, key)
+                    self.step_fn.compile_for(params, opt_state, images, key)
                     io.release_free_heap()
-                params, opt_state, m = step_fn(params, opt_state, images, key)
+                params, opt_state, m = self.step_fn(params, opt_state, images, key)
                 step = t + 1
-                pending.append((step, m))
-                want_eval = step % int(eval_every) == 0 or step == int(steps) or step in extra_evals
-                want_ckpt = step % int(checkpoint_every) == 0
+                self.pending.append((step, m))
+                want_eval = step % c.eval_every == 0 or step == c.steps or step in extra_evals
+                want_ckpt = step % c.checkpoint_every == 0
                 if t_budget is None:  # the budget starts once the first step (its compilation) is done
                     jax.block_until_ready(params)
                     t_budget = time.perf_counter()
-                over_time = max_seconds is not None and time.perf_counter() - t_budget > max_seconds
-                if want_eval or want_ckpt or over_time or step % int(log_every) == 0:
-                    if not fetch():
+                over_time = c.max_seconds is not None and time.perf_counter() - t_budget > c.max_seconds
+                if want_eval or want_ckpt or over_time or step % c.log_every == 0:
+                    if not self.fetch():
                         break
                     good = (step, params, opt_state)
                     if want_eval:
-                        ev = _eval(meta, sharding.to_host(params), eval_imgs, eval_steps)
-                        history[-1].update({f"test_psnr_{s}": v for s, v in ev.items()})
+                        self.evaluate(params)
                     if want_ckpt:
-                        save(step)
+                        self.save(step, params, opt_state)
                 if over_time:
-                    status = "time_budget"
+                    self.status = "time_budget"
                     break
         finally:
             batches.close()
-            if bar is not None:
-                bar.close()
-        train_seconds = time.perf_counter() - t_start
-        budget_seconds = 0.0 if t_budget is None else time.perf_counter() - t_budget
+            if self.bar is not None:
+                self.bar.close()
+        seconds = {"train": time.perf_counter() - t_start,
+                   "budget": 0.0 if t_budget is None else time.perf_counter() - t_budget}
         step, params, opt_state = good
-        if status != "diverged" and mgr.latest_step() != step and step > start:
-            if f"test_psnr_{inner_steps}" not in (history[-1] if history else {}):
-                ev = _eval(meta, sharding.to_host(params), eval_imgs, eval_steps)
-                history[-1].update({f"test_psnr_{s}": v for s, v in ev.items()})
-            save(step)
-    finally:  # closed on every path: an open manager's threads print tracebacks at exit
-        mgr.close()
+        if self.status != "diverged" and self.ckpts.latest_step() != step and step > start:
+            if f"test_psnr_{self.meta.inner_steps}" not in (self.history[-1] if self.history else {}):
+                self.evaluate(params)
+            self.save(step, params, opt_state)
+        return self.status, step, params, self.windows, seconds
 
-    # ---------------------------------------------------------------- summary, pictures
+
+def summary(config, meta, mesh, cost, status, step, start, history, windows, seconds, test_images) -> dict:
+    """The ``metrics.json`` of a run."""
     steady = windows[1:] if len(windows) > 1 else windows  # the first window holds the compile
     rates = [dt / n for n, dt in steady if n > 0]
     sec = statistics.median(rates) if rates else float("nan")
-    last_eval = next((h for h in reversed(history) if f"test_psnr_{inner_steps}" in h), {})
-    host_params = sharding.to_host(params)
-    metrics = {
-        "status": status, "step": step, "config": config, "meta": meta.config(),
+    k = meta.inner_steps
+    last_eval = next((h for h in reversed(history) if f"test_psnr_{k}" in h), {})
+    return {
+        "status": status, "step": step, "config": config.record(), "meta": meta.config(),
         "network_params": meta.model.num_params(), "shared_params": meta.num_params(),
         "mac_per_pixel": cost.paper_macs, "render_mac_per_pixel": cost.render_macs,
         "devices": mesh.size, "processes": jax.process_count(), "step_seconds_median": sec,
-        "images_per_second": batch_size / sec if rates else None,
-        "train_seconds": train_seconds, "budget_seconds": budget_seconds, "steps_this_run": step - start,
-        "test_images": len(eval_imgs),
-        "test_psnr": {str(s): last_eval.get(f"test_psnr_{s}") for s in eval_steps},
+        "images_per_second": config.batch_size / sec if rates else None,
+        "train_seconds": seconds["train"], "budget_seconds": seconds["budget"], "steps_this_run": step - start,
+        "test_images": test_images,
+        "test_psnr": {str(s): last_eval.get(f"test_psnr_{s}") for s in sorted({k, config.eval_more_steps})},
         "final_train_loss": history[-1]["loss"] if history else None,
     }
-    if main:
-        io.write_json(os.path.join(workdir, METRICS), metrics)
-        if plots and history:
-            plot_history(history, os.path.join(workdir, "psnr.png"), inner_steps, eval_more_steps,
-                         title=f"{meta.model.kind} functa, latent {latent_dim}")
-            if status != "diverged" and len(meta.shape) == 2:
-                lat, _ = functa.fit_latents(meta, host_params, eval_imgs[:8])
-                recon = functa.render_latents(meta, host_params, lat)
-                write_grid(os.path.join(workdir, "reconstructions.png"), [eval_imgs[:8], recon])
-    return TrainResult(workdir, status, step, host_params, meta, metrics, history)
+
+
+def write_pictures(workdir, meta, params, history, eval_imgs, config, status):
+    """``psnr.png`` and (2-D signals, a run that did not diverge) ``reconstructions.png``."""
+    plot_history(history, os.path.join(workdir, "psnr.png"), meta.inner_steps, config.eval_more_steps,
+                 title=f"{meta.model.kind} functa, latent {meta.latent_dim}")
+    if status != "diverged" and len(meta.shape) == 2:
+        lat, _ = functa.fit_latents(meta, params, eval_imgs[:8])
+        recon = functa.render_latents(meta, params, lat)
+        write_grid(os.path.join(workdir, "reconstructions.png"), [eval_imgs[:8], recon])
 
 
 # ----------------------------------------------------------------------------- pictures

@@ -65,7 +65,7 @@ class CountingDataset:
 
 train_ds = CountingDataset(from_array(images(16, 0), "toy", "train"))
 test_ds = from_array(images(4, 1), "toy", "test")
-kw = dict(dataset=train_ds, test_dataset=test_ds, resolution=8, model="asmr", width=8, levels=2, latent_dim=4,
+kw = dict(data=train_ds, test_data=test_ds, resolution=8, model="asmr", width=8, levels=2, latent_dim=4,
           batch_size=8, eval_images=4, eval_every=3, eval_more_steps=4, checkpoint_every=3, log_every=2,
           progress=False, plots=False, log=lambda *a: None)
 first = train_lib.train(workdir=os.path.join(out, "meta"), steps=3, **kw)

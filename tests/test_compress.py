@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asmr_jax.coords import with_rank
+from meta import checkpoint, container
 from meta import compress as C
-from meta import container
 
 D = 24
 SHAPE, CHANNELS = (6, 5), 3
@@ -417,8 +417,8 @@ def meta_ckpt(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("meta")
     meta = functa.MetaModel(ASMR((8, 8), 3, levels=2, widths=16), latent_dim=8, inner_steps=3, lr_scale=1.0)
-    ckpt = functa.save_meta(root / "ckpt", meta, meta.init(jax.random.key(0)))
-    functa.save_meta(root / "other", meta, meta.init(jax.random.key(1)))
+    ckpt = checkpoint.export(root / "ckpt", meta, meta.init(jax.random.key(0)))
+    checkpoint.export(root / "other", meta, meta.init(jax.random.key(1)))
     rng = np.random.default_rng(0)
     yy, xx = np.meshgrid(np.linspace(0, 1, 8), np.linspace(0, 1, 8), indexing="ij")
     images = np.stack([np.clip(0.5 + 0.4 * np.sin(3 * a * yy + b * xx)[..., None] * rng.uniform(0.3, 1, 3),
@@ -426,7 +426,7 @@ def meta_ckpt(tmp_path_factory):
                        for a, b in rng.uniform(0, 2, (40, 2))]).astype(np.float32)
     from meta import functaset
 
-    params = functa.load_meta_checkpoint(ckpt)[1]
+    params = checkpoint.load(ckpt)[1]
     latents, psnr = functa.fit_latents(meta, params, images[:32])
     functaset.save_functaset(root / "train.npz", functaset.build(meta, params, latents, psnr))
     write_png(root / "img.png", images[35])
@@ -570,7 +570,7 @@ def test_cli_codec_fit_from_a_dataset_split(tmp_path, capsys):
     from meta import functa
 
     meta = functa.MetaModel(ASMR((8, 8), 1, levels=2, widths=16), latent_dim=4, lr_scale=1.0)
-    ckpt = functa.save_meta(tmp_path / "gray", meta, meta.init(jax.random.key(0)))
+    ckpt = checkpoint.export(tmp_path / "gray", meta, meta.init(jax.random.key(0)))
     rc, out = run_cli(capsys, "codec-fit", ckpt, "--bits", "3", "--dataset", "lfw", "--limit", "24")
     assert rc == 0, out
     assert "24 lfw/train images" in out

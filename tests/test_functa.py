@@ -11,7 +11,7 @@ import pytest
 from asmr_jax import io, metrics, sharding
 from asmr_jax.asmr import ASMR
 from asmr_jax.siren import SIREN
-from meta import functa
+from meta import checkpoint, functa
 
 SHAPE = (8, 8)
 
@@ -240,51 +240,51 @@ def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path):
     meta = tiny()
     params = init(meta, 9)
     path = tmp_path / "meta"
-    functa.save_meta(path, meta, params)
-    meta2, params2 = functa.load_meta_checkpoint(path)
+    checkpoint.export(path, meta, params)
+    meta2, params2 = checkpoint.load(path)
     assert meta2 == meta
     for a, b in zip(jax.tree.leaves(params2), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
     # an existing checkpoint is never replaced silently
-    before = open(path / functa.META_JSON).read()
+    before = open(path / checkpoint.META_JSON).read()
     with pytest.raises(FileExistsError):
-        functa.save_meta(path, meta, init(meta, 10))
-    assert open(path / functa.META_JSON).read() == before
-    _, again = functa.load_meta_checkpoint(path)
+        checkpoint.export(path, meta, init(meta, 10))
+    assert open(path / checkpoint.META_JSON).read() == before
+    _, again = checkpoint.load(path)
     np.testing.assert_array_equal(again["meta_sgd_lr"], params["meta_sgd_lr"])
 
     with pytest.raises(ValueError, match="meta-learning checkpoint"):
-        functa.load_meta_checkpoint(tmp_path / "missing")
+        checkpoint.load(tmp_path / "missing")
     fit_ckpt = tmp_path / "fit"
     io.save_model(fit_ckpt, meta.model, params["model"])
     with pytest.raises(ValueError, match="single-model checkpoint"):
-        functa.load_meta_checkpoint(fit_ckpt)
+        checkpoint.load(fit_ckpt)
     corrupt = tmp_path / "corrupt"
     os.makedirs(corrupt)
-    (corrupt / functa.META_JSON).write_text("{not json")
+    (corrupt / checkpoint.META_JSON).write_text("{not json")
     with pytest.raises(ValueError, match="corrupt"):
-        functa.load_meta_checkpoint(corrupt)
+        checkpoint.load(corrupt)
     foreign = tmp_path / "foreign"
     os.makedirs(foreign)
-    (foreign / functa.META_JSON).write_text(json.dumps({"format": "something-else"}))
+    (foreign / checkpoint.META_JSON).write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="format"):
-        functa.load_meta_checkpoint(foreign)
+        checkpoint.load(foreign)
     # damaged parameter files
     broken = tmp_path / "broken"
-    functa.save_meta(broken, meta, params)
+    checkpoint.export(broken, meta, params)
     for root, _, files in os.walk(broken / "params"):
         for f in files:
             with open(os.path.join(root, f), "wb") as fh:
                 fh.write(b"garbage")
     with pytest.raises(ValueError, match="cannot restore"):
-        functa.load_meta_checkpoint(broken)
+        checkpoint.load(broken)
     # a checkpoint of another architecture does not load into the recorded one
     mismatch = tmp_path / "mismatch"
-    functa.save_meta(mismatch, meta, params)
+    checkpoint.export(mismatch, meta, params)
     other = tiny(latent_dim=7)
-    functa.write_meta_json(mismatch, other)
+    checkpoint.write_meta_json(mismatch, other)
     with pytest.raises(ValueError, match="cannot restore"):
-        functa.load_meta_checkpoint(mismatch)
+        checkpoint.load(mismatch)
 
 
 def test_outer_gradient_is_clipped_to_global_norm():

@@ -9,7 +9,7 @@ import pytest
 from asmr_jax import io
 from asmr_jax.datasets import from_array
 from asmr_jax.siren import SIREN
-from meta import functa, functaset
+from meta import checkpoint, functa, functaset
 from meta import train as train_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax readers
@@ -67,28 +67,28 @@ def test_byte_flip_in_a_fit_checkpoint_is_refused(tmp_path):
 
 def test_byte_flip_in_meta_checkpoints_is_refused(tmp_path, data):
     meta = functa.MetaModel(SIREN((8, 8), 3, widths=(32, 32)), 8)
-    functa.save_meta(tmp_path / "exp", meta, meta.init(jax.random.key(0)))
-    err = _flip_until_it_matters(tmp_path / "exp" / "params", lambda: functa.load_meta_checkpoint(tmp_path / "exp"))
+    checkpoint.export(tmp_path / "exp", meta, meta.init(jax.random.key(0)))
+    err = _flip_until_it_matters(tmp_path / "exp" / "params", lambda: checkpoint.load(tmp_path / "exp"))
     assert "exp" in str(err)
-    train_lib.train(workdir=tmp_path / "w", dataset=data[0], test_dataset=data[1], steps=2, checkpoint_every=1,
+    train_lib.train(workdir=tmp_path / "w", data=data[0], test_data=data[1], steps=2, checkpoint_every=1,
                     **TINY)
-    err = _flip_until_it_matters(tmp_path / "w" / functa.CHECKPOINTS / "2" / "params",
-                                 lambda: functa.load_meta_checkpoint(tmp_path / "w"))
+    err = _flip_until_it_matters(tmp_path / "w" / checkpoint.CHECKPOINTS / "2" / "params",
+                                 lambda: checkpoint.load(tmp_path / "w"))
     assert "step 2" in str(err) and "[1]" in str(err)  # names the step and offers the other one
-    functa.load_meta_checkpoint(tmp_path / "w", step=1)  # the earlier step still loads
+    checkpoint.load(tmp_path / "w", step=1)  # the earlier step still loads
     # the optimizer state is checked too: a resume from a damaged one is refused
-    _flip_until_it_matters(tmp_path / "w" / functa.CHECKPOINTS / "1" / "opt_state", lambda: train_lib.train(
-        workdir=tmp_path / "w", dataset=data[0], test_dataset=data[1], steps=3, resume=True, resume_step=1, **TINY))
+    _flip_until_it_matters(tmp_path / "w" / checkpoint.CHECKPOINTS / "1" / "opt_state", lambda: train_lib.train(
+        workdir=tmp_path / "w", data=data[0], test_data=data[1], steps=3, resume=True, resume_step=1, **TINY))
 
 
 def test_truncated_newest_checkpoint_on_resume(tmp_path, data):
-    kw = dict(TINY, dataset=data[0], test_dataset=data[1], checkpoint_every=2)
+    kw = dict(TINY, data=data[0], test_data=data[1], checkpoint_every=2)
     full = train_lib.train(workdir=tmp_path / "full", steps=6, **kw)
     train_lib.train(workdir=tmp_path / "w", steps=4, **kw)
-    target = largest_file(tmp_path / "w" / functa.CHECKPOINTS / "4")
+    target = largest_file(tmp_path / "w" / checkpoint.CHECKPOINTS / "4")
     with open(target, "r+b") as f:
         f.truncate(os.path.getsize(target) // 2)
-    with pytest.raises(functa.DamagedCheckpointError, match=r"step 4.*other saved steps: \[2\].*resume-step"):
+    with pytest.raises(checkpoint.DamagedCheckpointError, match=r"step 4.*other saved steps: \[2\].*resume-step"):
         train_lib.train(workdir=tmp_path / "w", steps=6, resume=True, **kw)
     messages = []
     r = train_lib.train(workdir=tmp_path / "w", steps=6, resume=True, resume_step=2,
@@ -99,10 +99,10 @@ def test_truncated_newest_checkpoint_on_resume(tmp_path, data):
 
 
 def test_functaset_from_another_network_is_refused(tmp_path, data):
-    kw = dict(TINY, dataset=data[0], test_dataset=data[1], steps=2, checkpoint_every=2)
+    kw = dict(TINY, data=data[0], test_data=data[1], steps=2, checkpoint_every=2)
     train_lib.train(workdir=tmp_path / "a", seed=0, **kw)
     train_lib.train(workdir=tmp_path / "b", seed=1, **kw)  # same configuration, other weights
-    meta, params = functa.load_meta_checkpoint(tmp_path / "a")
+    meta, params = checkpoint.load(tmp_path / "a")
     lat, _ = functa.fit_latents(meta, params, data[1].get(np.arange(4)))
     functaset.save_functaset(tmp_path / "a.npz", functaset.build(meta, params, lat, np.zeros(4)))
     assert functaset.decode_functaset(tmp_path / "a.npz", tmp_path / "a").shape == (4, 8, 8, 3)
@@ -131,7 +131,7 @@ def test_truncated_codec_file_is_a_clear_error(tmp_path):
 
 
 def test_meaningless_meta_train_settings_are_refused_before_any_write(tmp_path, data):
-    kw = dict(TINY, dataset=data[0], test_dataset=data[1])
+    kw = dict(TINY, data=data[0], test_data=data[1])
     with pytest.raises(ValueError, match="steps must be >= 1"):
         train_lib.train(workdir=tmp_path / "a", **{**kw, "steps": 0})
     with pytest.raises(ValueError, match="eval_images must be >= 1"):
@@ -153,7 +153,7 @@ def test_cli_resume_from_a_damaged_checkpoint_is_one_error_line(tmp_path):
 
     first = run("--steps", "4")
     assert first.returncode == 0, first.stderr[-2000:]
-    target = largest_file(tmp_path / "w" / functa.CHECKPOINTS / "4")
+    target = largest_file(tmp_path / "w" / checkpoint.CHECKPOINTS / "4")
     with open(target, "r+b") as f:
         f.truncate(os.path.getsize(target) // 2)
     second = run("--steps", "6", "--resume")
@@ -167,15 +167,16 @@ def test_cli_resume_from_a_damaged_checkpoint_is_one_error_line(tmp_path):
 MISMATCH_SCRIPT = """
 import sys
 import jax
-from meta import functa
-from meta.train import build_meta
+from meta import checkpoint
+from meta.config import TrainConfig
 
 path = sys.argv[1]
-functa.save_meta(path, build_meta("asmr", 8, 3, 8, levels=2, latent_dim=4), build_meta(
-    "asmr", 8, 3, 8, levels=2, latent_dim=4).init(jax.random.key(0)))
-functa.write_meta_json(path, build_meta("asmr", 8, 3, 8, levels=2, latent_dim=7))  # another network's record
+small = TrainConfig(resolution=8, width=8, levels=2, latent_dim=4).meta_model(3)
+checkpoint.export(path, small, small.init(jax.random.key(0)))
+other = TrainConfig(resolution=8, width=8, levels=2, latent_dim=7).meta_model(3)
+checkpoint.write_meta_json(path, other)  # another network's record
 try:
-    functa.load_meta_checkpoint(path)
+    checkpoint.load(path)
 except ValueError as e:
     print(e)
 """

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from asmr_jax.datasets import from_array
+from meta import checkpoint, functa, functaset
 from meta import command as cli
-from meta import functa, functaset
 from meta import train as train_lib
 
 TINY = dict(resolution=8, model="asmr", width=8, levels=2, latent_dim=4, batch_size=4, eval_images=4,
@@ -36,7 +36,7 @@ def leaves_equal(a, b):
 
 def test_resume_gives_identical_params(tmp_path, data):
     train_ds, test_ds = data
-    kw = dict(TINY, dataset=train_ds, test_dataset=test_ds, checkpoint_every=3, plots=False)
+    kw = dict(TINY, data=train_ds, test_data=test_ds, checkpoint_every=3, plots=False)
     full = train_lib.train(workdir=tmp_path / "full", steps=5, **kw)
     part = train_lib.train(workdir=tmp_path / "part", steps=3, **kw)
     assert part.step == 3
@@ -45,14 +45,14 @@ def test_resume_gives_identical_params(tmp_path, data):
     leaves_equal(full.params, resumed.params)
     # 3 epochs of 12 images / batch 4: the data order crosses an epoch boundary
     assert train_ds.batch_indices(3, 4).tolist() != train_ds.batch_indices(0, 4).tolist()
-    meta, params = functa.load_meta_checkpoint(tmp_path / "part")
+    meta, params = checkpoint.load(tmp_path / "part")
     leaves_equal(params, full.params)
     assert meta == full.meta
 
 
 def test_cosine_outer_rate_resumes_identically_and_keeps_its_length(tmp_path, data):
     train_ds, test_ds = data
-    kw = dict(TINY, dataset=train_ds, test_dataset=test_ds, checkpoint_every=2, plots=False, lr_decay="cosine")
+    kw = dict(TINY, data=train_ds, test_data=test_ds, checkpoint_every=2, plots=False, lr_decay="cosine")
     full = train_lib.train(workdir=tmp_path / "full", steps=6, **kw)
     const = train_lib.train(workdir=tmp_path / "const", steps=6, **{**kw, "lr_decay": "none"})
     assert json.loads((tmp_path / "full" / "meta.json").read_text())["train"]["decay_steps"] == 6
@@ -70,7 +70,7 @@ def test_cosine_outer_rate_resumes_identically_and_keeps_its_length(tmp_path, da
 
 def test_outputs_and_metrics(tmp_path, data):
     train_ds, test_ds = data
-    r = train_lib.train(workdir=tmp_path / "run", dataset=train_ds, test_dataset=test_ds, steps=4, **TINY)
+    r = train_lib.train(workdir=tmp_path / "run", data=train_ds, test_data=test_ds, steps=4, **TINY)
     for f in ("meta.json", "history.json", "metrics.json", "psnr.png", "reconstructions.png"):
         assert (tmp_path / "run" / f).is_file(), f
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -82,18 +82,18 @@ def test_outputs_and_metrics(tmp_path, data):
 
 def test_existing_workdir_and_config_change_refused(tmp_path, data):
     train_ds, test_ds = data
-    kw = dict(TINY, dataset=train_ds, test_dataset=test_ds, plots=False)
+    kw = dict(TINY, data=train_ds, test_data=test_ds, plots=False)
     train_lib.train(workdir=tmp_path / "w", steps=2, checkpoint_every=2, **kw)
-    listing = sorted(os.listdir(tmp_path / "w" / functa.CHECKPOINTS))
-    _, before = functa.load_meta_checkpoint(tmp_path / "w")
+    listing = sorted(os.listdir(tmp_path / "w" / checkpoint.CHECKPOINTS))
+    _, before = checkpoint.load(tmp_path / "w")
     with pytest.raises(FileExistsError, match="resume"):
         train_lib.train(workdir=tmp_path / "w", steps=4, **kw)
     with pytest.raises(ValueError, match="latent_dim"):
         train_lib.train(workdir=tmp_path / "w", steps=4, resume=True, **{**kw, "latent_dim": 5})
     with pytest.raises(ValueError, match="no checkpoints"):
         train_lib.train(workdir=tmp_path / "nothing", steps=4, resume=True, **kw)
-    assert sorted(os.listdir(tmp_path / "w" / functa.CHECKPOINTS)) == listing
-    leaves_equal(functa.load_meta_checkpoint(tmp_path / "w")[1], before)
+    assert sorted(os.listdir(tmp_path / "w" / checkpoint.CHECKPOINTS)) == listing
+    leaves_equal(checkpoint.load(tmp_path / "w")[1], before)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
@@ -115,13 +115,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypat
 
     monkeypatch.setattr(functa, "make_meta_step", poisoned)
     messages = []
-    r = train_lib.train(workdir=tmp_path / "nan", dataset=train_ds, test_dataset=test_ds, steps=6,
+    r = train_lib.train(workdir=tmp_path / "nan", data=train_ds, test_data=test_ds, steps=6,
                         checkpoint_every=2, **{**TINY, "log": messages.append})
     # metrics are fetched every few steps: the NaN of step 4 is seen at the fetch of step 4,
     # and the run ends at the last state checked finite (step 2, also the last checkpoint)
     assert r.status == "diverged" and r.step == 2
     assert any("step 4: loss is nan" in m.lower() and "(step 2)" in m for m in messages)
-    mgr = functa.checkpoint_manager(tmp_path / "nan")
+    mgr = checkpoint.manager(tmp_path / "nan")
     assert mgr.latest_step() == 2
     mgr.close()
     assert json.loads((tmp_path / "nan" / "metrics.json").read_text())["status"] == "diverged"
@@ -136,12 +136,12 @@ def test_bad_datasets(tmp_path):
         from_array(np.zeros((0, 8, 8, 3)))
     ds = from_array(images(4))
     with pytest.raises(ValueError, match="resolution"):
-        train_lib.train(workdir=tmp_path / "r", dataset=ds, steps=1, **{**TINY, "resolution": 16})
+        train_lib.train(workdir=tmp_path / "r", data=ds, steps=1, **{**TINY, "resolution": 16})
     with pytest.raises(ValueError, match="batch size 8 exceeds"):
-        train_lib.train(workdir=tmp_path / "b", dataset=ds, steps=1, **{**TINY, "batch_size": 8})
+        train_lib.train(workdir=tmp_path / "b", data=ds, steps=1, **{**TINY, "batch_size": 8})
     with pytest.raises(ValueError, match="axis"):
-        train_lib.train(workdir=tmp_path / "c", dataset=ds, steps=1, **{**TINY, "bases": (2, 2)})
-    assert not os.path.exists(tmp_path / "c" / functa.CHECKPOINTS)
+        train_lib.train(workdir=tmp_path / "c", data=ds, steps=1, **{**TINY, "bases": (2, 2)})
+    assert not os.path.exists(tmp_path / "c" / checkpoint.CHECKPOINTS)
 
 
 def test_tfds_end_to_end_under_mock_data(tmp_path):
@@ -172,7 +172,7 @@ def test_cli_train_encode_decode(tmp_path, capsys):
     assert cli.main(["meta-decode", str(npz), "--ckpt", str(work), "--out", str(out)]) == 0
     assert len([f for f in os.listdir(out) if f[0].isdigit()]) == 10 and (out / "grid.png").is_file()
     # decoded images equal rendering the stored latents
-    meta, params = functa.load_meta_checkpoint(work)
+    meta, params = checkpoint.load(work)
     data = functaset.load_functaset(npz)
     imgs = functa.render_latents(meta, params, data["latents"])
     from PIL import Image
@@ -208,8 +208,8 @@ def test_every_shipped_config_runs_a_smoke_step(tmp_path, name):
     for arg in ("smoke", "asmr,smoke"):
         config = configs.load(f"{name}:{arg}", ["steps=1"])
         with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
-            r = train_lib.train(workdir=tmp_path / arg, progress=False, plots=False, log=lambda *a: None,
-                                **configs.to_kwargs(config))
+            r = train_lib.train(configs.to_config(config), tmp_path / arg, progress=False, plots=False,
+                                log=lambda *a: None)
         assert r.status == "done" and r.step == 1 and np.isfinite(r.metrics["final_train_loss"])
 
 
@@ -253,7 +253,7 @@ def test_cli_meta_train_from_config_file_with_overrides(tmp_path, capsys):
 
 def test_resume_with_tuple_bases_path_data_dir_and_changed_fields(tmp_path, data):
     train_ds, test_ds = data
-    kw = dict(TINY, dataset=train_ds, test_dataset=test_ds, plots=False, bases=(2, 4), levels=None,
+    kw = dict(TINY, data=train_ds, test_data=test_ds, plots=False, bases=(2, 4), levels=None,
               data_dir=tmp_path / "tfds", checkpoint_every=2)
     full = train_lib.train(workdir=tmp_path / "full", steps=4, **kw)
     train_lib.train(workdir=tmp_path / "part", steps=2, **kw)
@@ -272,7 +272,7 @@ def test_one_dimensional_signals_meta_train(tmp_path):
     t = np.linspace(0, 1, 24)
     audio = (0.5 + 0.3 * np.sin(rng.uniform(2, 9, size=(8, 1, 1)) * t[None, :, None])).astype(np.float32)
     ds = from_array(audio, "tones")
-    r = train_lib.train(workdir=tmp_path / "a", dataset=ds, resolution=None, model="asmr", bases=(4, 6),
+    r = train_lib.train(workdir=tmp_path / "a", data=ds, resolution=None, model="asmr", bases=(4, 6),
                         levels=None, width=8, latent_dim=4, batch_size=4, steps=3, eval_images=4, eval_every=3,
                         progress=False, log=lambda *a: None)
     assert r.status == "done" and r.meta.shape == (24,) and np.isfinite(r.metrics["test_psnr"]["3"])

@@ -1,38 +1,35 @@
 """Meta-training configs as Python files (big_vision style).
 
 A config file defines ``get_config(arg: str | None) -> ml_collections.ConfigDict`` whose
-fields are exactly the keyword arguments of :func:`meta.train.train`; its docstring
-states the command, the runtime and the expected result. Defaults live in one place,
-the signature of :func:`meta.train.train`: :func:`defaults` reads them from there, and a
-config file changes only what differs.
+fields are exactly those of :class:`meta.config.TrainConfig`; its docstring states the
+command, the runtime and the expected result. Defaults live in one place, the
+dataclass: :func:`defaults` reads them from there, and a config file changes only what
+differs.
 
     asmr meta-train --config cpu --workdir runs/cpu                   # a file in meta/configs/
     asmr meta-train --config functa_celebahq64:asmr,latent_dim=256 --workdir runs/celeba
     asmr meta-train --config my_config.py:smoke --set steps=10 --set lr=1e-4 --workdir runs/x
 
-The library never sees a ConfigDict: :func:`to_kwargs` unpacks it for ``train(**kwargs)``.
+Nothing below this package sees a ConfigDict: :func:`to_config` turns it into the
+:class:`~meta.config.TrainConfig` that :func:`meta.train.train` takes.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
-import inspect
 import os
 
 from ml_collections import ConfigDict
 
+from meta.config import TrainConfig
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-NON_CONFIG = ("workdir", "dataset_obj", "test_dataset", "resume", "resume_step", "progress", "plots", "log")
 
 
 def defaults() -> ConfigDict:
-    """Every field :func:`meta.train.train` accepts, at its default value."""
-    from meta.train import train
-
-    params = inspect.signature(train).parameters
-    return ConfigDict({k: p.default for k, p in params.items()
-                       if k not in NON_CONFIG and p.default is not inspect.Parameter.empty})
+    """Every field of :class:`meta.config.TrainConfig`, at its default value."""
+    return ConfigDict(TrainConfig().as_dict())
 
 
 def parse_arg(arg: str | None) -> tuple[list[str], dict]:
@@ -95,16 +92,9 @@ def load(spec: str, overrides=()) -> ConfigDict:
     return config
 
 
-def to_kwargs(config: ConfigDict) -> dict:
-    """Plain keyword arguments for :func:`meta.train.train` (tuples for sequences)."""
-    out = config.to_dict()
-    known = set(defaults())
-    unknown = sorted(set(out) - known)
-    if unknown:
-        raise ValueError(f"config has fields that train() does not take: {unknown}")
-    if isinstance(out.get("bases"), list):
-        out["bases"] = tuple(tuple(b) if isinstance(b, list) else b for b in out["bases"])
-    return out
+def to_config(config: ConfigDict) -> TrainConfig:
+    """The :class:`~meta.config.TrainConfig` of a loaded config (validated)."""
+    return TrainConfig.from_mapping(config)
 
 
 def shipped() -> list[str]:
@@ -134,12 +124,7 @@ def channels_of(config: ConfigDict) -> int:
 
 def load_meta(config: ConfigDict, channels: int | None = None):
     """The :class:`meta.functa.MetaModel` a config describes."""
-    from meta.train import META_KEYS, build_meta
-
-    channels = channels_of(config) if channels is None else channels
-    return build_meta(config.model, config.resolution, channels, config.width, config.depth, config.levels,
-                      None if config.bases is None else to_kwargs(config)["bases"], config.w0,
-                      **{k: config[k] for k in META_KEYS})
+    return to_config(config).meta_model(channels_of(config) if channels is None else channels)
 
 
 def memory_estimate(config: ConfigDict, channels: int | None = None) -> dict:
