@@ -26,9 +26,8 @@ Two forward paths compute the same function:
   the same identity when it saves sines (:func:`use_angle_sum`): sines and cosines of
   the two small tables, then three flops per value of the level's activation. That form
   is for the forward pass only: its derivative (:func:`hidden_sine`'s JVP) is the direct
-  ``cos(w0 (a + m))`` form, whose backward takes far fewer ops (measured: a functa meta step
-  and a Cameraman fit step each about 1.8x faster than differentiating the angle-addition
-  form).
+  ``cos(w0 (a + m))`` form, whose backward takes far fewer ops than differentiating the
+  angle-addition form (timed in experiments/README.md).
 
 All sines go through :mod:`asmr_jax.sine`, a vectorized polynomial.
 """

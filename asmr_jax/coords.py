@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from asmr_jax.arrays import with_rank
+
 Bases = tuple[tuple[int, ...], ...]
 
 
@@ -195,14 +197,6 @@ def decompose(coords, bases: Bases) -> list:
         digit = (coords // with_rank(width, coords.ndim)) % with_rank(base, coords.ndim)  # [..., d]
         out.append(digit.astype(jnp.float32) / with_rank(np.maximum(base - 1, 1).astype(np.float32), coords.ndim))
     return out
-
-
-def with_rank(v, ndim: int):
-    """``v`` with leading axes of size 1 up to rank ``ndim``: the explicit form of broadcasting
-    a per-feature vector ``[F]`` against ``[..., F]`` (the tests run with
-    ``jax_numpy_rank_promotion="raise"``, which refuses the implicit one). NumPy or JAX arrays."""
-    v = v if hasattr(v, "reshape") else np.asarray(v)
-    return v.reshape((1,) * (ndim - v.ndim) + tuple(v.shape))
 
 
 def normalize(coords, shape: Sequence[int], low: float = -1.0):

@@ -51,6 +51,8 @@ batches an uninterrupted run would.
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -218,6 +220,29 @@ class Prefetcher:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def augment_draws(step: int, batch_size: int, channels: int, seed: int = 0) -> np.ndarray:
+    """``[batch_size, 2]`` int draws for :func:`augment` of global batch ``step``: a symmetry
+    of the square (0..7) and a channel order (0..channels! - 1), from ``(seed, step)`` alone,
+    so that every process (each augmenting only its rows) and every resume draws the same."""
+    rng = np.random.default_rng([int(seed), int(step), 0xA5])
+    return np.stack([rng.integers(0, 8, batch_size), rng.integers(0, math.factorial(channels), batch_size)], 1)
+
+
+def augment(images: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Images ``[n, H, W, C]`` turned by one of the square's 8 symmetries each (rotations by
+    90 degrees times a mirror; ``H == W``) and their channels permuted: ``draws`` from
+    :func:`augment_draws`. Natural images are about as likely under every one of these."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"augment takes square images [n, H, H, C], got shape {images.shape}")
+    orders = list(itertools.permutations(range(images.shape[-1])))
+    out = np.empty_like(images)
+    for i, (sym, perm) in enumerate(np.asarray(draws)):
+        img = np.rot90(images[i], k=int(sym) % 4, axes=(0, 1))
+        out[i] = (img[:, ::-1] if sym >= 4 else img)[..., orders[int(perm)]]
+    return out
 
 
 def from_array(images, name: str = "array", split: str = "train", labels=None) -> ImageDataset:

@@ -92,7 +92,7 @@ def init_params(model, key, signal=None) -> dict:
     has no constant component (ASMR: the finest modulation makes it high-frequency)
     would spend thousands of steps just reaching the signal's mean. Starting the output
     bias there (a data-dependent init, the only departure from SIREN's init) lets the
-    steps go to detail: Cameraman ASMR-4 is at ~21 dB after 100 steps instead of ~11.
+    steps go to detail (experiments/README.md measures the difference).
     """
     params = model.init(key)
     if signal is None:

@@ -362,8 +362,9 @@ def read_model_json(path) -> dict:
     return read_format_json(meta_path, FORMAT, VERSION, "an asmr-jax model file")
 
 
-def read_format_json(path, fmt: str, version: int, what: str) -> dict:
-    """Reads a JSON header whose ``format``/``version`` must be ``fmt``/``version``.
+def read_format_json(path, fmt: str, version: int | tuple, what: str) -> dict:
+    """Reads a JSON header whose ``format`` must be ``fmt`` and ``version`` be ``version``
+    (or one of them, for a tuple of readable versions).
 
     Errors name the file and say whether it is unreadable, ``what`` it is not, or of
     another version.
@@ -376,8 +377,10 @@ def read_format_json(path, fmt: str, version: int, what: str) -> dict:
     if not isinstance(body, dict) or body.get("format") != fmt:
         got = body.get("format") if isinstance(body, dict) else type(body).__name__
         raise ValueError(f"{path} is not {what} (format {got!r}, expected {fmt!r})")
-    if body.get("version") != version:
-        raise ValueError(f"{path} has version {body.get('version')}, this library reads version {version}")
+    readable = version if isinstance(version, tuple) else (version,)
+    if body.get("version") not in readable:
+        raise ValueError(f"{path} has version {body.get('version')}, this library reads version "
+                         f"{' or '.join(map(str, readable))}")
     return body
 
 

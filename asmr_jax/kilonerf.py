@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import sine
-from asmr_jax.coords import with_rank
+from asmr_jax.arrays import with_rank
 from asmr_jax.field import CoordinateNetwork
 from asmr_jax.siren import hidden_widths, init_banks, modulate, normalize_fields
 
@@ -32,6 +32,7 @@ from asmr_jax.siren import hidden_widths, init_banks, modulate, normalize_fields
 class KiloNeRF(CoordinateNetwork):
     """``grid ** d`` independent SIRENs of ``widths`` on a ``shape``-sized grid.
 
+    >>> import jax
     >>> model = KiloNeRF(shape=(16, 16), channels=1, grid=4, widths=(8, 8))
     >>> model.render(model.init(jax.random.key(0))).shape
     (16, 16, 1)

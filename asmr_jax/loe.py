@@ -41,6 +41,7 @@ class LoE(CoordinateNetwork):
     ``tiles`` has one entry per weight layer (``len(widths) + 1``); ``None`` picks
     :func:`asmr_jax.coords.auto_bases` of the largest axis.
 
+    >>> import jax
     >>> model = LoE(shape=(16, 16), channels=1, widths=(16, 16), tiles=(2, 2, 4))
     >>> model.render(model.init(jax.random.key(0))).shape
     (16, 16, 1)

@@ -82,8 +82,35 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
                          f"(got {coordinator!r}, {num_processes!r}, {process_id!r}), or none of them")
     if num_processes is not None and not 0 <= process_id < num_processes:
         raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id}")
+    if coordinator is not None and process_id:
+        wait_for_coordinator(coordinator, timeout_s)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # used only by the CPU backend
     jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=int(timeout_s))
+
+
+def wait_for_coordinator(coordinator: str, timeout_s: float) -> None:
+    """Waits until ``HOST:PORT`` accepts a TCP connection; ``ValueError`` after ``timeout_s``.
+
+    JAX's own client aborts the whole process (a C++ fatal error, no Python exception)
+    when it cannot register with the coordinator in time, so a process other than 0
+    looks first.
+    """
+    import socket
+    import time
+
+    host, sep, port = coordinator.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"coordinator must be HOST:PORT, got {coordinator!r}")
+    deadline = time.monotonic() + float(timeout_s)
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise ValueError(f"no coordinator answered at {coordinator} within {timeout_s:g} s ({e}); start "
+                                 f"process 0 first, or check the address") from None
+            time.sleep(0.2)
 
 
 def local_rows(mesh: Mesh, batch: int) -> slice:

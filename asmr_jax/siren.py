@@ -9,9 +9,8 @@ every layer is one 2-D matmul over batch and grid together (:func:`dense`). That
 same function as ``jax.vmap`` over the modulations, but its gradients stay 2-D GEMMs: under
 ``vmap`` the gradient of a shared weight contracts over the batch and the grid axes
 together, which XLA on CPU lowers as a transposing copy of the activation (with the
-sine's polynomial recomputed inside it) before the GEMM; those copies took about a
-quarter of a SIREN functa meta step, which ran 1.7x faster without them
-(``experiments/meta_step_profile.py``, experiments/README.md).
+sine's polynomial recomputed inside it) before the GEMM; the batched form has no such
+copies (``experiments/meta_step_profile.py`` times both).
 """
 
 from __future__ import annotations

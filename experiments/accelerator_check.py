@@ -50,7 +50,7 @@ def measure(smoke: bool) -> dict:
     from asmr_jax import batch, data, fit, macs, sine
     from asmr_jax.asmr import ASMR
     from asmr_jax.siren import SIREN
-    from meta import configs, functa
+    from meta import configs, optimize
 
     cfg = get_config("smoke" if smoke else None)
     dev = jax.devices()[0]
@@ -72,10 +72,10 @@ def measure(smoke: bool) -> dict:
     for tag in ("asmr", "siren"):
         c = configs.load(cfg["meta_config"] + ("," if ":" in cfg["meta_config"] else ":") + tag)
         meta = configs.load_meta(c, 3)
-        opt = functa.make_optimizer(c.lr, c.clip)
+        opt = optimize.make_optimizer(c.lr, c.clip)
         params = meta.init(jax.random.key(0))
         state = opt.init(params)
-        step = functa.make_meta_step(meta, opt)
+        step = optimize.make_meta_step(meta, opt)
         out[f"{tag}_meta_step_ms"] = 1e3 * macs.median_time(
             lambda s=step, p=params, o=state: jax.block_until_ready(s(p, o, patches)), repeats=cfg["meta_repeats"])
         out[f"{tag}_meta_peak_bytes"] = _peak(dev)

@@ -61,10 +61,11 @@ def geomean(x) -> float:
 
 def statistics(path: str, images) -> dict:
     from meta import compress as C
+    from meta import quantize
 
     net = C.MetaNetwork(path)
     latents = net.fit(images)
-    mean, basis = C.principal_axes(latents)
+    mean, basis = quantize.principal_axes(latents)
     var_dim = latents.var(0)
     var_pc = ((latents - mean) @ basis).var(0)
     w_dim = sensitivity(net.render_jax, latents, np.eye(net.dim))

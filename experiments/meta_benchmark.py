@@ -22,7 +22,7 @@ Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):
 
 Each row runs in a fresh process on random images: one compiling step, then the median
 of ``--steps`` timed steps. Memory: the process's peak RSS (the CPU backend has no
-``memory_stats``) and XLA's plan of the compiled step (``meta.functa.memory_plan``); as in
+``memory_stats``) and XLA's plan of the compiled step (``meta.optimize.memory_plan``); as in
 ``meta.train``, the step is compiled first and the compiler's freed heap handed back
 (``asmr_jax.io.release_free_heap``) before it runs. DeepMind
 functa's own code on this machine (2 cores, quiet; numbers from the issue tracker,
@@ -96,19 +96,19 @@ def run_one(row: dict) -> dict:
     import numpy as np
 
     from asmr_jax import io
-    from meta import functa
+    from meta import functa, optimize
     from meta.config import TrainConfig
 
     start_rss = _current_rss_gib()
     w, depth, res, latent = row["config"]
     meta = TrainConfig(model=row["model"], resolution=res, width=w, depth=depth, levels=depth, latent_dim=latent,
                        functa_init=True, spatial=row.get("spatial")).meta_model(3)
-    opt = functa.make_optimizer(3e-6, None)
-    step = functa.make_meta_step(meta, opt, **row["lever"])
+    opt = optimize.make_optimizer(3e-6, None)
+    step = optimize.make_meta_step(meta, opt, **row["lever"])
     params = meta.init(jax.random.key(0))
     state = opt.init(params)
     images = jax.numpy.asarray(np.random.default_rng(0).uniform(size=(row["batch"], res, res, 3)), np.float32)
-    estimate = functa.memory_plan(step.compile_for(params, state, images))  # as meta.train: compile, then
+    estimate = optimize.memory_plan(step.compile_for(params, state, images))  # as meta.train: compile, then
     io.release_free_heap()  # hand the compiler's freed heap back before the first step
     times = []
     params, state, m = jax.block_until_ready(step(params, state, images))

@@ -57,10 +57,10 @@ def matmul_rate(n: int, repeats: int) -> float:
 
 def parts(meta, params, opt_state, optimizer, images):
     """``name -> (fn, args)`` of the step's parts, each over the batch."""
-    from meta import functa
+    from meta import functa, optimize
 
     latents = functa.start_latent(meta, params, images.shape[:1])
-    step = functools.partial(functa.meta_step, meta, optimizer)
+    step = functools.partial(optimize.meta_step, meta, optimizer)
     return {
         "render": (lambda p, z: functa.render(meta, p, z), (params, latents)),
         "one inner gradient": (lambda p, z, x: functa.inner_grad(meta, p, z, x), (params, latents, images)),
@@ -114,12 +114,12 @@ def profile(fn, args, steps: int, top: int) -> dict:
 
 
 def run_config(label: str, arg: str, kind: str, cfg: dict, rate: float, log) -> dict:
-    from meta import configs, functa
+    from meta import configs, optimize
 
     config = configs.load(f"cpu:{kind}" + (f",{arg}" if arg else ""))
     meta = configs.load_meta(config, 3)
     params = meta.init(jax.random.key(0))
-    optimizer = functa.make_optimizer(config.lr, config.clip)
+    optimizer = optimize.make_optimizer(config.lr, config.clip)
     opt_state = optimizer.init(params)
     images = jax.random.uniform(jax.random.key(1), (cfg["batch"], *meta.shape, meta.channels))
     rows = []

@@ -1,9 +1,10 @@
 """Quality at equal wall clock: global against spatial latents, ASMR against SIREN.
 
 Each variant ``BACKBONE:D:GRID[:KERNEL]`` is meta-trained on the bundled 32x32 photo
-patches for ``--minutes`` of training (the compression ladder's protocol: the cpu
-config, Adam 3e-4 decaying by a cosine over a step count planned from a 20 s timing
-probe; resumable, and a finished run is reused), then every held-out test patch gets
+patches (or ``--dataset lfw --resolution 25``: the bundled faces) for ``--minutes`` of
+training (the compression ladder's protocol: the cpu config, Adam ``--lr`` (3e-4)
+decaying by a cosine over a step count planned from a 20 s timing probe; resumable,
+and a finished run is reused), then every held-out test image gets
 its latent by ``k = 3`` inner steps and PSNR / SSIM are measured on the render (before
 any quantization). ``GRID`` is ``global`` (one latent of ``D`` values, functa) or the
 latent grid's cells per axis (``8``: an 8x8 grid of ``D / 64`` values each); ``KERNEL``
@@ -63,9 +64,11 @@ def parse_variant(text: str) -> dict:
     return {"backbone": parts[0], "latent": dim, "spatial": grid, "kernel": kernel, "fields": fields}
 
 
-def config_spec(v: dict, base: str) -> str:
+def config_spec(v: dict, base: str, dataset: str = "patches", resolution: int = 32) -> str:
     """The meta-training config of a variant, as ``rate_distortion`` names configs."""
     extra = [f"{k}={val}" for k, val in v["fields"].items()]
+    if (dataset, resolution) != ("patches", 32):
+        extra = [f"dataset={dataset}", f"resolution={resolution}"] + extra
     if v["spatial"] is not None:
         extra = [f"spatial={v['spatial']}", f"spatial_kernel={v['kernel']}"] + extra
     if not extra:
@@ -76,11 +79,11 @@ def config_spec(v: dict, base: str) -> str:
 def evaluate(path: str, images: np.ndarray) -> dict:
     """PSNR and SSIM (means over ``images``) after the checkpoint's ``k`` inner steps."""
     from experiments.rate_distortion import ssim_each
-    from meta import checkpoint, functa
+    from meta import checkpoint, inference
 
     meta, params = checkpoint.load(path)
-    latents, psnr = functa.fit_latents(meta, params, images)
-    recon = functa.render_latents(meta, params, latents)
+    latents, psnr = inference.fit_latents(meta, params, images)
+    recon = inference.render_latents(meta, params, latents)
     return {"psnr_k3": float(np.mean(psnr)), "ssim": float(np.mean(ssim_each(recon, images))),
             "shared_params": int(meta.num_params()), "recon": recon}
 
@@ -90,22 +93,25 @@ def run(args) -> list[dict]:
     from experiments import rate_distortion as rd
     from meta.train import write_grid
 
-    test = load_dataset("patches", "test", 32)
+    test = load_dataset(args.dataset, "test", args.resolution)
     images = test.get(np.arange(min(len(test), args.test_images)))
     rows, pictures = [], [images[:8]]
     for text in args.variants:
         v = parse_variant(text)
-        ns = SimpleNamespace(config=config_spec(v, args.config), lr=args.lr, lr_decay="cosine",
-                             eval_every=args.eval_every, budget_minutes=args.minutes, workdir=args.workdir)
+        ns = SimpleNamespace(config=config_spec(v, args.config, args.dataset, args.resolution), lr=args.lr,
+                             lr_decay="cosine", eval_every=args.eval_every, budget_minutes=args.minutes,
+                             workdir=args.workdir)
         path = rd.checkpoint(ns, v["backbone"], v["latent"])
         with open(os.path.join(path, rd.BUDGET)) as f:
             budget = json.load(f)
         ev = evaluate(path, images)
         pictures.append(ev.pop("recon")[:8])
         lr = "" if args.lr == 3e-4 else f" --lr {args.lr:g}"
-        row = {**v, "lr": args.lr, "minutes": budget["seconds"] / 60, "budget_minutes": args.minutes,
-               "steps": budget["steps"], **ev, "images": len(images), "checkpoint": path,
-               "command": f"python -m experiments.quality_ceiling --variants {text} --minutes {args.minutes:g}{lr}"}
+        data = "" if args.dataset == "patches" else f" --dataset {args.dataset} --resolution {args.resolution}"
+        command = f"python -m experiments.quality_ceiling --variants {text} --minutes {args.minutes:g}{lr}{data}"
+        row = {**v, "dataset": args.dataset, "lr": args.lr, "minutes": budget["seconds"] / 60,
+               "budget_minutes": args.minutes, "steps": budget["steps"], **ev, "images": len(images),
+               "checkpoint": path, "command": command}
         print(f"{text}: {row['steps']} steps in {row['minutes']:.1f} min, test PSNR {row['psnr_k3']:.2f} dB, "
               f"SSIM {row['ssim']:.3f}", flush=True)
         rows.append(row)
@@ -116,15 +122,18 @@ def run(args) -> list[dict]:
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
     """``old`` rows with those of the same variant and budget replaced by ``new``."""
-    key = lambda r: (r["backbone"], r["latent"], r["spatial"], r["kernel"], json.dumps(r.get("fields", {})),  # noqa: E731
+    key = lambda r: (r.get("dataset", "patches"), r["backbone"], r["latent"], r["spatial"], r["kernel"],  # noqa: E731
+                     json.dumps(r.get("fields", {})),
                      r["budget_minutes"], r.get("lr", 3e-4))
     fresh = {key(r) for r in new}
     return [r for r in old if key(r) not in fresh] + new
 
 
 def markdown(rows: list[dict]) -> str:
-    headers = ["backbone", "D", "latent", "kernel", "other", "lr", "minutes", "steps", "params", "PSNR k=3", "SSIM"]
-    body = [[r["backbone"], r["latent"], "global" if r["spatial"] is None else f"{r['spatial']}x{r['spatial']}",
+    headers = ["data", "backbone", "D", "latent", "kernel", "other", "lr", "minutes", "steps", "params", "PSNR k=3",
+               "SSIM"]
+    body = [[r.get("dataset", "patches"), r["backbone"], r["latent"],
+             "global" if r["spatial"] is None else f"{r['spatial']}x{r['spatial']}",
              "-" if r["spatial"] is None else r["kernel"],
              " ".join(f"{k}={v}" for k, v in r.get("fields", {}).items()) or "-", f"{r.get('lr', 3e-4):g}",
              f"{r['minutes']:.1f}", r["steps"], r["shared_params"],
@@ -139,6 +148,9 @@ def main(argv=None) -> int:
                    help="comma-separated BACKBONE:D:GRID[:KERNEL] (GRID: global or cells per axis)")
     p.add_argument("--minutes", type=float, default=20.0, help="training budget per variant")
     p.add_argument("--config", default="cpu", help="meta-training config (meta/configs)")
+    p.add_argument("--dataset", default="patches", help="training and test images (patches: photo patches, "
+                                                        "lfw: faces; any name meta-train takes)")
+    p.add_argument("--resolution", type=int, default=32, help="image side (lfw: 25)")
     p.add_argument("--lr", type=float, default=3e-4, help="outer Adam rate (cosine-decayed to lr/100)")
     p.add_argument("--eval-every", type=int, default=1000, help="evaluation / checkpoint period in steps")
     p.add_argument("--test-images", type=int, default=10**9, help="test patches measured (default all)")
@@ -164,7 +176,8 @@ def main(argv=None) -> int:
     md = markdown(rows)
     with open(os.path.join(args.out, f"{NAME}.md"), "w") as f:
         f.write("Rows from `python -m experiments.quality_ceiling` (each row's command is in the JSON); held-out "
-                "32x32 photo patches, k = 3 inner steps, before quantization.\n\n" + md)
+                "test images (32x32 photo patches unless the data column says lfw: 25x25 faces), k = 3 inner "
+                "steps, before quantization.\n\n" + md)
     print(md)
     print(f"wrote {path} and {NAME}.md, {NAME}.png ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0

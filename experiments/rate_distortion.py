@@ -66,7 +66,7 @@ def get_config(arg: str | None = None) -> dict:
 
 
 def parse_args(argv=None):
-    from meta.compress import QUANTIZER_MODES
+    from meta.quantize import QUANTIZER_MODES
 
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
@@ -107,7 +107,7 @@ def parse_args(argv=None):
 
 
 BUDGET = "budget.json"
-PROBE_SECONDS = 20.0  # timing run before a decayed schedule is planned
+PROBE_SECONDS = 20.0  # timing run before a decayed schedule is planned (at most; a tenth of short budgets)
 
 
 def train_config(args, kind: str, dim: int, **fields):
@@ -126,8 +126,9 @@ def planned_steps(args, kind: str, dim: int, budget: float) -> int:
     :data:`PROBE_SECONDS` timing run of the same config)."""
     from meta import train
 
-    steps = train.plan_steps(train_config(args, kind, dim), budget, PROBE_SECONDS)
-    print(f"{kind} D={dim}: {steps} steps planned for {budget:.0f} s from a {PROBE_SECONDS:g} s probe", flush=True)
+    probe = min(PROBE_SECONDS, max(1.0, budget / 10))  # a tenth of a short budget
+    steps = train.plan_steps(train_config(args, kind, dim), budget, probe)
+    print(f"{kind} D={dim}: {steps} steps planned for {budget:.0f} s from a {probe:g} s probe", flush=True)
     return steps
 
 

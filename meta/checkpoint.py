@@ -23,7 +23,9 @@ from asmr_jax import io, sharding
 from meta.functa import MetaModel
 
 FORMAT = "asmr-jax-meta"
-VERSION = 2
+VERSION = 3  # 3 renamed the parameters' "latent_to_shift" (it also holds scales) to "latent_to_modulation"
+READABLE_VERSIONS = (2, 3)
+VERSION_2_NAMES = {"latent_to_modulation": "latent_to_shift"}  # this version's key -> version 2's
 META_JSON = "meta.json"
 CHECKPOINTS = "checkpoints"
 DIGESTS = "digests.json"
@@ -51,7 +53,29 @@ def read_meta_json(directory) -> dict:
         if os.path.isfile(os.path.join(directory, "model.json")):
             raise ValueError(f"{directory} is a single-model checkpoint (asmr fit), not a meta-learning checkpoint")
         raise ValueError(f"{directory} is not a meta-learning checkpoint (no {META_JSON} inside)")
-    return io.read_format_json(path, FORMAT, VERSION, "an asmr-jax meta-learning file")
+    return io.read_format_json(path, FORMAT, READABLE_VERSIONS, "an asmr-jax meta-learning file")
+
+
+def renamed(tree, names: dict):
+    """``tree`` with every dict key in ``names`` replaced by ``names[key]`` (at any depth,
+    through the tuples and named tuples of optimizer states)."""
+    if isinstance(tree, dict):
+        return {names.get(k, k): renamed(v, names) for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(renamed(v, names) for v in tree))
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(renamed(v, names) for v in tree)
+    return tree
+
+
+def saved_names(path, abstract_params_) -> tuple[dict, str | None]:
+    """``(names, mismatch)`` of the parameters saved at ``path``: ``names`` maps this
+    version's keys to the saved ones (``{}``, or :data:`VERSION_2_NAMES` for a step saved
+    before the rename); ``mismatch`` says why neither layout fits (``None`` if one does)."""
+    mismatch = io.layout_mismatch(path, abstract_params_)
+    if mismatch and io.layout_mismatch(path, renamed(abstract_params_, VERSION_2_NAMES)) is None:
+        return VERSION_2_NAMES, None
+    return {}, mismatch
 
 
 def abstract_params(meta: MetaModel, sharding_=None):
@@ -118,10 +142,12 @@ def restore_step(mgr, workdir, step: int, items: dict) -> dict:
         io.check_files(where, digests.get("files"), f"checkpoint step {step} ({where})")
     except ValueError as e:
         raise DamagedCheckpointError(f"cannot restore checkpoint step {step} from {where}: {e}{hint}") from None
-    if "params" in items:
-        mismatch = io.layout_mismatch(os.path.join(where, "params"), items["params"])
+    names = {}
+    if "params" in items:  # a step saved before the rename is restored under its names, then renamed
+        names, mismatch = saved_names(os.path.join(where, "params"), items["params"])
         if mismatch:
             raise DamagedCheckpointError(f"cannot restore checkpoint step {step} from {where}: {mismatch}{hint}")
+    items = {k: renamed(v, names) for k, v in items.items()}
     try:
         restored = mgr.restore(step, args=ocp.args.Composite(
             **{k: ocp.args.StandardRestore(v) for k, v in items.items()}))
@@ -134,7 +160,8 @@ def restore_step(mgr, workdir, step: int, items: dict) -> dict:
             io.check_digest(tree, digests.get(name), f"checkpoint step {step} ({where}, {name})")
         except ValueError as e:
             raise DamagedCheckpointError(f"{e}{hint}") from None
-    return restored
+    back = {v: k for k, v in names.items()}
+    return {k: renamed(v, back) for k, v in restored.items()}
 
 
 class RunCheckpoints:
@@ -209,9 +236,10 @@ def load(path, step: int | None = None):
         raise ValueError(f"{path}/{META_JSON} holds an invalid meta config: {e}") from None
     target = abstract_params(meta)
     if os.path.isdir(os.path.join(path, "params")):  # exported
-        params = io.restore_tree(os.path.join(path, "params"), target)
+        names, _ = saved_names(os.path.join(path, "params"), target)
+        params = io.restore_tree(os.path.join(path, "params"), renamed(target, names))
         io.check_digest(params, body.get("params_sha256"), f"exported checkpoint {path}")
-        return meta, params
+        return meta, renamed(params, {v: k for k, v in names.items()})
     mgr = manager(path, create=False) if os.path.isdir(os.path.join(path, CHECKPOINTS)) else None
     step = mgr.latest_step() if (mgr is not None and step is None) else step
     if mgr is None or step is None:

@@ -3,7 +3,7 @@
 An image is compressed to one latent vector ``phi`` (``[D]``) of a meta-learned
 network (``meta.functa``), then:
 
-1. **Quantizer** (:class:`Quantizer`): uniform, ``2**bits`` cells per coordinate on
+1. **Quantizer** (:class:`meta.quantize.Quantizer`): uniform, ``2**bits`` cells per coordinate on
    ``[center - clip * scale, center + clip * scale]``. By default (``mode="pca"``) the
    coordinates are the latent's principal components on the training functaset
    (``y = (z - mean) @ basis``), every one with the same cell width, set by the widest
@@ -12,7 +12,7 @@ network (``meta.functa``), then:
    per-dimension (or global) mean/std. A value is mapped to the index of its cell, and
    back to the cell's midpoint, so inside the clip range ``|y - dequantize(quantize(y))|
    <= step / 2`` per coordinate, with ``step = 2 * clip * scale / 2**bits``.
-2. **Symbol model** (:class:`SymbolModel`): a categorical distribution over the
+2. **Symbol model** (:class:`meta.entropy.SymbolModel`): a categorical distribution over the
    ``2**bits`` symbols, per dimension or shared by all dimensions, estimated from the
    quantized training latents. Counts are smoothed towards the shared histogram and
    that towards a discretized standard normal; the smoothing strengths are picked by
@@ -35,7 +35,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
 import struct
 import zipfile
@@ -44,367 +43,14 @@ import zlib
 import numpy as np
 
 from asmr_jax import io
-from asmr_jax.coords import with_rank
+from asmr_jax.arrays import with_rank
 from meta import checkpoint, container
+from meta.entropy import SymbolModel, fit_symbol_model
+from meta.quantize import Quantizer, check_bits, fit_quantizer
 
-MAX_BITS = 16
 CODEC_FORMAT = "asmr-functa-codec"
 CODEC_VERSION = 2  # 2 added the rotation (mean, basis); version-1 files still load
 READABLE_VERSIONS = (1, 2)
-# per-dimension tables above this many entries (D * 2**bits) fall back to one shared table
-MAX_TABLE_ENTRIES = 1 << 21
-
-
-def check_bits(bits) -> int:
-    """Returns ``bits`` as an int; raises ``ValueError`` unless it is in ``1..16``."""
-    if isinstance(bits, bool) or int(bits) != bits or not 1 <= int(bits) <= MAX_BITS:
-        raise ValueError(f"bits must be an integer in 1..{MAX_BITS}, got {bits!r}")
-    return int(bits)
-
-
-# ----------------------------------------------------------------------------- quantizer
-@dataclasses.dataclass(frozen=True, eq=False)
-class Quantizer:
-    """Uniform midpoint quantizer with per-coordinate offset and scale, optionally after a rotation.
-
-    ``center``, ``scale``: ``[D]`` float32; ``clip``: half-width of the range in units of
-    ``scale``. Symbols are ints in ``0 .. 2**bits - 1``. With ``basis`` (``[D, D]``,
-    orthonormal columns) and ``mean`` (``[D]``) the quantized coordinates are
-    ``y = (z - mean) @ basis`` and the reconstruction is ``y_hat @ basis.T + mean``;
-    without them ``y = z``.
-    """
-
-    bits: int
-    center: np.ndarray
-    scale: np.ndarray
-    clip: float
-    mean: np.ndarray | None = None
-    basis: np.ndarray | None = None
-
-    def __post_init__(self):
-        check_bits(self.bits)
-        object.__setattr__(self, "center", np.asarray(self.center, np.float32).reshape(-1))
-        object.__setattr__(self, "scale", np.asarray(self.scale, np.float32).reshape(-1))
-        if self.center.shape != self.scale.shape:
-            raise ValueError(f"center {self.center.shape} and scale {self.scale.shape} must have one "
-                             f"shape [D]")
-        if not np.all(np.isfinite(self.scale)) or np.any(self.scale <= 0):
-            raise ValueError("quantizer scale must be finite and > 0 in every dimension")
-        if not self.clip > 0:
-            raise ValueError(f"clip must be > 0 standard deviations, got {self.clip}")
-        if (self.mean is None) != (self.basis is None):
-            raise ValueError("a rotated quantizer needs both mean [D] and basis [D, D]")
-        if self.basis is not None:
-            mean = np.asarray(self.mean, np.float32)
-            basis = np.asarray(self.basis, np.float32)
-            if mean.shape != self.center.shape or basis.shape != self.center.shape * 2:
-                raise ValueError(f"mean {mean.shape} and basis {basis.shape} must be [D] and [D, D] with "
-                                 f"D = {self.dim}")
-            if not np.allclose(basis.T @ basis, np.eye(self.dim), atol=1e-4):
-                raise ValueError("basis columns must be orthonormal")
-            object.__setattr__(self, "mean", mean)
-            object.__setattr__(self, "basis", basis)
-
-    @property
-    def dim(self) -> int:
-        return int(self.center.shape[0])
-
-    @property
-    def levels(self) -> int:
-        return 1 << self.bits
-
-    @property
-    def low(self) -> np.ndarray:
-        """``[D]`` lower end of the clip range (quantized coordinates)."""
-        return (self.center - np.float32(self.clip) * self.scale).astype(np.float32)
-
-    @property
-    def step(self) -> np.ndarray:
-        """``[D]`` cell width ``2 * clip * scale / 2**bits`` (quantized coordinates)."""
-        return (np.float32(2.0 * self.clip / self.levels) * self.scale).astype(np.float32)
-
-    @property
-    def latent_step(self) -> np.ndarray:
-        """``[D]`` cell width seen along each latent dimension (the rms of the steps it mixes)."""
-        if self.basis is None:
-            return self.step
-        return np.sqrt((self.basis**2) @ self.step.astype(np.float64) ** 2).astype(np.float32)
-
-    def _check(self, latents):
-        if latents.shape[-1:] != (self.dim,):
-            raise ValueError(f"latents have shape {tuple(latents.shape)}; this quantizer takes [..., "
-                             f"{self.dim}]")
-
-    def coords(self, latents, xp=np):
-        """``[..., D]`` latents -> the quantized coordinates ``(latents - mean) @ basis`` (or the latents)."""
-        self._check(latents)
-        if self.basis is None:
-            return latents
-        if xp is not np:  # the traced path (refinement) need not be bit-exact
-            return (latents - with_rank(self.mean, np.ndim(latents))) @ self.basis
-        return _exact_order_matmul(np.asarray(latents, np.float64) - self.mean, self.basis)
-
-    def quantize(self, latents, xp=np):
-        """``[..., D]`` floats -> ``[..., D]`` int32 symbols (values outside the range clip)."""
-        y = self.coords(latents, xp)
-        low, step = (with_rank(v, np.ndim(y)) for v in (self.low, self.step))
-        q = xp.floor((y - low) / step)
-        return xp.clip(q, 0, self.levels - 1).astype(xp.int32)
-
-    def dequantize(self, symbols, xp=np):
-        """``[..., D]`` int symbols -> ``[..., D]`` float32 latents (cell midpoints; deterministic)."""
-        self._check(symbols)
-        symbols = xp.asarray(symbols)
-        if xp is np and symbols.size and (symbols.min() < 0 or symbols.max() >= self.levels):
-            raise ValueError(f"symbols must lie in 0..{self.levels - 1}, got "
-                             f"{symbols.min()}..{symbols.max()}")
-        low, step = (with_rank(v, symbols.ndim) for v in (self.low, self.step))
-        y = (low + (symbols.astype(xp.float32) + 0.5) * step).astype(xp.float32)
-        if self.basis is None:
-            return y
-        if xp is not np:  # the traced path (refinement) need not be bit-exact
-            return (y @ self.basis.T + with_rank(self.mean, symbols.ndim)).astype(xp.float32)
-        return (_exact_order_matmul(y, self.basis.T) + self.mean).astype(np.float32)
-
-    def round_trip(self, latents, xp=np):
-        """``dequantize(quantize(latents))`` (``[..., D]``)."""
-        return self.dequantize(self.quantize(latents, xp), xp)
-
-    def ste(self, latents):
-        """Straight-through quantization for JAX: value of the round trip, gradient of identity."""
-        import jax
-        import jax.numpy as jnp
-
-        return latents + jax.lax.stop_gradient(self.round_trip(latents, jnp) - latents)
-
-
-def _exact_order_matmul(x, m) -> np.ndarray:
-    """``x [..., K] @ m [K, M]`` in float64, summed over ``K`` in index order, elementwise.
-
-    The quantizer's rotations go through this rather than BLAS, whose rounding depends on
-    the batch's shape: a latent then maps to the same symbols, and symbols to the same
-    latent bits, alone or in a batch of any size, on any machine.
-    """
-    x, m = np.asarray(x, np.float64), np.asarray(m, np.float64)
-    out = np.zeros(x.shape[:-1] + m.shape[1:])
-    for k in range(m.shape[0]):
-        out += x[..., k:k + 1] * m[k]
-    return out
-
-
-QUANTIZER_MODES = ("pca", "dim", "global")
-
-
-def principal_axes(latents) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean [D], basis [D, D])`` of training latents ``[n, D]``: the covariance's eigenvectors
-    as columns, by falling variance, each signed so that its largest entry is positive."""
-    latents = np.asarray(latents, np.float64)
-    mean = latents.mean(0)
-    var, basis = np.linalg.eigh(np.cov(latents - mean, rowvar=False).reshape(latents.shape[1], -1))
-    basis = basis[:, np.argsort(-var, kind="stable")]
-    sign = np.sign(basis[np.abs(basis).argmax(0), np.arange(basis.shape[1])])
-    return mean, basis * np.where(sign == 0, 1.0, sign)
-
-
-def fit_quantizer(latents, bits: int, clip: float = 3.0, mode: str = "pca") -> Quantizer:
-    """Fits a :class:`Quantizer` on training latents ``[n, D]``.
-
-    ``mode``: ``"pca"`` quantizes the principal components with one cell width,
-    ``2 * clip * s1 / 2**bits`` for the largest component std ``s1``, zero on a cell
-    midpoint; ``"dim"`` the latent dimensions with their own mean/std; ``"global"`` the
-    latent dimensions with one mean/std.
-    """
-    bits = check_bits(bits)
-    if not (math.isfinite(float(clip)) and float(clip) > 0):
-        raise ValueError(f"clip must be a positive finite number of standard deviations, got {clip}")
-    if mode not in QUANTIZER_MODES:
-        raise ValueError(f"quantizer mode must be one of {', '.join(QUANTIZER_MODES)}, got {mode!r}")
-    latents = np.asarray(latents, np.float64)
-    if latents.ndim != 2 or latents.shape[0] < 2:
-        raise ValueError(f"training latents must be [n >= 2, D], got shape {latents.shape}")
-    if not np.all(np.isfinite(latents)):
-        raise ValueError("training latents contain NaN or inf")
-    dim = latents.shape[1]
-    if mode == "pca":
-        mean, basis = principal_axes(latents)
-        top = max(float(((latents - mean) @ basis[:, 0]).std()), 1e-12)
-        step = 2.0 * clip * top / (1 << bits)
-        return Quantizer(bits, np.full(dim, -step / 2), np.full(dim, top), float(clip), mean, basis)
-    if mode == "dim":
-        center, scale = latents.mean(0), latents.std(0)
-    else:
-        center, scale = np.full(dim, latents.mean()), np.full(dim, latents.std())
-    # constant dimensions (e.g. never updated) still need a positive cell width
-    floor = max(float(scale.max()) * 1e-3, 1e-12)
-    return Quantizer(bits, center, np.maximum(scale, floor), float(clip))
-
-
-# ----------------------------------------------------------------------------- symbol model
-def _entropy_model():
-    import constriction
-
-    return constriction.stream.model, constriction.stream.queue
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class SymbolModel:
-    """Categorical symbol distribution: ``probs`` ``[D, L]`` (per dimension) or ``[1, L]`` (shared).
-
-    Rows are float32 and sum to 1; every entry is > 0.
-    """
-
-    probs: np.ndarray
-
-    def __post_init__(self):
-        p = np.asarray(self.probs, np.float32)
-        if p.ndim != 2 or p.shape[1] < 2:
-            raise ValueError(f"probs must be [D or 1, L >= 2], got shape {p.shape}")
-        if not np.all(np.isfinite(p)) or np.any(p <= 0):
-            raise ValueError("symbol probabilities must be finite and > 0")
-        object.__setattr__(self, "probs", p)
-
-    @property
-    def levels(self) -> int:
-        return int(self.probs.shape[1])
-
-    @property
-    def shared(self) -> bool:
-        return self.probs.shape[0] == 1
-
-    def table(self, dim: int) -> np.ndarray:
-        """``[dim, L]`` probabilities, one row per symbol position."""
-        if self.shared:
-            return np.broadcast_to(self.probs, (dim, self.levels))
-        if self.probs.shape[0] != dim:
-            raise ValueError(f"symbol model has {self.probs.shape[0]} per-dimension tables, message has "
-                             f"{dim} symbols")
-        return self.probs
-
-    def bits(self, symbols) -> np.ndarray:
-        """Ideal code length ``-log2 p`` in bits of ``symbols`` ``[..., D]`` (same shape)."""
-        symbols = np.asarray(symbols)
-        table = self.table(symbols.shape[-1])
-        p = np.take_along_axis(np.broadcast_to(table, symbols.shape + (self.levels,)), symbols[..., None], -1)
-        return -np.log2(p[..., 0].astype(np.float64))
-
-    def _check_symbols(self, symbols) -> np.ndarray:
-        symbols = np.asarray(symbols)
-        if symbols.ndim not in (1, 2):
-            raise ValueError(f"symbols must be one message [D] or several [n, D], got shape {symbols.shape}")
-        if not np.issubdtype(symbols.dtype, np.integer):
-            raise ValueError(f"symbols must be integers, got dtype {symbols.dtype}")
-        if symbols.size and (symbols.min() < 0 or symbols.max() >= self.levels):
-            raise ValueError(f"symbols must lie in 0..{self.levels - 1}, got "
-                             f"{symbols.min()}..{symbols.max()}")
-        return symbols.astype(np.int32)
-
-    def encode(self, symbols) -> bytes:
-        """Range-codes ``symbols`` (``[D]``, or ``[n, D]`` as one stream) into bytes."""
-        model, queue = _entropy_model()
-        symbols = self._check_symbols(symbols)
-        enc = queue.RangeEncoder()
-        if self.shared:
-            enc.encode(symbols.reshape(-1), model.Categorical(self.probs[0], perfect=False))
-        else:
-            table = self.table(symbols.shape[-1])
-            rows = 1 if symbols.ndim == 1 else symbols.shape[0]
-            enc.encode(symbols.reshape(-1), model.Categorical(perfect=False), np.tile(table, (rows, 1)))
-        return _words_to_bytes(enc.get_compressed())
-
-    def decode(self, payload: bytes, dim: int, count: int | None = None) -> np.ndarray:
-        """Inverse of :meth:`encode`: bytes -> ``[dim]`` (or ``[count, dim]``) int32 symbols."""
-        model, queue = _entropy_model()
-        table = self.table(dim)  # raises on a dimension mismatch
-        rows = 1 if count is None else int(count)
-        dec = queue.RangeDecoder(_bytes_to_words(payload))
-        if self.shared:
-            out = dec.decode(model.Categorical(self.probs[0], perfect=False), rows * dim)
-        else:
-            out = dec.decode(model.Categorical(perfect=False), np.tile(table, (rows, 1)))
-        out = np.asarray(out, np.int32)
-        return out if count is None else out.reshape(rows, dim)
-
-
-def _words_to_bytes(words) -> bytes:
-    raw = np.asarray(words, np.uint32).astype(">u4").tobytes()
-    # trailing zero bytes of the last word carry no information; keep >= 1 byte of it so
-    # the word count is ceil(len / 4)
-    keep = len(raw)
-    while keep > len(raw) - 3 and keep > 0 and raw[keep - 1] == 0:
-        keep -= 1
-    return raw[:keep]
-
-
-def _bytes_to_words(payload: bytes) -> np.ndarray:
-    pad = (-len(payload)) % 4
-    return np.frombuffer(bytes(payload) + b"\0" * pad, ">u4").astype(np.uint32)
-
-
-def _normal_cells(levels: int, clip: float) -> np.ndarray:
-    """``[L]`` mass of a standard normal in each quantizer cell of ``[-clip, clip]`` (tails folded in)."""
-    from math import erf, sqrt
-
-    edges = np.linspace(-clip, clip, levels + 1)
-    cdf = np.array([0.5 * (1.0 + erf(e / sqrt(2.0))) for e in edges])
-    cdf[0], cdf[-1] = 0.0, 1.0
-    return np.maximum(np.diff(cdf), 1e-12)
-
-
-def _smoothed(counts_dim, counts_all, prior, beta: float, gamma: float) -> np.ndarray:
-    """``[D or 1, L]``: per-dim counts + beta * shared, shared = counts + gamma * prior."""
-    shared = counts_all + gamma * prior
-    shared = shared / shared.sum()
-    if beta == np.inf:
-        return shared[None]
-    p = counts_dim + beta * shared[None]
-    return p / p.sum(-1, keepdims=True)
-
-
-def fit_symbol_model(symbols, levels: int, clip: float = 3.0, per_dim: bool | None = None,
-                     seed: int = 0) -> SymbolModel:
-    """Estimates a :class:`SymbolModel` from training symbols ``[n, D]`` over ``levels`` values.
-
-    ``per_dim=None`` chooses by held-out code length (and uses a shared table when the
-    per-dimension tables would exceed ``MAX_TABLE_ENTRIES``); ``True``/``False`` force it.
-    """
-    symbols = np.asarray(symbols)
-    if symbols.ndim != 2 or symbols.shape[0] < 2:
-        raise ValueError(f"training symbols must be [n >= 2, D], got shape {symbols.shape}")
-    n, dim = symbols.shape
-    if symbols.min() < 0 or symbols.max() >= levels:
-        raise ValueError(f"training symbols must lie in 0..{levels - 1}")
-    if per_dim and dim * levels > MAX_TABLE_ENTRIES:
-        raise ValueError(f"per-dimension tables need {dim} x {levels} entries (> {MAX_TABLE_ENTRIES}); "
-                         f"use shared")
-    prior = _normal_cells(levels, clip)
-    allow_dim = per_dim is not False and dim * levels <= MAX_TABLE_ENTRIES
-    betas = [n / 64, n / 16, n / 4, n, 4 * n] if allow_dim else []
-    if per_dim is None or not allow_dim:
-        betas.append(np.inf)  # inf = the shared table alone
-    gammas = [g * n * dim for g in (1e-4, 1e-3, 1e-2, 1e-1, 1.0)]
-
-    def counts(s):
-        c = np.zeros((dim, levels))
-        np.add.at(c, (np.broadcast_to(np.arange(dim), s.shape), s), 1.0)
-        return c
-
-    # pick the smoothing strengths on a held-out fifth, then refit on everything
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, n // 5)
-    val, train = symbols[perm[:n_val]], symbols[perm[n_val:]]
-    c_dim = counts(train)
-    best = None
-    for beta in betas:
-        for gamma in gammas:
-            scale = len(train) / n  # strengths were set for n samples
-            p = _smoothed(c_dim, c_dim.sum(0), prior, beta * scale, gamma * scale)
-            p = np.broadcast_to(p, (dim, levels))
-            cost = -np.log2(p[np.arange(dim), val]).sum()
-            if best is None or cost < best[0]:
-                best = (cost, beta, gamma)
-    _, beta, gamma = best
-    c_dim = counts(symbols)
-    return SymbolModel(_smoothed(c_dim, c_dim.sum(0), prior, beta, gamma).astype(np.float32))
 
 
 # ----------------------------------------------------------------------------- codec
@@ -505,10 +151,12 @@ def fit_codec(latents, bits: int, model_id: bytes, clip: float = 3.0, mode: str 
 # ----------------------------------------------------------------------------- identity
 def model_id(params, config=None) -> bytes:
     """8-byte prefix of :func:`asmr_jax.io.params_digest` of a network's config and parameters:
-    a different architecture or different weights give a different id."""
+    a different architecture or different weights give a different id. The digest is taken
+    over the parameter names of checkpoint version 2, so that the ids of files written
+    before the rename stay valid."""
     from asmr_jax.io import params_digest
 
-    return bytes.fromhex(params_digest(params, config))[:8]
+    return bytes.fromhex(params_digest(checkpoint.renamed(params, checkpoint.VERSION_2_NAMES), config))[:8]
 
 
 # ----------------------------------------------------------------------------- encode / decode

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
-
-import numpy as np
 
 LR_DECAYS = ("none", "cosine")
 OUTER_CLIP = 1.0  # global-norm clip of the outer gradient (functa: none)
@@ -54,7 +53,7 @@ def _plain(value):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # a NumPy scalar
         return value.item()
     return value
 
@@ -98,6 +97,9 @@ class TrainConfig:
     spatial_kernel: int = _field(3, "side of the convolution mapping the latent grid to modulations (odd; 1: "
                                     "per cell)")
     # ------------------------------------------------------------------ outer loop
+    augment: bool = _field(False, "turn each training image by a random symmetry of the square (rotations by 90 "
+                                  "degrees, mirrors) and permute its channels, a fresh draw every step (square "
+                                  "images only)", functa=False)
     batch_size: int = _field(16, "images per outer step (global, over all devices and processes)")
     steps: int = _field(500, "total outer steps (a resumed run continues up to this count)", run=False)
     lr: float = _field(3e-4, "outer Adam learning rate", functa=3e-6)
@@ -124,12 +126,12 @@ class TrainConfig:
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         res = self.resolution
-        set_("resolution", None if res is None else int(res) if isinstance(res, (int, np.integer)) else _tuple(res))
+        set_("resolution", None if res is None else int(res) if isinstance(res, numbers.Integral) else _tuple(res))
         set_("model", dict(self.model) if isinstance(self.model, dict) else str(self.model))
         set_("data_dir", None if self.data_dir is None else os.fspath(self.data_dir))
         set_("bases", None if self.bases is None else _tuple(self.bases))
         set_("spatial", None if self.spatial is None else
-             int(self.spatial) if isinstance(self.spatial, (int, np.integer)) else _tuple(self.spatial))
+             int(self.spatial) if isinstance(self.spatial, numbers.Integral) else _tuple(self.spatial))
         set_("eval_at", tuple(int(s) for s in self.eval_at))
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)

@@ -26,46 +26,31 @@ the output; a bias starting at 0.5 is the same function and the same training).
 Differences from functa, all on purpose: the rates are clipped to ``[0, 1]`` wherever they
 are used and after every outer update (functa declares this clip but never applies it
 in training); ``lr_scale`` (default 1) multiplies them; and the outer gradient is clipped
-to global norm 1 by default (:func:`make_optimizer`). SIREN's coordinates span
+to global norm 1 by default (:func:`meta.optimize.make_optimizer`). SIREN's coordinates span
 ``[-1, 1]`` over pixel corners (functa: ``[0, 1]`` over pixel centres).
 
 Everything is a pure function of explicit pytrees; the network is seen only through
 ``model.render(params, shifts, scales=...)``. Shared parameters are a dict::
 
-    {"model": model.init(key), "latent_to_shift": {"w": [D, S], "b": [S]}, "meta_sgd_lr": [D]}
+    {"model": model.init(key), "latent_to_modulation": {"w": [D, S], "b": [S]}, "meta_sgd_lr": [D]}
     (+ "latent_init": [D] when latent_init_scale > 0)
 
-The API used downstream (compression, functasets), with :func:`meta.checkpoint.load`
-``(path) -> (meta, params)``:
-
-* :func:`fit_latents` ``(meta, params, signals [n, *shape, C], steps) -> (latents [n, D], psnrs [n])``.
-* :func:`render_latents` ``(meta, params, latents [n, D]) -> signals [n, *shape, C]`` on ``[0, 1]``.
-
->>> from asmr_jax.asmr import ASMR
->>> meta = MetaModel(ASMR((32, 32), 3, levels=3, widths=32), latent_dim=16)
->>> params = meta.init(jax.random.key(0))
->>> images = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype(np.float32)
->>> latents, psnrs = fit_latents(meta, params, images)
->>> latents.shape, render_latents(meta, params, latents).shape
-((4, 16), (4, 32, 32, 3))
+The outer optimizer and the compiled meta step are in :mod:`meta.optimize`; fitting and
+rendering the latents of new signals on the host, in chunks, in :mod:`meta.inference`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from asmr_jax import fit, metrics, models, sharding
-from asmr_jax.coords import with_rank
-from asmr_jax.datasets import check_images
+from asmr_jax import models
+from asmr_jax.arrays import with_rank
 from asmr_jax.siren import affine
-from meta.config import OUTER_CLIP
 
 META_SGD_INIT = (0.005, 0.1)
 
@@ -209,7 +194,7 @@ class MetaModel:
         fan_in = math.prod(self.map_shape[:-1])
         out = {
             "model": net,
-            "latent_to_shift": {
+            "latent_to_modulation": {
                 # haiku Linear's (and Conv's) default: truncated normal at 2 stddev, stddev 1/sqrt(fan_in)
                 "w": jax.random.truncated_normal(k_map, -2.0, 2.0, self.map_shape, jnp.float32) / math.sqrt(fan_in),
                 "b": jnp.zeros((s,), jnp.float32),
@@ -258,11 +243,10 @@ def functa_network_init(net: dict) -> dict:
 # Every function below takes one signal (latent [D], signal [*shape, C]) or a batch of them
 # (latents [*batch, D], signals [*batch, *shape, C]); per-signal values come back [*batch].
 # A batch goes through the network's batched render (one 2-D GEMM per layer over all
-# signals; see asmr_jax.siren) rather than vmap: same values, and on CPU the second-order
-# meta step of SIREN runs about 1.7x faster (experiments/README.md).
+# signals; see asmr_jax.siren) rather than vmap: the same values, faster on CPU.
 def latent_to_modulations(meta: MetaModel, params, latent) -> tuple[list | None, list | None]:
     """Latent ``[*batch, D]`` -> ``(shifts, scales)``, each ``None`` or one ``[*batch, width_i]`` per hidden layer."""
-    m = params["latent_to_shift"]
+    m = params["latent_to_modulation"]
     if meta.spatial is None:
         flat = affine(latent, m)  # [*batch, S]
     else:
@@ -364,7 +348,7 @@ def start_latent(meta: MetaModel, params, batch: tuple[int, ...] = ()):
     if "latent_init" in params:
         phi = jax.lax.stop_gradient(params["latent_init"])
     else:
-        phi = jnp.zeros((meta.latent_dim,), params["latent_to_shift"]["w"].dtype)
+        phi = jnp.zeros((meta.latent_dim,), params["latent_to_modulation"]["w"].dtype)
     return jnp.broadcast_to(phi, tuple(batch) + phi.shape)
 
 
@@ -417,198 +401,3 @@ def outer_loss(meta: MetaModel, params, images, key=None, remat: bool = False, f
     mse = mse_fn(meta, params, phi, images)  # [B]
     loss = mse + meta.l2_weight * jnp.sum(phi**2, axis=-1) if meta.l2_weight else mse
     return jnp.mean(loss), mse
-
-
-FINAL_LR_DIVISOR = 100.0  # a cosine-decayed outer rate ends at lr / 100
-
-
-def make_optimizer(lr: float = 3e-6, clip: float | None = OUTER_CLIP,
-                   decay_steps: int | None = None) -> optax.GradientTransformation:
-    """Adam on every shared parameter (functa: lr 3e-6 for its width-512 depth-15 SIREN).
-
-    The outer gradient is first clipped to global norm ``clip`` (``None``: no clipping, as
-    functa). At the CPU preset's 100x larger rate, an unclipped ASMR run at 32x32 diverged
-    after about 2,400 steps (test PSNR 23.9 -> 8 dB); clipping keeps the rare
-    second-order spikes of the inner loop from throwing the shared weights out of the basin.
-
-    ``decay_steps``: the rate follows a cosine from ``lr`` down to ``lr / 100`` over that
-    many steps (``None``: constant, as functa). At a constant 3e-4 the long compression
-    runs climbed for ~10k steps and then lost up to 5 dB (experiments/README.md).
-    """
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"outer learning rate must be positive, got {lr}")
-    if decay_steps is not None and int(decay_steps) < 1:
-        raise ValueError(f"decay_steps must be >= 1 (steps of the cosine decay), got {decay_steps}")
-    adam = fit.make_optimizer(float(lr), None if decay_steps is None else int(decay_steps),
-                              decay_steps is not None, final_lr=float(lr) / FINAL_LR_DIVISOR)
-    if clip is None:
-        return adam
-    if not (clip > 0 and math.isfinite(clip)):
-        raise ValueError(f"gradient clip norm must be positive, got {clip}")
-    return optax.chain(optax.clip_by_global_norm(clip), adam)
-
-
-def meta_step(meta: MetaModel, optimizer, params, opt_state, images, key=None, remat: bool = False,
-              microbatch: int | None = None):
-    """One outer step on a batch ``[B, *shape, C]``.
-
-    Args:
-      key: PRNG key for ``noise_std`` (ignored otherwise).
-      remat: see :func:`inner_loop`.
-      microbatch: split the batch into chunks of this many signals whose gradients are
-        summed in a ``lax.scan`` (same result, memory of one chunk). ``None``: one pass.
-
-    Returns:
-      ``(params, opt_state, metrics)``; metrics ``{"loss": loss, "psnr": mean per-signal
-      PSNR}`` after the inner loop (before this update), both scalars.
-    """
-    b = images.shape[0]
-    grad_fn = jax.value_and_grad(outer_loss, argnums=1, has_aux=True)
-    if microbatch is None or microbatch >= b:
-        (loss, mse), grads = grad_fn(meta, params, images, key, remat)
-    else:
-        if b % microbatch:
-            raise ValueError(f"batch {b} is not a multiple of microbatch {microbatch}")
-        chunks = images.reshape((b // microbatch, microbatch) + images.shape[1:])
-        keys = jax.random.split(key, b // microbatch) if meta.noise_std else None
-
-        def body(acc, xs):
-            imgs, k = xs
-            (loss_, mse_), g = grad_fn(meta, params, imgs, k, remat)
-            return jax.tree.map(jnp.add, acc, g), (loss_, mse_)
-
-        zero = jax.tree.map(jnp.zeros_like, params)
-        grads, (losses, mse) = jax.lax.scan(body, zero, (chunks, keys))
-        grads = jax.tree.map(lambda g: g / (b // microbatch), grads)
-        loss, mse = jnp.mean(losses), mse.reshape(b)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    if "meta_sgd_lr" in params:
-        params = {**params, "meta_sgd_lr": clipped_lr(params)}
-    psnr = jnp.mean(metrics.mse_to_psnr(mse))
-    return params, opt_state, {"loss": loss, "psnr": psnr}
-
-
-def make_meta_step(meta: MetaModel, optimizer, mesh=None, remat: bool = False, microbatch: int | None = None):
-    """``step(params, opt_state, images, key=None) -> (params, opt_state, metrics)``, jitted.
-
-    With a ``mesh`` (:func:`asmr_jax.sharding.data_mesh`, possibly spanning processes),
-    the batch axis of ``images`` is split over its devices and parameters/optimizer state
-    are replicated; XLA inserts the gradient all-reduce. The batch size must be divisible
-    by ``mesh.size`` (and ``microbatch`` by nothing: chunks are cut per step).
-    """
-    fn = functools.partial(meta_step, meta, optimizer, remat=remat, microbatch=microbatch)
-    if mesh is None:
-        jitted = jax.jit(fn)
-    else:
-        rep, bat = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-        jitted = jax.jit(fn, in_shardings=(rep, rep, bat, rep), out_shardings=(rep, rep, rep))
-
-    def step(params, opt_state, images, key=None):
-        return jitted(params, opt_state, images, key)
-
-    def compile_for(params, opt_state, images, key=None):
-        """Compiles the step for these arguments (arrays or shapes) without running it; the
-        next call with the same shapes reuses the executable. Returns it (``memory_plan``)."""
-        return jitted.lower(params, opt_state, images, key).compile()
-
-    step.compile_for = compile_for
-    step._cache_size = jitted._cache_size  # for no-recompile checks
-    return step
-
-
-def memory_estimate(meta: MetaModel, optimizer, batch_size: int, remat: bool = False,
-                    microbatch: int | None = None) -> dict:
-    """XLA's compiled memory analysis of one meta step on this backend (nothing is run).
-
-    Returns bytes: ``arguments``, ``outputs``, ``temporaries``, ``peak`` (their sum, less
-    aliased buffers), as the compiler plans them for one device holding the whole batch.
-    """
-    params = jax.eval_shape(meta.init, jax.random.key(0))
-    opt_state = jax.eval_shape(optimizer.init, params)
-    images = jax.ShapeDtypeStruct((int(batch_size), *meta.shape, meta.channels), jnp.float32)
-    key = jax.eval_shape(lambda: jax.random.key(0))
-    fn = functools.partial(meta_step, meta, optimizer, remat=remat, microbatch=microbatch)
-    return memory_plan(jax.jit(fn).lower(params, opt_state, images, key).compile())
-
-
-def memory_plan(compiled) -> dict:
-    """Bytes XLA plans for a compiled function (``{}`` where the backend does not say):
-    ``arguments``, ``outputs``, ``temporaries``, ``aliased`` and ``peak`` (their sum, less aliased)."""
-    ma = compiled.memory_analysis()
-    if ma is None:  # some backends do not report
-        return {}
-    out = {"arguments": int(ma.argument_size_in_bytes), "outputs": int(ma.output_size_in_bytes),
-           "temporaries": int(ma.temp_size_in_bytes), "aliased": int(ma.alias_size_in_bytes)}
-    out["peak"] = out["arguments"] + out["outputs"] + out["temporaries"] - out["aliased"]
-    return out
-
-
-# ----------------------------------------------------------------------------- latents for new images
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _fit_chunk(meta: MetaModel, steps: int, params, images):
-    phi = inner_loop(meta, params, images, steps)  # [n, D]
-    pred = jnp.clip(render(meta, params, phi), 0.0, 1.0)
-    return phi, metrics.mse_to_psnr(jnp.mean((pred - images) ** 2, axis=tuple(range(1, images.ndim))))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _render_chunk(meta: MetaModel, params, latents):
-    return jnp.clip(render(meta, params, latents), 0.0, 1.0)
-
-
-def _chunks(n: int, chunk: int):
-    for start in range(0, n, chunk):
-        yield start, min(start + chunk, n)
-
-
-def _pad(x: np.ndarray, size: int) -> np.ndarray:
-    """Pads the leading axis to ``size`` (repeating row 0) so every chunk has one compiled shape."""
-    if len(x) == size:
-        return x
-    return np.concatenate([x, np.repeat(x[:1], size - len(x), axis=0)])
-
-
-def fit_latents(meta: MetaModel, params, images, steps: int | None = None, chunk: int = 64):
-    """Latents of new signals by ``steps`` inner steps (default ``meta.inner_steps``).
-
-    Args:
-      images: float ``[n, *shape, C]`` on ``[0, 1]`` (or one ``[*shape, C]`` signal).
-      steps: inner SGD steps (the meta-learned rates); more than ``k`` usually helps a bit.
-      chunk: images per compiled call (memory bound).
-
-    Returns:
-      ``(latents [n, D] float32, psnrs [n] float64)``; PSNR in dB of the clipped render.
-    """
-    images = np.asarray(images, np.float32)
-    want = (*meta.shape, meta.channels)
-    if images.ndim == len(want):
-        images = images[None]
-    if images.shape[1:] != want:
-        raise ValueError(f"signals have shape {images.shape[1:]} each, the model expects {want} "
-                         f"(spatial shape, then channels)")
-    check_images(images, "images", spatial_dims=len(meta.shape))
-    steps = meta.inner_steps if steps is None else int(steps)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    n, chunk = len(images), max(1, min(int(chunk), len(images)))
-    latents, psnrs = [], []
-    for a, b in _chunks(n, chunk):
-        z, p = _fit_chunk(meta, steps, params, _pad(images[a:b], chunk))
-        latents.append(np.asarray(z)[: b - a])
-        psnrs.append(np.asarray(p)[: b - a])
-    return np.concatenate(latents).astype(np.float32), np.concatenate(psnrs).astype(np.float64)
-
-
-def render_latents(meta: MetaModel, params, latents, chunk: int = 64) -> np.ndarray:
-    """Signals ``[n, *shape, C]`` on ``[0, 1]`` (clipped) from latents ``[n, D]`` (or one ``[D]``)."""
-    latents = np.asarray(latents, np.float32)
-    if latents.ndim == 1:
-        latents = latents[None]
-    if latents.ndim != 2 or latents.shape[1] != meta.latent_dim:
-        raise ValueError(f"latents must have shape [n, {meta.latent_dim}], got {latents.shape}")
-    if not np.isfinite(latents).all():
-        raise ValueError(f"latents have {int((~np.isfinite(latents)).sum())} NaN/inf values")
-    n, chunk = len(latents), max(1, min(int(chunk), len(latents)))
-    out = [np.asarray(_render_chunk(meta, params, _pad(latents[a:b], chunk)))[: b - a] for a, b in _chunks(n, chunk)]
-    return np.concatenate(out)

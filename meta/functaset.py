@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from meta import functa
+from meta import inference
 
 FORMAT = "asmr-jax-functaset"
 VERSION = 2
@@ -76,7 +76,7 @@ def encode_split(checkpoint, split: str = "test", out=None, dataset: str | None 
         bar = tqdm(total=n, desc="meta-encode", unit="img", dynamic_ncols=True)
     for a in range(0, n, chunk):
         idx = np.arange(a, min(a + chunk, n))
-        z, p = functa.fit_latents(meta, params, ds.get(idx), steps=steps, chunk=chunk)
+        z, p = inference.fit_latents(meta, params, ds.get(idx), steps=steps, chunk=chunk)
         latents.append(z)
         psnrs.append(p)
         if bar is not None:
@@ -174,7 +174,7 @@ def decode_functaset(path, checkpoint, out_dir=None, limit: int | None = None, o
     meta, params = checkpoint.load(checkpoint)
     check_network(data, meta, params, path, checkpoint)
     latents = data["latents"][:limit] if limit is not None else data["latents"]
-    images = functa.render_latents(meta, params, latents)
+    images = inference.render_latents(meta, params, latents)
     if out_dir is not None:
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             for i, img in zip(data["indices"], images):

@@ -33,8 +33,8 @@ MODELS = ("asmr", "asmr-spatial", "siren", "siren-spatial")
 
 
 def parse_args(argv=None):
-    from asmr_jax.cli import seed_value
     from meta import configs
+    from meta.commands.signal import seed_value
 
     d = configs.load("cpu")
     p = argparse.ArgumentParser(prog="python -m meta.main", description=__doc__.split("\n\n")[0],
@@ -95,11 +95,11 @@ def evaluate(result, images) -> dict:
     import numpy as np
 
     from asmr_jax import metrics
-    from meta import functa
+    from meta import inference
 
-    lat, psnr = functa.fit_latents(result.meta, result.params, images)
-    recon = functa.render_latents(result.meta, result.params, lat)
-    _, psnr10 = functa.fit_latents(result.meta, result.params, images, steps=10)
+    lat, psnr = inference.fit_latents(result.meta, result.params, images)
+    recon = inference.render_latents(result.meta, result.params, lat)
+    _, psnr10 = inference.fit_latents(result.meta, result.params, images, steps=10)
     ssim = [metrics.ssim(r, t) for r, t in zip(recon, images)]
     return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "psnr_10": float(np.mean(psnr10)),
             "recon": recon}

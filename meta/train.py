@@ -2,18 +2,20 @@
 
 :func:`train` writes into ``workdir``::
 
-    meta.json             format, model/meta config, training config (see meta.functa)
+    meta.json             format, model/meta config, the run record (see meta.checkpoint)
     checkpoints/<step>/   orbax CheckpointManager steps (items params, opt_state); last ``keep``
     history.json          loss/PSNR log (train, and test evals)
     metrics.json          final summary (status, steps, PSNRs, images/s, params, MACs)
     psnr.png              PSNR vs step (train batches and test evaluations)
     reconstructions.png   test targets (top) vs reconstructions after k inner steps (bottom)
 
-Defaults: the keyword defaults of :func:`train` are the only copy; config files
-(:mod:`meta.configs`) change what differs.
+The run is a :class:`meta.config.TrainConfig` (every field, its default and help, once);
+config files (:mod:`meta.configs`) change what differs. :func:`train` is a loop over
+named steps: check the workdir, load the data, restore or start, run (:class:`_Loop`:
+steps, fetches, evaluations, checkpoints), summarize, draw.
 
 Determinism: the model init comes from ``seed`` and batch ``t`` from
-``dataset.batch_indices(t, batch_size, seed)``, so ``resume=True`` continues from the
+``data.batch_indices(t, batch_size, seed)``, so ``resume=True`` continues from the
 latest checkpoint with exactly the parameters an uninterrupted run reaches.
 
 Pipeline: a background thread loads batch ``t + 1 .. t + prefetch`` and puts it on the
@@ -45,8 +47,8 @@ import jax
 import numpy as np
 
 from asmr_jax import io, macs, sharding
-from asmr_jax.datasets import ImageDataset, Prefetcher, check_images, load_dataset
-from meta import checkpoint, functa
+from asmr_jax.datasets import ImageDataset, Prefetcher, augment, augment_draws, check_images, load_dataset
+from meta import checkpoint, functa, inference, optimize
 from meta.config import TrainConfig
 
 HISTORY = "history.json"
@@ -100,7 +102,7 @@ def plan_steps(config: TrainConfig, budget_seconds: float, probe_seconds: float 
 def _eval(meta, params, images, steps_list):
     out = {}
     for s in steps_list:
-        _, p = functa.fit_latents(meta, params, images, steps=s)
+        _, p = inference.fit_latents(meta, params, images, steps=s)
         out[s] = float(np.mean(p))
     return out
 
@@ -189,14 +191,16 @@ def train(config: TrainConfig | None = None, workdir=None, *, data: ImageDataset
     train_ds, test_ds = load_data(config, data, test_data)
     meta = config.meta_model(train_ds.channels, train_ds.shape)
     train_ds.steps_per_epoch(config.batch_size)  # raises if the batch is larger than the dataset
+    if config.augment and (len(train_ds.shape) != 2 or train_ds.shape[0] != train_ds.shape[1]):
+        raise ValueError(f"augment turns square images; the signals are {train_ds.shape}")
     eval_imgs = test_ds.get(np.arange(min(config.eval_images, len(test_ds))))
     check_images(eval_imgs, f"{test_ds.name}/{test_ds.split}", spatial_dims=len(train_ds.shape))
 
     sharding.barrier("meta.train: workdir checked")  # every process has looked before one writes
     mesh = data_mesh_for(config.batch_size)
     record = config.record()
-    optimizer = functa.make_optimizer(config.lr, config.clip, record["decay_steps"])
-    step_fn = functa.make_meta_step(meta, optimizer, mesh, remat=config.remat, microbatch=config.microbatch)
+    optimizer = optimize.make_optimizer(config.lr, config.clip, record["decay_steps"])
+    step_fn = optimize.make_meta_step(meta, optimizer, mesh, remat=config.remat, microbatch=config.microbatch)
     rep = sharding.replicated(mesh)
     if main:
         os.makedirs(workdir, exist_ok=True)
@@ -241,8 +245,15 @@ class _Loop:
         self.status, self.bar = "done", None
 
     def load_batch(self, t):
-        idx = self.train_ds.batch_indices(t, self.c.batch_size, shuffle=True, seed=self.c.seed)
-        return sharding.global_batch(lambda rows: self.train_ds.get(idx[rows]), self.c.batch_size, self.mesh)
+        c = self.c
+        idx = self.train_ds.batch_indices(t, c.batch_size, shuffle=True, seed=c.seed)
+        draws = augment_draws(t, c.batch_size, self.train_ds.channels, c.seed) if c.augment else None
+
+        def rows_of(rows):  # this process's rows of the global batch
+            x = self.train_ds.get(idx[rows])
+            return x if draws is None else augment(x, draws[rows])
+
+        return sharding.global_batch(rows_of, c.batch_size, self.mesh)
 
     def save(self, step, params, opt_state):
         self.ckpts.save(step, params, opt_state)
@@ -360,8 +371,8 @@ def write_pictures(workdir, meta, params, history, eval_imgs, config, status):
     plot_history(history, os.path.join(workdir, "psnr.png"), meta.inner_steps, config.eval_more_steps,
                  title=f"{meta.model.kind} functa, latent {meta.latent_dim}")
     if status != "diverged" and len(meta.shape) == 2:
-        lat, _ = functa.fit_latents(meta, params, eval_imgs[:8])
-        recon = functa.render_latents(meta, params, lat)
+        lat, _ = inference.fit_latents(meta, params, eval_imgs[:8])
+        recon = inference.render_latents(meta, params, lat)
         write_grid(os.path.join(workdir, "reconstructions.png"), [eval_imgs[:8], recon])
 
 

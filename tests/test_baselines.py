@@ -127,7 +127,7 @@ def test_hash_index_is_the_papers_spatial_hash():
 @pytest.mark.parametrize("kind", ["mfn", "wire", "kilonerf", "loe", "ngp"])
 def test_cli_fits_every_baseline(kind, tmp_path, capsys):
     from asmr_jax.io import write_png
-    from meta.command import main
+    from meta.commands import main
 
     write_png(tmp_path / "t.png", target((16, 16)))
     argv = ["fit", str(tmp_path / "t.png"), "--model", kind, "--width", "16", "--depth", "3", "--steps", "5",

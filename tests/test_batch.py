@@ -12,7 +12,7 @@ import pytest
 from asmr_jax import batch, fit, metrics, sharding
 from asmr_jax import store as store_lib
 from asmr_jax.asmr import ASMR
-from meta import command as cli
+from meta import commands as cli
 
 # One tiny model and one optimizer setting everywhere, so the jitted runners compile once.
 MODEL = ASMR((8, 8), 1, widths=8, levels=2)

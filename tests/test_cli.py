@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from meta import command as cli
+from meta import commands as cli
 
 
 def test_fit_and_render_cli(tmp_path, capsys):
@@ -73,14 +73,14 @@ def _fit_args(tmp_path, *extra):
     (["--crop", "0"], "--crop must be >= 1"), (["--lr", "nan"], "--lr must be a positive finite"),
     (["--w0", "nan"], "--w0 must be a positive finite"), (["--steps", "0"], "--steps must be >= 1")])
 def test_fit_refuses_meaningless_flags(tmp_path, capsys, flags, message):
-    from meta.command import main
+    from meta.commands import main
 
     assert main(_fit_args(tmp_path, *flags)) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "fit").exists()
 
 
 def test_render_output_rules_and_overwrite_of_a_file(tmp_path, capsys):
-    from meta.command import main
+    from meta.commands import main
 
     assert main(_fit_args(tmp_path)) == 0
     ckpt = str(tmp_path / "fit" / "checkpoint")
@@ -98,7 +98,7 @@ def test_render_output_rules_and_overwrite_of_a_file(tmp_path, capsys):
 
 
 def test_fit_many_bad_steps_per_call_writes_nothing(tmp_path, capsys):
-    from meta.command import main
+    from meta.commands import main
 
     argv = ["fit-many", "--dataset", "lfw", "--split", "test", "--resolution", "8", "--model", "siren",
             "--depth", "2", "--width", "8", "--steps", "2", "--limit", "4", "--chunk", "4", "--out",

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asmr_jax.coords import with_rank
-from meta import checkpoint, container
+from asmr_jax.arrays import with_rank
+from meta import checkpoint, container, entropy, quantize
 from meta import compress as C
 
 D = 24
@@ -75,10 +75,10 @@ def images(net):
 
 # ----------------------------------------------------------------------------- quantizer
 @pytest.mark.parametrize("bits", [1, 2, 5, 8, 16])
-@pytest.mark.parametrize("mode", C.QUANTIZER_MODES)
+@pytest.mark.parametrize("mode", quantize.QUANTIZER_MODES)
 def test_quantize_error_at_most_half_a_step_inside_clip(bits, mode):
     train = synthetic_latents(200)
-    q = C.fit_quantizer(train, bits, clip=2.5, mode=mode)
+    q = quantize.fit_quantizer(train, bits, clip=2.5, mode=mode)
     rng = np.random.default_rng(1)
     y = (q.low + rng.uniform(0, 1, (500, D)) * (q.step * q.levels)).astype(np.float32)
     y[0], y[1] = q.low, q.low + q.step * q.levels  # both ends of the range
@@ -95,13 +95,13 @@ def test_quantize_error_at_most_half_a_step_inside_clip(bits, mode):
 
 def test_quantizer_clips_outside_range_and_fits_statistics():
     train = synthetic_latents(400)
-    q = C.fit_quantizer(train, 4, clip=3.0, mode="dim")
+    q = quantize.fit_quantizer(train, 4, clip=3.0, mode="dim")
     np.testing.assert_allclose(q.center, train.mean(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(q.scale[:-1], train.std(0)[:-1], rtol=1e-5)
     assert q.scale[-1] > 0  # the constant dimension still has a positive step
     far = np.stack([q.center - 100 * q.scale, q.center + 100 * q.scale])
     np.testing.assert_array_equal(q.quantize(far), [[0] * D, [15] * D])
-    g = C.fit_quantizer(train, 4, mode="global")
+    g = quantize.fit_quantizer(train, 4, mode="global")
     assert np.unique(g.scale).size == 1 and np.unique(g.center).size == 1
 
 
@@ -110,7 +110,7 @@ def test_pca_quantizer_decorrelates_with_one_cell_width():
     mix = np.linalg.qr(rng.normal(size=(D, D)))[0]
     spread = np.geomspace(2.0, 1e-3, D)  # component stds
     train = ((rng.normal(size=(2000, D)) * spread) @ mix.T + rng.normal(size=D)).astype(np.float32)
-    q = C.fit_quantizer(train, 6, clip=3.0)
+    q = quantize.fit_quantizer(train, 6, clip=3.0)
     assert q.basis is not None and np.unique(q.step).size == 1
     np.testing.assert_allclose(q.basis.T @ q.basis, np.eye(D), atol=1e-5)
     y = q.coords(train)
@@ -136,7 +136,7 @@ def test_rotated_quantizer_is_bit_exact_whatever_the_batch():
     rng = np.random.default_rng(3)
     dim = 96
     train = (rng.normal(size=(400, dim)) @ rng.normal(size=(dim, dim))).astype(np.float32)
-    q = C.fit_quantizer(train, 10)
+    q = quantize.fit_quantizer(train, 10)
     sym = q.quantize(train[:50])
     np.testing.assert_array_equal(np.stack([q.quantize(z) for z in train[:50]]), sym)
     batch = q.dequantize(sym)
@@ -146,17 +146,17 @@ def test_rotated_quantizer_is_bit_exact_whatever_the_batch():
 
 
 def test_quantizer_refuses_a_broken_rotation():
-    q = C.fit_quantizer(synthetic_latents(100), 4)
+    q = quantize.fit_quantizer(synthetic_latents(100), 4)
     with pytest.raises(ValueError, match="orthonormal"):
-        C.Quantizer(q.bits, q.center, q.scale, q.clip, q.mean, 2 * q.basis)
+        quantize.Quantizer(q.bits, q.center, q.scale, q.clip, q.mean, 2 * q.basis)
     with pytest.raises(ValueError, match="both mean"):
-        C.Quantizer(q.bits, q.center, q.scale, q.clip, q.mean, None)
+        quantize.Quantizer(q.bits, q.center, q.scale, q.clip, q.mean, None)
     with pytest.raises(ValueError, match="quantizer mode must be one of pca, dim, global, got 'kl'"):
-        C.fit_quantizer(synthetic_latents(100), 4, mode="kl")
+        quantize.fit_quantizer(synthetic_latents(100), 4, mode="kl")
 
 
 def test_quantizer_jax_path_matches_numpy_and_straight_through_gradient():
-    q = C.fit_quantizer(synthetic_latents(100), 5)
+    q = quantize.fit_quantizer(synthetic_latents(100), 5)
     x = synthetic_latents(3, seed=3)
     np.testing.assert_array_equal(np.asarray(q.quantize(jnp.asarray(x), jnp)), q.quantize(x))
     np.testing.assert_allclose(np.asarray(q.ste(jnp.asarray(x))), q.round_trip(x), rtol=1e-6, atol=1e-6)
@@ -167,7 +167,7 @@ def test_quantizer_jax_path_matches_numpy_and_straight_through_gradient():
 @pytest.mark.parametrize("bits", [0, 17, -1, 2.5, True])
 def test_bits_out_of_range(bits):
     with pytest.raises(ValueError, match="bits must be an integer in 1..16"):
-        C.fit_quantizer(synthetic_latents(10), bits)
+        quantize.fit_quantizer(synthetic_latents(10), bits)
 
 
 # ----------------------------------------------------------------------------- entropy coder
@@ -177,7 +177,7 @@ def test_entropy_coder_round_trip_exact(bits, shared, seed):
     levels = 1 << bits
     rng = np.random.default_rng(seed)
     probs = rng.gamma(0.3, size=(1 if shared else D, levels)) + 1e-6
-    model = C.SymbolModel((probs / probs.sum(-1, keepdims=True)).astype(np.float32))
+    model = entropy.SymbolModel((probs / probs.sum(-1, keepdims=True)).astype(np.float32))
     symbols = rng.integers(0, levels, D).astype(np.int32)  # includes improbable symbols
     payload = model.encode(symbols)
     assert isinstance(payload, bytes)
@@ -211,17 +211,17 @@ def test_symbol_model_per_dim_choice_follows_the_data():
     rng = np.random.default_rng(0)
     # every dimension concentrated on its own symbol: per-dimension tables must win
     skewed = (np.arange(D)[None] % 16 + (rng.uniform(size=(400, D)) < 0.05)).astype(np.int32)
-    assert not C.fit_symbol_model(skewed, 32).shared
+    assert not entropy.fit_symbol_model(skewed, 32).shared
     iid = rng.integers(0, 32, (400, D))
-    assert C.fit_symbol_model(iid, 32).shared
-    assert C.fit_symbol_model(iid, 32, per_dim=True).probs.shape == (D, 32)
+    assert entropy.fit_symbol_model(iid, 32).shared
+    assert entropy.fit_symbol_model(iid, 32, per_dim=True).probs.shape == (D, 32)
 
 
 def test_payload_trailing_zero_trim_is_exact():
     words = np.array([0x12345678, 0xAB000000, 0, 0x00000100], np.uint32)
     for n in range(1, 5):
         w = words[:n]
-        np.testing.assert_array_equal(C._bytes_to_words(C._words_to_bytes(w)), w)
+        np.testing.assert_array_equal(entropy._bytes_to_words(entropy._words_to_bytes(w)), w)
 
 
 # ----------------------------------------------------------------------------- codec file
@@ -270,14 +270,15 @@ def test_codec_file_versions_and_damaged_rotation(tmp_path, codec):
 
 def test_codec_id_changes_with_any_table(codec):
     q = codec.quantizer
-    other = C.Codec(C.Quantizer(q.bits, q.center, q.scale * 1.001, q.clip, q.mean, q.basis), codec.symbols,
+    other = C.Codec(quantize.Quantizer(q.bits, q.center, q.scale * 1.001, q.clip, q.mean, q.basis), codec.symbols,
                     codec.model_id)
     assert other.codec_id != codec.codec_id
     flipped = q.basis.copy()
     flipped[:, 0] *= -1  # still orthonormal, another rotation
-    other = C.Codec(C.Quantizer(q.bits, q.center, q.scale, q.clip, q.mean, flipped), codec.symbols, codec.model_id)
+    other = C.Codec(quantize.Quantizer(q.bits, q.center, q.scale, q.clip, q.mean, flipped), codec.symbols,
+                    codec.model_id)
     assert other.codec_id != codec.codec_id
-    unrotated = C.Codec(C.Quantizer(q.bits, q.center, q.scale, q.clip), codec.symbols, codec.model_id)
+    unrotated = C.Codec(quantize.Quantizer(q.bits, q.center, q.scale, q.clip), codec.symbols, codec.model_id)
     assert unrotated.codec_id != codec.codec_id
 
 
@@ -413,7 +414,7 @@ def meta_ckpt(tmp_path_factory):
     """A tiny (untrained) meta-learning checkpoint, its training functaset, and a test image."""
     from asmr_jax.asmr import ASMR
     from asmr_jax.io import write_png
-    from meta import functa
+    from meta import functa, inference
 
     root = tmp_path_factory.mktemp("meta")
     meta = functa.MetaModel(ASMR((8, 8), 3, levels=2, widths=16), latent_dim=8, inner_steps=3, lr_scale=1.0)
@@ -427,7 +428,7 @@ def meta_ckpt(tmp_path_factory):
     from meta import functaset
 
     params = checkpoint.load(ckpt)[1]
-    latents, psnr = functa.fit_latents(meta, params, images[:32])
+    latents, psnr = inference.fit_latents(meta, params, images[:32])
     functaset.save_functaset(root / "train.npz", functaset.build(meta, params, latents, psnr))
     write_png(root / "img.png", images[35])
     write_png(root / "big.png", np.zeros((9, 8, 3)))
@@ -435,7 +436,7 @@ def meta_ckpt(tmp_path_factory):
 
 
 def run_cli(capsys, *argv):
-    from meta.command import main
+    from meta.commands import main
 
     rc = main([str(a) for a in argv])
     out = capsys.readouterr()

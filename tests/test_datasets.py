@@ -1,5 +1,7 @@
 """asmr_jax.datasets: bundled patches and faces, TFDS through mock data, batching."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -153,3 +155,24 @@ def test_folder_errors_name_the_problem(tmp_path):
         datasets.load_dataset(f"folder:{tmp_path / 'bad'}", "train", 8)
     with pytest.raises(ValueError, match="splits"):
         datasets.load_dataset(f"folder:{tmp_path / 'empty'}", "validation", 8)
+
+
+def test_augment_is_a_symmetry_of_the_square_and_a_channel_order_drawn_from_seed_and_step():
+    from asmr_jax.datasets import augment, augment_draws
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(64, 5, 5, 3)).astype(np.float32)
+    draws = augment_draws(7, 64, 3, seed=1)
+    assert draws.shape == (64, 2) and set(draws[:, 0]) == set(range(8)) and set(draws[:, 1]) <= set(range(6))
+    np.testing.assert_array_equal(draws, augment_draws(7, 64, 3, seed=1))
+    assert not np.array_equal(draws, augment_draws(8, 64, 3, seed=1))
+    y = augment(x, draws)
+    for img, out in zip(x, y):
+        np.testing.assert_array_equal(np.sort(img, axis=None), np.sort(out, axis=None))  # the same pixels
+        candidates = [np.rot90(m, k, axes=(0, 1))[..., list(order)] for m in (img, img[:, ::-1]) for k in range(4)
+                      for order in itertools.permutations(range(3))]
+        assert any(np.array_equal(out, c) for c in candidates)
+    identity = np.zeros((64, 2), int)
+    np.testing.assert_array_equal(augment(x, identity), x)
+    with pytest.raises(ValueError, match="square"):
+        augment(np.zeros((2, 4, 5, 3)), identity[:2])

@@ -16,6 +16,7 @@ and nothing written or removed in the folder its outputs go to. Two kinds of cas
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -233,9 +234,24 @@ def test_damaged_artifacts_are_refused_in_one_line(artifacts, tmp_path, cid, src
         for k, v in fill.items():
             a = a.replace(k, v)
         args.append(a)
-    proc = subprocess.run([sys.executable, "-m", "meta.command", *args], capture_output=True, text=True, env=ENV,
+    proc = subprocess.run([sys.executable, "-m", "meta.commands", *args], capture_output=True, text=True, env=ENV,
                           timeout=300, cwd=ROOT)
     check_refusal({"rc": proc.returncode, "stderr": proc.stderr, "stdout": proc.stdout}, command, cid)
     assert snapshot(out) == {}, f"{cid}: wrote {sorted(snapshot(out))}"
     if before is not None:
         assert snapshot(copy) == before, f"{cid}: the damaged artifact was changed"
+
+
+def test_unreachable_coordinator_is_a_bounded_one_line_error(tmp_path):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["meta-train", "--config", "cpu:smoke", "--workdir", str(tmp_path / "w"), "--no-progress",
+            "--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1",
+            "--distributed-timeout", "5"]
+    proc = subprocess.run([sys.executable, "-m", "meta.commands", *argv], capture_output=True, text=True, env=ENV,
+                          timeout=120, cwd=ROOT)
+    check_refusal({"rc": proc.returncode, "stderr": proc.stderr, "stdout": proc.stdout}, "meta-train",
+                  "unreachable coordinator")
+    assert "127.0.0.1" in proc.stderr
+    assert not os.path.exists(tmp_path / "w")

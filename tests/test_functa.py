@@ -11,7 +11,7 @@ import pytest
 from asmr_jax import io, metrics, sharding
 from asmr_jax.asmr import ASMR
 from asmr_jax.siren import SIREN
-from meta import checkpoint, functa
+from meta import checkpoint, functa, inference, optimize
 
 SHAPE = (8, 8)
 
@@ -141,11 +141,11 @@ def test_second_order_gradient_flows_through_inner_loop():
 def test_meta_step_does_not_recompile_and_learns():
     meta = tiny()
     params = init(meta, 5)
-    opt = functa.make_optimizer(1e-3)
+    opt = optimize.make_optimizer(1e-3)
     state = opt.init(params)
-    step = functa.make_meta_step(meta, opt)
+    step = optimize.make_meta_step(meta, opt)
     images = jnp.asarray(smooth_images(4))
-    plan = functa.memory_plan(step.compile_for(params, state, images))  # compiled ahead, as meta.train does
+    plan = optimize.memory_plan(step.compile_for(params, state, images))  # compiled ahead, as meta.train does
     assert plan["peak"] > 0 and plan["temporaries"] > 0
     io.release_free_heap()
     p1, s1, m1 = step(params, state, images)  # reuses what compile_for built
@@ -166,8 +166,8 @@ def test_meta_sgd_rates_stay_in_unit_interval():
     lr0 = np.asarray(params["meta_sgd_lr"])
     assert lr0.min() >= functa.META_SGD_INIT[0] and lr0.max() <= functa.META_SGD_INIT[1]
     params["meta_sgd_lr"] = jnp.linspace(-0.5, 1.5, meta.latent_dim)
-    opt = functa.make_optimizer(0.5)
-    step = functa.make_meta_step(meta, opt)
+    opt = optimize.make_optimizer(0.5)
+    step = optimize.make_meta_step(meta, opt)
     state = opt.init(params)
     for seed in range(3):
         params, state, _ = step(params, state, jnp.asarray(smooth_images(2, seed)))
@@ -180,12 +180,12 @@ def test_sharded_step_equals_single_device(kind):
     assert len(jax.devices()) == 8
     meta = tiny(kind)
     params = init(meta, 7)
-    opt = functa.make_optimizer(1e-3)
+    opt = optimize.make_optimizer(1e-3)
     state = opt.init(params)
     images = smooth_images(8)
-    p1, _, m1 = functa.make_meta_step(meta, opt)(params, state, jnp.asarray(images))
+    p1, _, m1 = optimize.make_meta_step(meta, opt)(params, state, jnp.asarray(images))
     mesh = sharding.data_mesh()
-    step8 = functa.make_meta_step(meta, opt, mesh)
+    step8 = optimize.make_meta_step(meta, opt, mesh)
     p8, _, m8 = step8(sharding.replicate(params, mesh), sharding.replicate(state, mesh),
                       sharding.shard_batch(images, mesh))
     assert len(jax.tree.leaves(p8)[0].sharding.device_set) == 8
@@ -198,17 +198,17 @@ def test_fit_and_render_latents():
     meta = tiny()
     params = init(meta, 8)
     images = smooth_images(5)
-    latents, psnrs = functa.fit_latents(meta, params, images, steps=3, chunk=2)
+    latents, psnrs = inference.fit_latents(meta, params, images, steps=3, chunk=2)
     assert latents.shape == (5, meta.latent_dim) and psnrs.shape == (5,)
-    recon = functa.render_latents(meta, params, latents, chunk=3)
+    recon = inference.render_latents(meta, params, latents, chunk=3)
     assert recon.shape == images.shape and recon.min() >= 0 and recon.max() <= 1
     for r, im, p in zip(recon, images, psnrs):
         assert abs(metrics.psnr(r, im) - p) < 1e-3
     # one image at a time gives the same latents as chunked fitting
-    one, _ = functa.fit_latents(meta, params, images[3])
+    one, _ = inference.fit_latents(meta, params, images[3])
     np.testing.assert_allclose(one[0], latents[3], rtol=1e-5, atol=1e-6)
     # zero steps = zero latents
-    z0, _ = functa.fit_latents(meta, params, images, steps=0)
+    z0, _ = inference.fit_latents(meta, params, images, steps=0)
     assert np.all(z0 == 0)
 
 
@@ -222,13 +222,13 @@ def test_bad_inputs():
     meta = tiny()
     params = init(meta, 0)
     with pytest.raises(ValueError, match="expects"):
-        functa.fit_latents(meta, params, np.zeros((2, 16, 16, 3), np.float32))
+        inference.fit_latents(meta, params, np.zeros((2, 16, 16, 3), np.float32))
     nan = smooth_images(2)
     nan[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        functa.fit_latents(meta, params, nan)
+        inference.fit_latents(meta, params, nan)
     with pytest.raises(ValueError, match=r"\[n, 6\]"):
-        functa.render_latents(meta, params, np.zeros((2, 5)))
+        inference.render_latents(meta, params, np.zeros((2, 5)))
     with pytest.raises(ValueError, match="lr_scale"):
         functa.MetaModel(SIREN((64,), 1, widths=(8,)), 4, lr_scale=float("nan"))
     with pytest.raises(ValueError, match="at least one"):
@@ -293,20 +293,20 @@ def test_outer_gradient_is_clipped_to_global_norm():
     params = {"a": jnp.zeros(2), "b": jnp.zeros(1)}
     grads = {"a": jnp.array([30.0, 0.0]), "b": jnp.array([40.0])}  # global norm 50
     for clip, scale in ((1.0, 1.0 / 50.0), (None, 1.0)):
-        opt = functa.make_optimizer(1e-3, clip=clip)
+        opt = optimize.make_optimizer(1e-3, clip=clip)
         _, state = opt.update(grads, opt.init(params), params)
         adam = [s for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
                 if isinstance(s, optax.ScaleByAdamState)][0]
         np.testing.assert_allclose(adam.mu["a"], 0.1 * scale * np.array([30.0, 0.0]), rtol=1e-6)
         np.testing.assert_allclose(adam.mu["b"], 0.1 * scale * np.array([40.0]), rtol=1e-6)
     with pytest.raises(ValueError, match="clip norm"):
-        functa.make_optimizer(1e-3, clip=0.0)
+        optimize.make_optimizer(1e-3, clip=0.0)
 
 
 def test_outer_rate_cosine_decays_from_lr_to_lr_over_100():
     params = {"a": jnp.zeros(3)}
     grads = {"a": jnp.ones(3)}  # a constant gradient: each Adam step moves by about the rate
-    opt = functa.make_optimizer(1e-2, clip=None, decay_steps=10)
+    opt = optimize.make_optimizer(1e-2, clip=None, decay_steps=10)
     state, moves = opt.init(params), []
     for _ in range(11):
         upd, state = opt.update(grads, state, params)
@@ -315,8 +315,8 @@ def test_outer_rate_cosine_decays_from_lr_to_lr_over_100():
     np.testing.assert_allclose(moves[5], 1e-2 * (0.01 + 0.99 * 0.5), rtol=1e-4)  # half way down the cosine
     np.testing.assert_allclose(moves[10], 1e-4, rtol=1e-4)
     assert all(a > b for a, b in zip(moves[:10], moves[1:]))
-    constant = functa.make_optimizer(1e-2, clip=None)
+    constant = optimize.make_optimizer(1e-2, clip=None)
     upd, _ = constant.update(grads, constant.init(params), params)
     np.testing.assert_allclose(-upd["a"], 1e-2, rtol=1e-4)
     with pytest.raises(ValueError, match="decay_steps must be >= 1.*got 0"):
-        functa.make_optimizer(1e-3, decay_steps=0)
+        optimize.make_optimizer(1e-3, decay_steps=0)

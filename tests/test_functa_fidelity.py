@@ -8,14 +8,14 @@ import pytest
 
 from asmr_jax.asmr import ASMR
 from asmr_jax.siren import SIREN
-from meta import functa
+from meta import functa, inference, optimize
 
 
 def reference_forward(p, latent, shape, w0, modulate_scale, modulate_shift):
     """Functa's LatentModulatedSiren written out: explicit layers, no shared code."""
     axes = [np.linspace(-1.0, 1.0, s) for s in shape]
     x = jnp.asarray(np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(shape)), jnp.float32)
-    mods = latent @ p["latent_to_shift"]["w"] + p["latent_to_shift"]["b"]
+    mods = latent @ p["latent_to_modulation"]["w"] + p["latent_to_modulation"]["b"]
     layers = p["model"]["layers"]
     offset = 0
     for layer in layers[:-1]:
@@ -58,7 +58,7 @@ def test_matches_independent_functa_reference(scale):
     # functa's init: hidden biases 0, output bias 0.5, map bias 0, map weights ~ N(0, 1/D) truncated
     assert all(float(jnp.abs(layer["b"]).max()) == 0 for layer in params["model"]["layers"][:-1])
     np.testing.assert_array_equal(params["model"]["layers"][-1]["b"], 0.5)
-    w = np.asarray(params["latent_to_shift"]["w"])
+    w = np.asarray(params["latent_to_modulation"]["w"])
     assert np.abs(w).max() <= 2 / np.sqrt(7) + 1e-6 and 0.6 < w.std() * np.sqrt(7) < 1.0
     images = jnp.asarray(np.random.default_rng(0).uniform(size=(2, *shape, 3)), jnp.float32)
     cfg = dict(shape=shape, w0=net.w0, scale=scale, shift=True, l2=1e-3, dim=7, k=3, lr_scale=0.7)
@@ -80,7 +80,7 @@ def test_asmr_shifts_add_inside_w0_next_to_the_level_modulation():
     meta = functa.MetaModel(net, 3)
     params = meta.init(jax.random.key(0))
     z = jnp.array([0.3, -0.2, 0.5])
-    shift = z @ params["latent_to_shift"]["w"]
+    shift = z @ params["latent_to_modulation"]["w"]
     want = net.render(params["model"], [shift])  # shifts enter as they do for SIREN: unscaled, inside w0
     np.testing.assert_allclose(functa.render(meta, params, z), want, atol=1e-6)
 
@@ -117,11 +117,11 @@ def test_second_order_differs_from_first_order_and_matches_finite_differences():
 def test_remat_and_microbatch_give_the_same_step(lever):
     meta = functa.MetaModel(ASMR((8, 8), 3, bases=(2, 4), widths=8), 4)
     params = meta.init(jax.random.key(0))
-    opt = functa.make_optimizer(1e-3)
+    opt = optimize.make_optimizer(1e-3)
     state = opt.init(params)
     images = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 8, 8, 3)), jnp.float32)
-    p0, _, m0 = functa.make_meta_step(meta, opt)(params, state, images)
-    p1, _, m1 = functa.make_meta_step(meta, opt, **lever)(params, state, images)
+    p0, _, m0 = optimize.make_meta_step(meta, opt)(params, state, images)
+    p1, _, m1 = optimize.make_meta_step(meta, opt, **lever)(params, state, images)
     np.testing.assert_allclose(m1["loss"], m0["loss"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p0)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -129,9 +129,9 @@ def test_remat_and_microbatch_give_the_same_step(lever):
 
 def test_remat_lowers_the_compiled_memory_plan():
     meta = functa.MetaModel(SIREN((16, 16), 3, widths=(64, 64, 64)), 16)
-    opt = functa.make_optimizer(1e-3)
-    plain = functa.memory_estimate(meta, opt, 8)
-    remat = functa.memory_estimate(meta, opt, 8, remat=True, microbatch=2)
+    opt = optimize.make_optimizer(1e-3)
+    plain = optimize.memory_estimate(meta, opt, 8)
+    remat = optimize.memory_estimate(meta, opt, 8, remat=True, microbatch=2)
     assert plain["peak"] > 0 and remat["temporaries"] < plain["temporaries"]
 
 
@@ -165,11 +165,11 @@ def test_any_signal_shape(net):
     meta = functa.MetaModel(net, 4)
     params = meta.init(jax.random.key(0))
     signals = np.random.default_rng(0).uniform(size=(3, *net.shape, net.channels)).astype(np.float32)
-    latents, psnrs = functa.fit_latents(meta, params, signals)
+    latents, psnrs = inference.fit_latents(meta, params, signals)
     assert latents.shape == (3, 4) and np.isfinite(psnrs).all()
-    assert functa.render_latents(meta, params, latents).shape == signals.shape
+    assert inference.render_latents(meta, params, latents).shape == signals.shape
     with pytest.raises(ValueError, match="expects"):
-        functa.fit_latents(meta, params, signals[..., :1, :] if net.ndim > 1 else signals[:, :5])
+        inference.fit_latents(meta, params, signals[..., :1, :] if net.ndim > 1 else signals[:, :5])
 
 
 def test_many_encoding_steps_compile_rolled():

@@ -9,7 +9,7 @@ import pytest
 from asmr_jax import io
 from asmr_jax.datasets import from_array
 from asmr_jax.siren import SIREN
-from meta import checkpoint, functa, functaset
+from meta import checkpoint, functa, functaset, inference
 from meta import train as train_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax readers
@@ -103,7 +103,7 @@ def test_functaset_from_another_network_is_refused(tmp_path, data):
     train_lib.train(workdir=tmp_path / "a", seed=0, **kw)
     train_lib.train(workdir=tmp_path / "b", seed=1, **kw)  # same configuration, other weights
     meta, params = checkpoint.load(tmp_path / "a")
-    lat, _ = functa.fit_latents(meta, params, data[1].get(np.arange(4)))
+    lat, _ = inference.fit_latents(meta, params, data[1].get(np.arange(4)))
     functaset.save_functaset(tmp_path / "a.npz", functaset.build(meta, params, lat, np.zeros(4)))
     assert functaset.decode_functaset(tmp_path / "a.npz", tmp_path / "a").shape == (4, 8, 8, 3)
     with pytest.raises(ValueError, match="made by network .* but .* holds network"):
@@ -146,7 +146,7 @@ def test_cli_resume_from_a_damaged_checkpoint_is_one_error_line(tmp_path):
     import sys
 
     def run(*extra):
-        cmd = [sys.executable, "-m", "meta.command", "meta-train", "--config", "cpu", "--workdir", str(tmp_path / "w"),
+        cmd = [sys.executable, "-m", "meta.commands", "meta-train", "--config", "cpu", "--workdir", str(tmp_path / "w"),
                "--set", "width=8", "--set", "latent_dim=4", "--set", "levels=2", "--eval-images", "4",
                "--checkpoint-every", "2", "--no-progress", *extra]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -191,6 +191,42 @@ def test_a_checkpoint_of_another_network_is_named_without_stray_tracebacks(tmp_p
     out = subprocess.run([sys.executable, "-c", MISMATCH_SCRIPT, str(tmp_path / "m")], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "saved by another network: ['latent_to_shift']['w'] is float32[4, 8], this network needs " \
+    assert "saved by another network: ['latent_to_modulation']['w'] is float32[4, 8], this network needs " \
            "float32[7, 8]" in out.stdout, out.stdout
     assert "Traceback" not in out.stderr and "Event loop" not in out.stderr, out.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- checkpoints of an earlier version
+V2 = os.path.join(os.path.dirname(__file__), "data", "meta_v2")  # written by version 2 (key "latent_to_shift")
+
+
+@pytest.mark.parametrize("folder", ["exported", "workdir"])
+def test_version_2_checkpoints_load_under_the_new_names_with_the_same_numbers_and_id(folder):
+    from meta import compress
+
+    ref = np.load(os.path.join(V2, "expected.npz"))
+    meta, params = checkpoint.load(os.path.join(V2, folder))
+    assert "latent_to_modulation" in params and "latent_to_shift" not in params
+    np.testing.assert_array_equal(inference.render_latents(meta, params, ref["latent"]), ref["render"])
+    assert compress.model_id(params, meta.config()) == ref["model_id"].tobytes()  # old codec files stay valid
+
+
+def test_a_version_2_run_resumes_and_its_new_steps_use_the_new_names(tmp_path):
+    import shutil
+
+    from meta.config import TrainConfig
+
+    shutil.copytree(os.path.join(V2, "workdir"), tmp_path / "w")
+    ref = np.load(os.path.join(V2, "expected.npz"))
+    config = TrainConfig(resolution=8, width=8, levels=2, latent_dim=4, batch_size=4, steps=3, eval_images=4,
+                         eval_every=2, checkpoint_every=2, keep=2)
+    r = train_lib.train(config, tmp_path / "w", data=from_array(ref["images"], "tiny"), resume=True,
+                        progress=False, plots=False, log=lambda *a: None)
+    assert r.status == "done" and r.step == 3
+    with checkpoint.RunCheckpoints(tmp_path / "w") as ckpts:
+        assert ckpts.all_steps() == [2, 3]
+    old_meta, old = checkpoint.load(tmp_path / "w", step=2)
+    _, new = checkpoint.load(tmp_path / "w", step=3)
+    assert jax.tree.structure(old) == jax.tree.structure(new)
+    np.testing.assert_array_equal(inference.render_latents(old_meta, old, ref["latent"]), ref["render"])
+    assert not np.array_equal(new["meta_sgd_lr"], old["meta_sgd_lr"])  # step 3 trained on

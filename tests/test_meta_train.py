@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from asmr_jax.datasets import from_array
-from meta import checkpoint, functa, functaset
-from meta import command as cli
+from meta import checkpoint, functa, functaset, inference, optimize
+from meta import commands as cli
 from meta import train as train_lib
 
 TINY = dict(resolution=8, model="asmr", width=8, levels=2, latent_dim=4, batch_size=4, eval_images=4,
@@ -48,6 +48,19 @@ def test_resume_gives_identical_params(tmp_path, data):
     meta, params = checkpoint.load(tmp_path / "part")
     leaves_equal(params, full.params)
     assert meta == full.meta
+
+
+def test_augmented_runs_resume_identically_and_differ_from_plain_ones(tmp_path, data):
+    train_ds, test_ds = data
+    kw = dict(TINY, data=train_ds, test_data=test_ds, checkpoint_every=2, plots=False, augment=True)
+    full = train_lib.train(workdir=tmp_path / "full", steps=4, **kw)
+    plain = train_lib.train(workdir=tmp_path / "plain", steps=4, **{**kw, "augment": False})
+    with pytest.raises(AssertionError):
+        leaves_equal(full.params, plain.params)
+    resumed = train_lib.train(workdir=tmp_path / "full", steps=4, resume=True, resume_step=2, **kw)
+    leaves_equal(full.params, resumed.params)
+    with pytest.raises(ValueError, match="augment was True, now False"):
+        train_lib.train(workdir=tmp_path / "full", steps=4, resume=True, **{**kw, "augment": False})
 
 
 def test_cosine_outer_rate_resumes_identically_and_keeps_its_length(tmp_path, data):
@@ -98,7 +111,7 @@ def test_existing_workdir_and_config_change_refused(tmp_path, data):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
     train_ds, test_ds = data
-    real = functa.make_meta_step
+    real = optimize.make_meta_step
 
     def poisoned(meta, opt, mesh=None, **kw):
         step, calls = real(meta, opt, mesh, **kw), []
@@ -174,7 +187,7 @@ def test_cli_train_encode_decode(tmp_path, capsys):
     # decoded images equal rendering the stored latents
     meta, params = checkpoint.load(work)
     data = functaset.load_functaset(npz)
-    imgs = functa.render_latents(meta, params, data["latents"])
+    imgs = inference.render_latents(meta, params, data["latents"])
     from PIL import Image
 
     png = np.asarray(Image.open(out / "00003.png"), np.float32) / 255.0

@@ -13,7 +13,7 @@ from asmr_jax import coords as coords_lib
 from asmr_jax import sharding
 from asmr_jax.asmr import ASMR
 from asmr_jax.siren import SIREN
-from meta import functa
+from meta import functa, optimize
 
 SHAPE = (8, 8)
 CASES = [  # (kind, bases, grid): ASMR cells of level 0 and 1 of bases (2, 2, 2); SIREN grids
@@ -120,11 +120,11 @@ def test_inner_loop_and_outer_gradient_equal_the_per_pixel_implementation(kind, 
 def test_sharded_meta_step_equals_unsharded():
     meta = spatial_meta("asmr", (2, 2, 2), 4)
     params = meta.init(jax.random.key(0))
-    opt = functa.make_optimizer(1e-3)
+    opt = optimize.make_optimizer(1e-3)
     imgs = jnp.asarray(images(8))
-    plain = functa.make_meta_step(meta, opt)
+    plain = optimize.make_meta_step(meta, opt)
     mesh = sharding.data_mesh(jax.devices()[:4])
-    sharded = functa.make_meta_step(meta, opt, mesh)
+    sharded = optimize.make_meta_step(meta, opt, mesh)
     p1, _, m1 = plain(params, opt.init(params), imgs)
     p2, _, m2 = sharded(sharding.replicate(params, mesh), sharding.replicate(opt.init(params), mesh), imgs)
     np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-5)

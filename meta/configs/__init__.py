@@ -129,8 +129,8 @@ def load_meta(config: ConfigDict, channels: int | None = None):
 
 def memory_estimate(config: ConfigDict, channels: int | None = None) -> dict:
     """XLA's memory plan (bytes) of one meta step of ``config`` (compiled, not run)."""
-    from meta import functa
+    from meta import optimize
 
     meta = load_meta(config, channels)
-    return functa.memory_estimate(meta, functa.make_optimizer(config.lr, config.clip), config.batch_size,
+    return optimize.memory_estimate(meta, optimize.make_optimizer(config.lr, config.clip), config.batch_size,
                                   remat=config.remat, microbatch=config.microbatch)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 
-from asmr_jax.cli import add_distributed_flags, add_model_flags, model_from_args, seed_value, start_distributed
+from meta.commands.signal import add_distributed_flags, add_model_flags, model_from_args, seed_value, start_distributed
 
 
 def _open_dataset(args):

@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-
 
 def _load_image(source, net):
+    import numpy as np
+
     from asmr_jax import data
     from meta import compress as C
 
@@ -34,6 +34,8 @@ def _load_image(source, net):
 
 
 def _training_latents(args, net):
+    import numpy as np
+
     if args.functaset:
         from meta.functaset import check_network, load_functaset
 
@@ -57,10 +59,13 @@ def _training_latents(args, net):
 
 def cmd_codec_fit(args) -> int:
     from meta import compress as C
+    from meta import quantize
 
+    if args.quantizer not in quantize.QUANTIZER_MODES:
+        raise ValueError(f"--quantizer must be one of {', '.join(quantize.QUANTIZER_MODES)}, got {args.quantizer!r}")
     if args.functaset is None and args.dataset is None:
         raise ValueError("give the training latents: --functaset TRAIN.npz or --dataset NAME")
-    bits_list = [C.check_bits(b) for b in args.bits]
+    bits_list = [quantize.check_bits(b) for b in args.bits]
     if args.out and len(bits_list) > 1:
         raise ValueError("--out takes one --bits value; omit --out to write CKPT/codec/bits{b}.npz for each")
     net = C.MetaNetwork(args.checkpoint, steps=args.steps)
@@ -104,6 +109,8 @@ def _refuse_existing(paths, overwrite: bool):
 
 
 def _summary(enc, images, seconds: float) -> str:
+    import numpy as np
+
     from asmr_jax import metrics
 
     ssim = [metrics.ssim(r, x) for r, x in zip(enc.images, images)]
@@ -113,10 +120,13 @@ def _summary(enc, images, seconds: float) -> str:
 
 
 def cmd_encode(args) -> int:
+    import numpy as np
+
     from asmr_jax import io
     from meta import compress as C
+    from meta import quantize
 
-    bits = C.check_bits(args.bits)
+    bits = quantize.check_bits(args.bits)
     sources = _sources(args.images)
     many = len(sources) > 1 or os.path.isdir(args.images[0])
     if many and args.per_image:
@@ -160,6 +170,8 @@ def _write_png(path, image, overwrite: bool):
 
 
 def cmd_decode(args) -> int:
+    import numpy as np
+
     from meta import compress as C
     from meta import container
 
@@ -204,8 +216,6 @@ def cmd_decode(args) -> int:
 
 
 def add_commands(sub):
-    from meta.compress import QUANTIZER_MODES
-
     p = sub.add_parser("codec-fit",
                        help="fit the latent quantizer + entropy model of a meta-learned checkpoint",
                        description="Fit the b-bit quantizer and symbol tables on training latents and store "
@@ -226,7 +236,7 @@ def add_commands(sub):
                    help="inner steps for --dataset latents (default: the k trained)")
     p.add_argument("--clip", type=float, default=3.0,
                    help="quantizer range: +-clip standard deviations (default 3)")
-    p.add_argument("--quantizer", choices=QUANTIZER_MODES, default="pca",
+    p.add_argument("--quantizer", default="pca", metavar="{pca,dim,global}",
                    help="what is quantized: the principal components of the training latents, one cell "
                         "width for all (pca, default), or each latent dimension with its own mean/std (dim) "
                         "or one shared mean/std (global)")

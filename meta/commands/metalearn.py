@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from asmr_jax.cli import add_distributed_flags, start_distributed
 from meta import config as config_lib
+from meta.commands.signal import add_distributed_flags, start_distributed
 
 
 def config_from_args(args):

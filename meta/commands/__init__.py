@@ -1,17 +1,24 @@
-"""The ``asmr`` command: one parser over the library's and the applications' subcommands.
+"""The ``asmr`` command: one parser over every subcommand, one module per group.
 
-Each module in ``COMMAND_MODULES`` exposes ``add_commands(subparsers)`` and sets ``func``
-on its parsers; errors a user can fix are printed as ``asmr COMMAND: error: ...`` with
-exit status 2. Nothing imports this module; it sits above everything it dispatches to.
+    signal      asmr fit, asmr render            one signal, one network
+    batch       asmr fit-many                    one network per image of a dataset
+    codec       asmr codec-fit, encode, decode   image files <-> compressed latent files
+    metalearn   asmr meta-train, meta-encode, meta-decode
+
+Each group module exposes ``add_commands(subparsers)`` and sets ``func`` on its parsers;
+building the parser imports no JAX (the commands import what they run). Errors a user
+can fix are printed as ``asmr COMMAND: error: ...`` with exit status 2. Nothing in the
+library or in ``meta`` imports this package; it sits above everything it dispatches to.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-COMMAND_MODULES = ("asmr_jax.cli", "asmr_jax.batch_cli", "meta.compress_cli", "meta.cli")
+from meta.commands import batch, codec, metalearn, signal
+
+GROUPS = (signal, batch, codec, metalearn)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -36,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="asmr", description="ASMR / SIREN coordinate networks and functa-style meta-learning in JAX.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_commands(sub)
+    for group in GROUPS:
+        group.add_commands(sub)
     return parser
 
 

@@ -1,8 +1,5 @@
-"""The library's subcommands of ``asmr`` (``fit``, ``render``) and the flag helpers they share.
-
-The ``asmr`` command itself is assembled at the application layer (:mod:`meta.command`);
-this module exposes ``add_commands(subparsers)`` and imports nothing above the library.
-"""
+"""``asmr fit``, ``asmr render`` (one signal, one network), and the flag helpers the
+other command groups share."""
 
 from __future__ import annotations
 
