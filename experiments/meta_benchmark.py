@@ -13,8 +13,10 @@ Rows (batch 16, k = 3, functa's parameterization, outer Adam without clipping):
   parameters up to the modulators, ~0.3%);
 * functa's default size: width 512, depth 15, 64x64, latent 512 (SIREN and a 15-level ASMR);
 * with ``--spatial``: functa's first CPU config with global latents and with 4x4 and 8x8
-  latent grids (``meta.functa.MetaModel``'s ``spatial``, the same 256 values in all),
-  SIREN and ASMR (written to ``meta_benchmark_spatial.{json,md}``);
+  latent grids, each with a per-cell (1x1) and a 3x3 latent-to-modulation map
+  (``meta.functa.MetaModel``'s ``spatial`` and ``spatial_kernel``, the same 256 values in
+  all), SIREN and ASMR, with XLA's FLOP count of one latent's render per pixel (written
+  to ``meta_benchmark_spatial.{json,md}``);
 * SIREN also with ``microbatch`` (gradients summed over chunks of 8 images, of 4 and of
   2 at the default size: the same step, less memory); at the default size ASMR also with
   chunks of 8 and of 4. ``remat`` (``jax.checkpoint`` per inner step) is not a row: XLA's
@@ -102,7 +104,8 @@ def run_one(row: dict) -> dict:
     start_rss = _current_rss_gib()
     w, depth, res, latent = row["config"]
     meta = TrainConfig(model=row["model"], resolution=res, width=w, depth=depth, levels=depth, latent_dim=latent,
-                       functa_init=True, spatial=row.get("spatial")).meta_model(3)
+                       functa_init=True, spatial=row.get("spatial"),
+                       spatial_kernel=row.get("spatial_kernel") or 3).meta_model(3)
     opt = optimize.make_optimizer(3e-6, None)
     step = optimize.make_meta_step(meta, opt, **row["lever"])
     params = meta.init(jax.random.key(0))
@@ -150,7 +153,8 @@ def to_markdown(payload) -> str:
         vs = "-" if ref is None else f"{ref[0] / r['step_seconds']:.1f}x"
         mem = "-" if ref is None else f"{r['peak_rss_gib'] / ref[1]:.2f}"
         w, d, res, latent = key
-        grid = "global" if r.get("spatial") is None else f"{r['spatial']}x{r['spatial']}"
+        grid = ("global" if r.get("spatial") is None else
+                f"{r['spatial']}x{r['spatial']}, {r.get('spatial_kernel') or 3}x{r.get('spatial_kernel') or 3} map")
         body.append([f"{w}x{d}", res, latent, grid, r["model"], lever, f"{r['shared_params']:,}",
                      common.fmt(r.get("render_flops_per_pixel"), 0),
                      common.fmt(r["step_seconds"], 3), common.fmt(r["images_per_second"], 1), vs,
@@ -182,9 +186,9 @@ def main(argv=None) -> int:
         cfg["configs"] = [DEFAULT]
     grids = [None]
     if args.spatial:
-        cfg["configs"], cfg["levers"], grids = [SMALL[0]], [{}], [None, 4, 8]
+        cfg["configs"], cfg["levers"], grids = [SMALL[0]], [{}], [None, (4, 1), (4, 3), (8, 1), (8, 3)]
         if args.smoke:
-            cfg["configs"], grids = [(16, 3, 16, 8)], [None, 2]
+            cfg["configs"], grids = [(16, 3, 16, 8)], [None, (2, 1)]
     if args.steps is not None:
         cfg["steps"] = common.positive_int(args.steps, "--steps")
     rows, t0 = [], time.time()
@@ -193,10 +197,11 @@ def main(argv=None) -> int:
         for model in ("siren", "asmr"):
             asmr_levers = cfg.get("default_asmr_levers", [{}]) if tuple(config) == DEFAULT else [{}]
             for lever in (asmr_levers if model == "asmr" else levers):
-                for grid in grids:
+                for grid in [g if g is None else tuple(g) for g in grids]:
                     steps = cfg.get("default_steps", cfg["steps"]) if tuple(config) == DEFAULT else cfg["steps"]
                     row = spawn({"config": list(config), "model": model, "lever": lever, "steps": steps,
-                                 "batch": cfg["batch"], "spatial": grid})
+                                 "batch": cfg["batch"], "spatial": None if grid is None else grid[0],
+                                 "spatial_kernel": None if grid is None else grid[1]})
                     rows.append(row)
                     print(f"[{time.time() - t0:5.0f}s] {model} {config} {lever} grid {grid}: "
                           f"{row['step_seconds']:.3f} s/step, RSS {row['peak_rss_gib']:.2f} GiB, XLA plan "

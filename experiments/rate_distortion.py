@@ -62,7 +62,7 @@ def get_config(arg: str | None = None) -> dict:
             "bits": "6,8,10" if quick else "4,5,6,7,8,9,10", "quantizer": "pca",
             "test_images": 48 if quick else 10**9, "codec_images": 256 if quick else 1024, "config": "cpu",
             "budget_minutes": 0.5 if quick else 10.0, "lr": 3e-4, "lr_decay": "cosine", "eval_every": 1000,
-            "refine": 10, "timing_images": 8, "workdir": "outputs/compress/rd"}
+            "refine": 10, "rate_weights": "", "timing_images": 8, "workdir": "outputs/compress/rd"}
 
 
 def parse_args(argv=None):
@@ -93,6 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the table and plot from --out's rate_distortion.json (nothing trained or encoded)")
     p.add_argument("--refine", type=int, default=None, help="straight-through refinement steps (default 10; 0 = off)")
+    p.add_argument("--rate-weights", default=None,
+                   help="comma-separated rate weights of extra rate-aware refinements (MSE + w x bpp; default "
+                        "none: distortion-only refinement)")
     p.add_argument("--timing-images", type=int, default=None, help="images timed one by one per setting (default 8)")
     p.add_argument("--workdir", default=None, help="checkpoints (reused if present)")
     p.add_argument("--out", default=RESULTS_DIR, help="results folder (default experiments/results)")
@@ -103,6 +106,7 @@ def parse_args(argv=None):
     args.models = [m for m in args.models.split(",") if m]
     args.latent_dims = [int(x) for x in str(args.latent_dims).split(",")]
     args.bits = [int(x) for x in str(args.bits).split(",")]
+    args.rate_weights = [float(x) for x in str(args.rate_weights).split(",") if x]
     return args
 
 
@@ -184,7 +188,7 @@ def ssim_each(pred, target) -> np.ndarray:
     return np.array([metrics.ssim(np.clip(p, 0, 1), t) for p, t in zip(pred, target)], np.float64)
 
 
-def measure(args, net, codec, test_latents, test_images, refine: int) -> list[dict]:
+def measure(args, net, codec, test_latents, test_images, refine: int, rate_weight: float = 0.0) -> list[dict]:
     """Writes, reads back and decodes the test images as single files and as one container.
 
     Returns two rows (``single``, ``container``); PSNR/SSIM come from the decoded pixels.
@@ -194,8 +198,8 @@ def measure(args, net, codec, test_latents, test_images, refine: int) -> list[di
     from meta import container
 
     pixels = int(np.prod(net.shape))
-    latents = (C.refine(test_latents, test_images, net.render_jax, codec.quantizer, refine)
-               if refine else test_latents)
+    latents = (C.refine(test_latents, test_images, net.render_jax, codec.quantizer, refine, symbols=codec.symbols,
+                        rate_weight=rate_weight) if refine else test_latents)
     mid, cid = container.short_ids(net.id, codec.codec_id)
     sizes, payloads, decoded, decoded_z = [], [], [], []
     for z in latents:
@@ -221,14 +225,15 @@ def measure(args, net, codec, test_latents, test_images, refine: int) -> list[di
     for i in range(args.timing_images + 1):
         t = time.perf_counter()
         enc = C.encode(test_images[i % len(test_images)], codec, net.id, net.fit, net.render, refine_steps=refine,
-                       render_jax=net.render_jax)
+                       render_jax=net.render_jax, rate_weight=rate_weight)
         t1 = time.perf_counter()
         C.decode(enc.data, codec, net.id, net.render)
         t2 = time.perf_counter()
         if i:
             enc_t.append(t1 - t)
             dec_t.append(t2 - t1)
-    common = {"bits": codec.bits, "quantizer": args.quantizer, "refine": refine, "images": len(test_images),
+    common = {"bits": codec.bits, "quantizer": args.quantizer, "refine": refine, "rate_weight": rate_weight,
+              "images": len(test_images),
               "psnr": float(np.mean(q_psnr)),
               "ssim": float(np.mean(q_ssim)), "encode_ms": 1e3 * statistics.median(enc_t),
               "decode_ms": 1e3 * statistics.median(dec_t),
@@ -262,13 +267,14 @@ def functa_rows(args, kind, dim, train_images, test_images):
     rows = []
     for bits in args.bits:
         codec = C.fit_codec(train_latents, bits, net.id, mode=args.quantizer)
-        for refine in sorted({0, args.refine}):
-            for r in measure(args, net, codec, test_latents, test_images, refine):
+        settings = [(0, 0.0)] + ([(args.refine, w) for w in sorted({0.0, *args.rate_weights})] if args.refine else [])
+        for refine, weight in settings:
+            for r in measure(args, net, codec, test_latents, test_images, refine, weight):
                 r.update(codec=f"{kind}-functa", latent_dim=dim, psnr_unquantized=float(np.mean(float_psnr)),
                          network_params=int(net.meta.model.num_params()), shared_params=int(net.meta.num_params()),
                          train_steps=budget["steps"], train_minutes=budget["seconds"] / 60, checkpoint=net.path)
                 rows.append(r)
-                print(f"{r['codec']:>13} D={dim:<4} b={bits:<2} refine {refine:<3} {r['file']:>9} "
+                print(f"{r['codec']:>13} D={dim:<4} b={bits:<2} refine {refine:<3} rate x{weight:<6g} {r['file']:>9} "
                       f"{r['bpp']:6.3f} bpp ({r['payload_bpp']:.3f} payload) {r['psnr']:6.2f} dB SSIM "
                       f"{r['ssim']:.3f} (float {r['psnr_unquantized']:.2f})  enc {r['encode_ms']:.0f} ms dec "
                       f"{r['decode_ms']:.0f} ms  [{time.perf_counter() - t0:.0f} s]", flush=True)

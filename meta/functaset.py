@@ -28,6 +28,8 @@ import os
 import numpy as np
 
 from meta import inference
+from meta.checkpoint import load as load_checkpoint
+from meta.checkpoint import read_meta_json
 
 FORMAT = "asmr-jax-functaset"
 VERSION = 2
@@ -57,8 +59,8 @@ def encode_split(checkpoint, split: str = "test", out=None, dataset: str | None 
         raise IsADirectoryError(f"--out {out} is a directory; give the path of the .npz file to write")
     if out is not None and os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-    meta, params = checkpoint.load(checkpoint, step)
-    train_cfg = checkpoint.read_meta_json(checkpoint).get("train", {})
+    meta, params = load_checkpoint(checkpoint, step)
+    train_cfg = read_meta_json(checkpoint).get("train", {})
     dataset = dataset or train_cfg.get("dataset") or "patches"
     data_dir = data_dir if data_dir is not None else train_cfg.get("data_dir")
     ds = load_dataset(dataset, split, meta.shape[0], data_dir)
@@ -171,7 +173,7 @@ def decode_functaset(path, checkpoint, out_dir=None, limit: int | None = None, o
     if limit is not None and int(limit) < 1:
         raise ValueError(f"limit must be >= 1 latents, got {limit}")
     data = load_functaset(path)
-    meta, params = checkpoint.load(checkpoint)
+    meta, params = load_checkpoint(checkpoint)
     check_network(data, meta, params, path, checkpoint)
     latents = data["latents"][:limit] if limit is not None else data["latents"]
     images = inference.render_latents(meta, params, latents)

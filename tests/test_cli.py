@@ -62,6 +62,18 @@ def test_help_lists_commands(capsys):
             "decode"} <= listed
 
 
+def test_building_every_help_page_imports_no_jax():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom meta.commands import build_parser\nparser = build_parser()\n"
+            "for argv in (['--help'], ['fit', '--help'], ['meta-train', '--help'], ['codec-fit', '--help']):\n"
+            "    try:\n        parser.parse_args(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('jax', 'jaxlib', 'flax', 'optax', 'orbax', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "--config" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]
+
+
 # ----------------------------------------------------------------------------- bad flags and outputs
 def _fit_args(tmp_path, *extra):
     return ["fit", "camera", "--crop", "16", "--model", "siren", "--depth", "2", "--width", "8", "--steps", "2",

@@ -287,7 +287,7 @@ def test_rate_distortion_quick_trains_encodes_and_counts_file_bytes(tmp_path):
 
     args = ["--quick", "--budget-minutes", "0.02", "--models", "asmr", "--bits", "4", "--test-images", "6",
             "--codec-images", "16", "--timing-images", "1", "--workdir", str(tmp_path / "w"), "--out",
-            str(tmp_path), "--eval-every", "5"]
+            str(tmp_path), "--eval-every", "5", "--refine", "3", "--rate-weights", "0.01"]
     assert rate_distortion.main(args) == 0
     saved = json.loads((tmp_path / "rate_distortion.json").read_text())
     rows = [r for r in saved["rows"] if r["codec"] == "asmr-functa"]
@@ -298,6 +298,9 @@ def test_rate_distortion_quick_trains_encodes_and_counts_file_bytes(tmp_path):
     assert many["bpp"] < single["bpp"] and many["psnr"] == single["psnr"]
     assert {r["codec"] for r in saved["rows"]} >= {"jpeg 4:4:4", "jpeg 4:2:0", "webp"}
     assert single["quantizer"] == "pca"
+    weighted = [r for r in rows if r["rate_weight"] == 0.01]
+    assert {r["file"] for r in weighted} == {"single", "container"} and all(r["refine"] == 3 for r in weighted)
+    assert all(np.isfinite(r["psnr"]) and r["payload_bpp"] > 0 for r in weighted)
     # the report is rebuilt from the JSON alone
     (tmp_path / "rate_distortion.md").unlink()
     assert rate_distortion.main(["--report-only", "--out", str(tmp_path)]) == 0

@@ -30,7 +30,7 @@ ENV.pop("XLA_FLAGS", None)  # one CPU device, as a user has
 
 def asmr(*argv):
     """Runs ``asmr argv`` in this process (building the artifacts the cases damage)."""
-    from meta import command
+    from meta import commands as command
 
     rc = command.main([str(a) for a in argv])
     assert rc == 0, argv

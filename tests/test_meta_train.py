@@ -1,4 +1,4 @@
-"""meta.train, meta.functaset, meta.cli: runs, resume, divergence, functasets, CLI."""
+"""meta.train, meta.functaset, meta.commands.metalearn: runs, resume, divergence, functasets, CLI."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from asmr_jax.datasets import from_array
-from meta import checkpoint, functa, functaset, inference, optimize
+from meta import checkpoint, functaset, inference, optimize
 from meta import commands as cli
 from meta import train as train_lib
 
@@ -126,7 +126,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypat
         wrapped.compile_for = step.compile_for
         return wrapped
 
-    monkeypatch.setattr(functa, "make_meta_step", poisoned)
+    monkeypatch.setattr(optimize, "make_meta_step", poisoned)
     messages = []
     r = train_lib.train(workdir=tmp_path / "nan", data=train_ds, test_data=test_ds, steps=6,
                         checkpoint_every=2, **{**TINY, "log": messages.append})

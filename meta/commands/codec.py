@@ -127,6 +127,8 @@ def cmd_encode(args) -> int:
     from meta import quantize
 
     bits = quantize.check_bits(args.bits)
+    if args.rate_weight and not args.refine:
+        raise ValueError(f"--rate-weight {args.rate_weight:g} acts through the refinement: give --refine N too")
     sources = _sources(args.images)
     many = len(sources) > 1 or os.path.isdir(args.images[0])
     if many and args.per_image:
@@ -142,7 +144,7 @@ def cmd_encode(args) -> int:
     codec = C.load_codec_for(net, bits, args.codec)
     images = np.stack([_load_image(s, net) for s in sources])
     t0 = time.perf_counter()
-    kwargs = dict(refine_steps=args.refine, render_jax=net.render_jax)
+    kwargs = dict(refine_steps=args.refine, render_jax=net.render_jax, rate_weight=args.rate_weight)
     if many and not args.per_image:
         enc = C.encode(images, codec, net.id, net.fit, net.render, many=True, **kwargs)
         io.atomic_write(args.out, enc.data, overwrite=args.overwrite)
@@ -266,6 +268,9 @@ def add_commands(sub):
                    help="inner steps to fit the latent (default: the k trained)")
     p.add_argument("--refine", type=int, default=0,
                    help="quantization-aware refinement steps (straight-through estimator; default 0)")
+    p.add_argument("--rate-weight", type=float, default=0.0,
+                   help="with --refine: minimize MSE + this x bits per pixel (0: distortion only); larger "
+                        "values trade quality for smaller files")
     p.add_argument("--overwrite", action="store_true", help="replace --out")
     p.set_defaults(func=cmd_encode)
 

@@ -10,16 +10,13 @@ from meta.commands.signal import add_distributed_flags, start_distributed
 
 def config_from_args(args):
     """The run's ConfigDict: ``--config`` file, then ``--set`` overrides, then explicit flags."""
-    from asmr_jax import coords
     from meta import configs
 
     config = configs.load(args.config, args.set or ())
     for field in config:
-        value = getattr(args, field, None)
+        value = getattr(args, field, None)  # flags are parsed by their field's parser
         if value is None:
             continue
-        if field == "bases":
-            value = coords.parse_bases(value)
         config[field] = float(value) if isinstance(config[field], float) else value
     return config
 
@@ -83,9 +80,9 @@ def add_commands(sub):
                     "Settings come from --config (a Python file with get_config(arg); shipped: "
                     f"{', '.join(configs.shipped())}), then --set key=value, then the flags below. "
                     "Writes WORKDIR/{meta.json, checkpoints/, history.json, metrics.json, psnr.png, "
-                    "reconstructions.png}.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", default="cpu", help="FILE[:ARG]: a config file or a name in meta/configs/")
+                    "reconstructions.png}.")
+    p.add_argument("--config", default="cpu", help="FILE[:ARG]: a config file or a name in meta/configs/ "
+                                                   "(default cpu)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field (repeatable)")
     p.add_argument("--workdir", required=True, help="output folder (checkpoints, metrics, pictures)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --workdir")
