@@ -32,9 +32,11 @@ def get_config(arg: str | None = None) -> dict:
     check_config(arg, "smoke")
     if arg == "smoke":
         return {"width": 32, "side": 64, "bases": (2, 4, 8), "fit_steps": {"asmr": 20, "siren": 5},
-                "meta_config": "cpu:smoke", "meta_repeats": 5, "fit_many_steps": 10}
+                "meta_config": "cpu:smoke", "meta_repeats": 5, "fit_many_steps": 10, "fit_many": (8, 16),
+                "render_repeats": 3}
     return {"width": 256, "side": 512, "bases": (4, 4, 4, 8), "fit_steps": {"asmr": 20, "siren": 5},
-            "meta_config": "cpu", "meta_repeats": 9, "fit_many_steps": 100}
+            "meta_config": "cpu", "meta_repeats": 9, "fit_many_steps": 100, "fit_many": (64, 32),
+            "render_repeats": 11}
 
 
 def _peak(device):
@@ -61,7 +63,7 @@ def measure(smoke: bool) -> dict:
                        ("siren", SIREN(img.shape[:2], 1, widths=(width,) * 3))):
         steps = cfg["fit_steps"][tag]
         params = model.init(jax.random.key(0))
-        out[f"{tag}_render_ms"] = 1e3 * render_latency(model, params, 11)
+        out[f"{tag}_render_ms"] = 1e3 * render_latency(model, params, cfg["render_repeats"])
         res = fit.fit(model, img, steps, progress=False, chunk=max(1, steps // 4))
         out[f"{tag}_step_ms"] = 1e3 * res.step_seconds
         out[f"{tag}_fit_peak_bytes"] = _peak(dev)
@@ -80,9 +82,10 @@ def measure(smoke: bool) -> dict:
             lambda s=step, p=params, o=state: jax.block_until_ready(s(p, o, patches)), repeats=cfg["meta_repeats"])
         out[f"{tag}_meta_peak_bytes"] = _peak(dev)
 
-    signals = np.random.default_rng(1).uniform(size=(64, 32, 32, 3)).astype(np.float32)
-    for tag, model in (("asmr", ASMR((32, 32), 3, levels=3, widths=64)),
-                       ("siren", SIREN((32, 32), 3, widths=(64, 64)))):
+    n, side = cfg["fit_many"]
+    signals = np.random.default_rng(1).uniform(size=(n, side, side, 3)).astype(np.float32)
+    for tag, model in (("asmr", ASMR((side, side), 3, levels=3, widths=64)),
+                       ("siren", SIREN((side, side), 3, widths=(64, 64)))):
         res = batch.fit_many(model, signals, cfg["fit_many_steps"], lr=1e-3, progress=False)  # compile
         res = batch.fit_many(model, signals, cfg["fit_many_steps"], lr=1e-3, progress=False)
         out[f"{tag}_fit_many_signals_per_s"] = len(signals) / res.fit_seconds

@@ -43,7 +43,7 @@ def get_config(arg=None) -> dict:
     cfg = {"datasets": list(DATASETS), "minutes": 3.0, "latent_dim": 64, "lr": 3e-4, "ngp_lr_factor": 10.0,
            "eval_images": 64, "eval_every": 500, "smoke": False}
     if arg == "smoke":
-        cfg.update(datasets=["lfw"], minutes=0.05, latent_dim=8, eval_images=8, eval_every=5, smoke=True)
+        cfg.update(datasets=["lfw"], minutes=0.02, latent_dim=8, eval_images=8, eval_every=5, smoke=True)
     return cfg
 
 

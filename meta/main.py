@@ -59,7 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=500, help="test evaluation period in steps")
     p.add_argument("--eval-images", type=int, default=32, help="test patches per evaluation during training")
     p.add_argument("--seed", type=seed_value, default=0, help="PRNG seed, in [0, 2^32)")
-    p.add_argument("--quick", action="store_true", help="smoke run: tiny models, a few seconds each")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run: tiny models, {QUICK_STEPS} steps each (no timing probe)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
@@ -73,6 +74,9 @@ def parse_args(argv=None):
         args.width, args.levels, args.latent_dim, args.grid, args.batch_size = 16, 3, 16, 2, 8
         args.minutes, args.probe_seconds, args.eval_every, args.eval_images = 0.05, 2.0, 20, 8
     return args
+
+
+QUICK_STEPS = 30  # outer steps per model of a --quick run
 
 
 def model_settings(args, channels: int) -> dict:
@@ -132,7 +136,8 @@ def main(argv=None) -> int:
     results, rows = {}, {}
     for name, net in settings.items():
         config = common.replace(**net)
-        steps = plan_steps(config, budget, args.probe_seconds, data=train_ds, test_data=test_ds)
+        steps = QUICK_STEPS if args.quick else plan_steps(config, budget, args.probe_seconds, data=train_ds,
+                                                          test_data=test_ds)
         print(f"{name}: {steps} steps planned for {budget:.0f} s", flush=True)
         config = config.replace(steps=steps, max_seconds=1.1 * budget, checkpoint_every=max(steps // 4, 1))
         results[name] = train(config, os.path.join(run, name), data=train_ds, test_data=test_ds,

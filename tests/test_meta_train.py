@@ -212,7 +212,7 @@ def test_cli_help_lists_meta_commands(capsys):
 
 
 # ----------------------------------------------------------------------------- configs, pipeline, shapes
-@pytest.mark.parametrize("name", ["cpu", "functa_celebahq64", "coinpp_cifar10"])
+@pytest.mark.parametrize("name", ["cpu", "functa_celebahq64", "coinpp_cifar10", "spatial_cpu"])
 def test_every_shipped_config_runs_a_smoke_step(tmp_path, name):
     from meta import configs
 
@@ -229,7 +229,8 @@ def test_every_shipped_config_runs_a_smoke_step(tmp_path, name):
 def test_config_counterparts_have_equal_params_and_overrides_are_typed():
     from meta import configs
 
-    for name in ("cpu", "functa_celebahq64", "coinpp_cifar10"):
+    assert sorted(configs.shipped()) == ["coinpp_cifar10", "cpu", "functa_celebahq64", "spatial_cpu"]
+    for name in ("cpu", "functa_celebahq64", "coinpp_cifar10", "spatial_cpu"):
         a, s = configs.load(f"{name}:asmr"), configs.load(f"{name}:siren")
         na, ns = configs.load_meta(a, 3).num_params(), configs.load_meta(s, 3).num_params()
         assert a.model == "asmr" and s.model == "siren" and abs(na - ns) / ns < 0.01, (name, na, ns)

@@ -30,4 +30,6 @@ def finish(config, arg: str | None, counterpart_of: str | None = None, channels:
         config.update(resolution=min(config.resolution, 16), width=16, depth=min(config.depth or 3, 3),
                       levels=min(config.levels or 3, 3), bases=None, latent_dim=8, batch_size=4, steps=2,
                       eval_every=1, eval_images=4, eval_more_steps=2, checkpoint_every=1)
+        if config.spatial is not None:  # 2x2 cells of 2 values: a grid every smoke network has
+            config.update(spatial=2, spatial_kernel=1)
     return config
