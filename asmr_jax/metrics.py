@@ -51,7 +51,7 @@ def _mean_over(x, y, lo: float, hi: float) -> float:
     return float(PchipInterpolator(x, y).integrate(lo, hi) / (hi - lo))
 
 
-def _bd(ref_rates, ref_psnrs, rates, psnrs, over_psnr: bool) -> float:
+def _bd(ref_rates, ref_psnrs, rates, psnrs, over_psnr: bool, rate_range=None) -> float:
     """Mean gap of the curve over the reference, over the range both cover: of PSNR as a
     function of log10 rate, or (``over_psnr``) of log10 rate as a function of PSNR."""
     xa, ya = _curve(ref_rates, ref_psnrs, "reference curve")
@@ -59,6 +59,11 @@ def _bd(ref_rates, ref_psnrs, rates, psnrs, over_psnr: bool) -> float:
     if over_psnr:
         xa, ya, xb, yb = ya, xa, yb, xb
     lo, hi = max(xa[0], xb[0]), min(xa[-1], xb[-1])
+    if rate_range is not None:
+        a, b = (float(v) for v in rate_range)
+        if not 0 < a < b:
+            raise ValueError(f"rate_range must be (low, high) with 0 < low < high, got {rate_range}")
+        lo, hi = max(lo, np.log10(a)), min(hi, np.log10(b))
     if hi <= lo:
         what = "PSNRs" if over_psnr else "rates (log10)"
         raise ValueError(f"the curves' {what} do not overlap ({xa[0]:.3g}..{xa[-1]:.3g} against "
@@ -66,11 +71,24 @@ def _bd(ref_rates, ref_psnrs, rates, psnrs, over_psnr: bool) -> float:
     return _mean_over(xb, yb, lo, hi) - _mean_over(xa, ya, lo, hi)
 
 
-def bd_psnr(ref_rates, ref_psnrs, rates, psnrs) -> float:
+def bd_psnr(ref_rates, ref_psnrs, rates, psnrs, rate_range=None) -> float:
     """Bjontegaard delta PSNR (dB) of a curve against a reference: the mean PSNR gap over
-    the rates both cover, each curve's PSNR a piecewise-cubic (PCHIP) function of log10
-    rate. Positive: the curve is better. ``ValueError`` if the rate ranges do not overlap."""
-    return _bd(ref_rates, ref_psnrs, rates, psnrs, over_psnr=False)
+    the rates both cover (and, given ``rate_range=(low, high)``, only over that part of
+    them), each curve's PSNR a piecewise-cubic (PCHIP) function of log10 rate. Positive:
+    the curve is better. ``ValueError`` if the rate ranges do not overlap."""
+    return _bd(ref_rates, ref_psnrs, rates, psnrs, over_psnr=False, rate_range=rate_range)
+
+
+def psnr_at(rates, psnrs, rate: float) -> float | None:
+    """PSNR of a rate-distortion curve at ``rate``, from the same piecewise-cubic function of
+    log10 rate that :func:`bd_psnr` integrates; ``None`` outside the curve's rates."""
+    from scipy.interpolate import PchipInterpolator
+
+    x, y = _curve(rates, psnrs, "curve")
+    at = np.log10(float(rate))
+    if not x[0] <= at <= x[-1]:
+        return None
+    return float(PchipInterpolator(x, y)(at))
 
 
 def bd_rate(ref_rates, ref_psnrs, rates, psnrs) -> float:

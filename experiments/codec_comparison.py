@@ -4,7 +4,7 @@ On the same held-out images, every classical codec Pillow can write here (JPEG 4
 4:2:0, WebP, AVIF = AV1 intra, HEIC = HEVC intra, JPEG XL; :mod:`experiments.codecs`)
 runs a quality sweep; each point is a row with ``accounting`` ``file`` (whole file
 bytes) and ``payload`` (the codec's own bitstream, container boxes and headers
-excluded). Functa rows come from a ``rate_distortion`` result (``--functa``): one file
+excluded). Functa rows come from ``rate_distortion`` results (``--functa``, one per image set): one file
 per image (``file``), its 12-byte header removed (``payload``), and one container for
 all images (``container``). For each functa front and each classical codec:
 BD-PSNR and BD-rate (:func:`asmr_jax.metrics.bd_psnr`, :func:`~asmr_jax.metrics.bd_rate`;
@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import time
+from functools import partial
 
 import numpy as np
 
@@ -105,6 +106,10 @@ def front(rows: list[dict]) -> list[dict]:
     return out
 
 
+TARGET_RANGE = (0.3, 1.0)  # bpp: where the functa fronts are held against the classical codecs
+GAP_RATES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)  # bpp of the fixed-rate PSNR differences
+
+
 def bd_rows(rows: list[dict]) -> list[dict]:
     """BD-PSNR / BD-rate of each functa front against each classical codec (same set, same accounting)."""
     from asmr_jax import metrics
@@ -122,12 +127,19 @@ def bd_rows(rows: list[dict]) -> list[dict]:
                 for ref in refs:
                     b = pick(ref)
                     row = {"codec": codec, "reference": ref, "accounting": acc, "set": image_set}
-                    for key, fn in (("bd_psnr_db", metrics.bd_psnr), ("bd_rate_pct", metrics.bd_rate)):
+                    curves = ([r["bpp"] for r in b], [r["psnr"] for r in b], [r["bpp"] for r in a],
+                              [r["psnr"] for r in a])
+                    for key, fn in (("bd_psnr_db", metrics.bd_psnr), ("bd_rate_pct", metrics.bd_rate),
+                                    ("bd_psnr_target_db", partial(metrics.bd_psnr, rate_range=TARGET_RANGE))):
                         try:
-                            row[key] = fn([r["bpp"] for r in b], [r["psnr"] for r in b],
-                                          [r["bpp"] for r in a], [r["psnr"] for r in a])
+                            row[key] = fn(*curves)
                         except ValueError as e:  # no overlap: said, not hidden
                             row[key], row[f"{key}_why"] = None, str(e)
+                    gaps = {}
+                    for rate in GAP_RATES:  # PSNR difference at fixed rates where both curves reach
+                        ours_at, ref_at = metrics.psnr_at(*curves[2:], rate), metrics.psnr_at(*curves[:2], rate)
+                        gaps[f"{rate:g}"] = None if None in (ours_at, ref_at) else ours_at - ref_at
+                    row["gap_db_at_bpp"] = gaps
                     out.append(row)
     return out
 
@@ -151,9 +163,17 @@ def markdown(payload: dict) -> str:
         fmt = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731
         lines += ["Bjontegaard deltas of the functa fronts (positive BD-PSNR / negative BD-rate: functa better; "
                   "'-': the curves do not overlap):", "",
-                  markdown_table(["set", "codec", "reference", "accounting", "BD-PSNR dB", "BD-rate %"],
+                  markdown_table(["set", "codec", "reference", "accounting", "BD-PSNR dB", "BD-rate %",
+                                  f"BD-PSNR dB, {TARGET_RANGE[0]:g}-{TARGET_RANGE[1]:g} bpp"],
                                  [[r["set"], r["codec"], r["reference"], r["accounting"], fmt(r["bd_psnr_db"]),
-                                   fmt(r["bd_rate_pct"])] for r in payload["bd"]]), ""]
+                                   fmt(r["bd_rate_pct"]), fmt(r.get("bd_psnr_target_db"))]
+                                  for r in payload["bd"]]), ""]
+        lines += ["PSNR difference (dB, functa minus codec; fronts interpolated piecewise-cubic in log rate; '-': "
+                  "a curve does not reach that rate) at fixed rates:", "",
+                  markdown_table(["set", "codec", "reference", "accounting", *(f"{b:g} bpp" for b in GAP_RATES)],
+                                 [[r["set"], r["codec"], r["reference"], r["accounting"],
+                                   *(fmt(r.get("gap_db_at_bpp", {}).get(f"{b:g}")) for b in GAP_RATES)]
+                                  for r in payload["bd"]]), ""]
     if payload["skipped"]:
         lines.append("Skipped: " + "; ".join(f"{k}: {v}" for k, v in payload["skipped"].items()))
     return "\n".join(lines) + "\n"
@@ -192,7 +212,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", default="patches,lfw", help="image sets: patches, lfw")
     p.add_argument("--functa", default=None,
-                   help="a rate_distortion.json whose functa rows join the photo patches' table")
+                   help="comma-separated rate_distortion.json files; each one's functa rows join the table of "
+                        "the image set it measured (its dataset: patches, or lfw at resolution 32)")
     p.add_argument("--codecs", default=",".join(codecs.CODECS), help="classical codecs to run")
     p.add_argument("--limit", type=int, default=None, help="images per set (default all)")
     p.add_argument("--out", default=RESULTS_DIR, help="results folder")
@@ -210,9 +231,16 @@ def main(argv=None) -> int:
         rows += classical_rows(images, image_set, names)
         print(f"{image_set}: {len(images)} images, codecs {', '.join(names)} [{time.perf_counter() - t0:.0f} s]",
               flush=True)
-    if args.functa:
-        with open(args.functa) as f:
-            rows += functa_rows(json.load(f), "patches")
+    for source in [s for s in (args.functa or "").split(",") if s]:
+        with open(source) as f:
+            result = json.load(f)
+        image_set = result.get("dataset", "patches")
+        if image_set not in args.sets.split(","):
+            p.error(f"--functa {source} measured {image_set!r} images; --sets is {args.sets!r}")
+        if result.get("resolution", 32) != 32:
+            p.error(f"--functa {source} measured {result['resolution']}x{result['resolution']} images; the "
+                    f"codecs here see 32x32 (meta-train at resolution=32)")
+        rows += functa_rows(result, image_set)
     payload = {"rows": rows, "bd": bd_rows(rows), "skipped": skipped, "functa_source": args.functa,
                "command": "python -m experiments.codec_comparison " + " ".join(argv if argv is not None
                                                                                 else sys.argv[1:]),

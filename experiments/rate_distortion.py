@@ -1,7 +1,8 @@
 """Rate-distortion of functa compression (COIN++ style) against JPEG and WebP.
 
 On the bundled 32x32 RGB test patches (``asmr_jax.datasets``, ``patches``/``test``:
-coffee and chelsea photos, never trained on), for ASMR-functa and SIREN-functa of
+coffee and chelsea photos, never trained on; or the test split of the config's dataset,
+e.g. ``--config cpu:dataset=lfw,resolution=32`` for the LFW faces), for ASMR-functa and SIREN-functa of
 equal shared parameter count (config ``--config``, default ``cpu``), a ladder of
 latent sizes ``D`` and bit depths ``b``:
 
@@ -292,14 +293,16 @@ def pillow_rows(fmt: str, qualities, images, subsampling: int | None = None):
     pixels = images.shape[1] * images.shape[2]
     opts = {"method": 6} if fmt == "WEBP" else {"subsampling": subsampling}
     name = fmt.lower() + ({0: " 4:4:4", 2: " 4:2:0"}[subsampling] if fmt == "JPEG" else "")
+    gray = images.shape[-1] == 1  # gray: the codec gets it in all three channels, PSNR is on the decoded mean
     for q in qualities:
         sizes, decoded, enc_t, dec_t = [], [], [], []
         for img in images:
             buf = io.BytesIO()
             t = time.perf_counter()
-            Image.fromarray(to_uint8(img)).save(buf, format=fmt, quality=q, **opts)
+            Image.fromarray(to_uint8(np.repeat(img, 3, -1) if gray else img)).save(buf, format=fmt, quality=q, **opts)
             t1 = time.perf_counter()
-            decoded.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), np.float32) / 255.0)
+            out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), np.float32) / 255.0
+            decoded.append(out.mean(-1, keepdims=True) if gray else out)
             t2 = time.perf_counter()
             sizes.append(len(buf.getvalue()))
             enc_t.append(t1 - t)
@@ -373,7 +376,8 @@ def markdown(rows) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        setting = (f"D={r['latent_dim']}, {r.get('quantizer', 'dim')} {r['bits']} bits, refine {r['refine']}"
+        weight = f", rate weight {r['rate_weight']:g}" if r.get("rate_weight") else ""
+        setting = (f"D={r['latent_dim']}, {r.get('quantizer', 'dim')} {r['bits']} bits, refine {r['refine']}{weight}"
                    if "bits" in r
                    else f"quality {r['quality']}")
         pay = "-" if r.get("payload_bpp") is None else f"{r['payload_bpp']:.3f}"
@@ -395,7 +399,7 @@ def markdown(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows, path):
+def plot(rows, path, title: str = "32x32 held-out test patches (coffee, chelsea)"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -433,7 +437,7 @@ def plot(rows, path):
     ax.minorticks_off()
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    ax.set_title("32x32 held-out test patches (coffee, chelsea)")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -454,16 +458,17 @@ def main(argv=None) -> int:
     from meta import container
 
     t_start = time.perf_counter()
-    test = load_dataset("patches", "test", 32)
-    train = load_dataset("patches", "train", 32)
+    data = train_config(args, args.models[0], args.latent_dims[0])  # the ladder's images: the config's dataset
+    test = load_dataset(data.dataset, "test", data.resolution)
+    train = load_dataset(data.dataset, "train", data.resolution)
     test_images = test.get(np.arange(min(len(test), args.test_images)))
     idx = np.linspace(0, len(train) - 1, min(len(train), args.codec_images)).astype(int)
     train_images = train.get(idx)
     overlap = image_digests(train_images) & image_digests(test_images)
     if overlap:  # the codec (and the meta-training) must never see a test image
-        raise RuntimeError(f"{len(overlap)} test patches also appear in the train split")
+        raise RuntimeError(f"{len(overlap)} {data.dataset} test images also appear in the train split")
     print(
-        f"{len(test_images)} test patches, codec fitted on {len(train_images)} train patches; models "
+        f"{len(test_images)} {data.dataset} test images, codec fitted on {len(train_images)} train images; models "
         f"{args.models}, "
         f"D {args.latent_dims}, bits {args.bits}, {args.budget_minutes:g} min meta-training each, refine "
         f"{args.refine}"
@@ -488,6 +493,8 @@ def main(argv=None) -> int:
     result = {
         "config": {k: v for k, v in vars(args).items() if k not in ("out", "report_only")},
         "command": " ".join(argv if argv is not None else sys.argv[1:]),
+        "dataset": data.dataset,
+        "resolution": data.resolution,
         "test_images": len(test_images),
         "codec_images": len(train_images),
         "webp_available": webp,
@@ -514,7 +521,9 @@ def report(result: dict, out: str):
         command = f"python -m experiments.rate_distortion {result.get('command', '')}".strip()
         f.write(f"Run: `{command}` ({minutes:.1f} min; checkpoints already in --workdir are reused, not "
                 f"retrained)\n\n" + md)
-    plot(result["rows"], os.path.join(out, "rate_distortion.png"))
+    dataset, side = result.get("dataset", "patches"), result.get("resolution", 32)
+    titled = {} if dataset == "patches" else {"title": f"{dataset}, {side}x{side}, held-out test split"}
+    plot(result["rows"], os.path.join(out, "rate_distortion.png"), **titled)
     print(f"wrote {out}/rate_distortion.json, .md, .png ({minutes:.1f} min)")
 
 

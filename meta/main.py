@@ -55,7 +55,9 @@ def parse_args(argv=None):
                    help="side of the spatial latents' latent-to-modulation convolution (1: per cell)")
     p.add_argument("--inner-steps", type=int, default=d["inner_steps"], help="inner steps k")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per outer step")
-    p.add_argument("--lr", type=float, default=d["lr"], help="outer Adam learning rate (cosine-decayed to lr/100)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="outer Adam learning rate of every model (cosine-decayed to lr/100); default per network: "
+                        + ", ".join(f"{k} {v:g}" for k, v in LR.items()))
     p.add_argument("--eval-every", type=int, default=500, help="test evaluation period in steps")
     p.add_argument("--eval-images", type=int, default=32, help="test patches per evaluation during training")
     p.add_argument("--seed", type=seed_value, default=0, help="PRNG seed, in [0, 2^32)")
@@ -77,6 +79,10 @@ def parse_args(argv=None):
 
 
 QUICK_STEPS = 30  # outer steps per model of a --quick run
+# Outer rate per network. ASMR makes ~25x SIREN's steps in the same minutes; at 3e-4 its
+# spatial runs dipped or diverged (experiments/README.md, "Quality ceiling"), at 1e-4 they
+# did not. SIREN's few hundred steps keep the cpu preset's 3e-4.
+LR = {"asmr": 1e-4, "siren": 3e-4}
 
 
 def model_settings(args, channels: int) -> dict:
@@ -127,7 +133,7 @@ def main(argv=None) -> int:
     test_images = test_ds.get(np.arange(len(test_ds)))
     settings = model_settings(args, train_ds.channels)
     common = TrainConfig(resolution=args.resolution, latent_dim=args.latent_dim, inner_steps=args.inner_steps,
-                         batch_size=args.batch_size, lr=args.lr, lr_decay="cosine", seed=args.seed,
+                         batch_size=args.batch_size, lr_decay="cosine", seed=args.seed,
                          eval_every=args.eval_every, eval_images=args.eval_images)
     budget = 60.0 * args.minutes
     print(f"meta-learning on {len(train_ds)} train / {len(test_ds)} test patches of {args.resolution}x"
@@ -135,7 +141,7 @@ def main(argv=None) -> int:
           f"models {', '.join(settings)}")
     results, rows = {}, {}
     for name, net in settings.items():
-        config = common.replace(**net)
+        config = common.replace(**net, lr=LR[net["model"]] if args.lr is None else args.lr)
         steps = QUICK_STEPS if args.quick else plan_steps(config, budget, args.probe_seconds, data=train_ds,
                                                           test_data=test_ds)
         print(f"{name}: {steps} steps planned for {budget:.0f} s", flush=True)
@@ -144,7 +150,7 @@ def main(argv=None) -> int:
                               progress=not args.no_progress)
         r, m = results[name], results[name].metrics
         ev = evaluate(r, test_images)
-        rows[name] = {"latent": "global" if net["spatial"] is None else f"{args.grid}x{args.grid}",
+        rows[name] = {"latent": "global" if net["spatial"] is None else f"{args.grid}x{args.grid}", "lr": config.lr,
                       "width": r.meta.model.widths[0], "depth": r.meta.model.depth,
                       "shared_params": m["shared_params"], "mac_per_pixel": m["mac_per_pixel"],
                       "images_per_second": m["images_per_second"], "steps": r.step, "status": r.status,

@@ -297,7 +297,7 @@ def test_rate_distortion_quick_trains_encodes_and_counts_file_bytes(tmp_path):
     assert single["bpp"] == pytest.approx(single["payload_bpp"] + 8 * 12 / 1024, abs=1e-9)
     assert many["bpp"] < single["bpp"] and many["psnr"] == single["psnr"]
     assert {r["codec"] for r in saved["rows"]} >= {"jpeg 4:4:4", "jpeg 4:2:0", "webp"}
-    assert single["quantizer"] == "pca"
+    assert single["quantizer"] == "pca" and (saved["dataset"], saved["resolution"]) == ("patches", 32)
     weighted = [r for r in rows if r["rate_weight"] == 0.01]
     assert {r["file"] for r in weighted} == {"single", "container"} and all(r["refine"] == 3 for r in weighted)
     assert all(np.isfinite(r["psnr"]) and r["payload_bpp"] > 0 for r in weighted)
@@ -347,3 +347,41 @@ def test_meta_benchmark_smoke(tmp_path):
         # RSS: the start, the stepping peak and the process peak are ordered
         assert 0 < r["start_rss_gib"] <= r["running_rss_gib"] <= r["peak_rss_gib"] + 1e-3
     assert "RSS while stepping" in md
+
+
+def test_codec_comparison_puts_functa_rows_on_their_set_with_fixed_rate_gaps(tmp_path):
+    from asmr_jax import metrics
+    from experiments import codec_comparison
+
+    rates = np.array([0.1, 0.3, 0.6, 1.2, 2.4])  # a made-up functa front on the LFW faces
+    rows = []
+    for bpp, psnr in zip(rates, 24.0 + 6 * np.log10(rates / 0.1)):
+        common = {"codec": "asmr-functa", "images": 4, "latent_dim": 64, "bits": 8, "refine": 0, "psnr": float(psnr),
+                  "ssim": 0.5}
+        rows += [{**common, "file": "single", "bpp": bpp + 0.094, "payload_bpp": float(bpp)},
+                 {**common, "file": "container", "bpp": float(bpp) + 0.001}]
+    source = tmp_path / "rd.json"
+    source.write_text(json.dumps({"dataset": "lfw", "resolution": 32, "rows": rows}))
+    out = tmp_path / "out"
+    assert codec_comparison.main(["--sets", "lfw", "--codecs", "webp", "--limit", "4", "--functa", str(source),
+                                  "--out", str(out)]) == 0
+    saved = json.loads((out / "codec_comparison.json").read_text())
+    assert {r["set"] for r in saved["rows"]} == {"lfw"}
+    assert {r["accounting"] for r in saved["rows"] if r["codec"] == "asmr-functa"} == {"file", "payload", "container"}
+    (bd,) = [r for r in saved["bd"] if r["accounting"] == "payload"]
+    assert (bd["codec"], bd["reference"], bd["set"]) == ("asmr-functa", "webp", "lfw")
+    webp = codec_comparison.front([r for r in saved["rows"] if r["codec"] == "webp" and r["accounting"] == "payload"])
+    for rate, gap in bd["gap_db_at_bpp"].items():  # the gap is the two interpolants' difference, where both reach
+        ref = metrics.psnr_at([r["bpp"] for r in webp], [r["psnr"] for r in webp], float(rate))
+        ours = metrics.psnr_at(rates, 24.0 + 6 * np.log10(rates / 0.1), float(rate))
+        assert gap is None if None in (ref, ours) else gap == pytest.approx(ours - ref, abs=1e-9)
+    assert any(g is not None for g in bd["gap_db_at_bpp"].values())
+    md = (out / "codec_comparison.md").read_text()
+    assert "### lfw" in md and "at fixed rates" in md and "0.3-1 bpp" in md
+    # a result measured on other images, or at another size, is refused, naming it
+    for bad in ({"dataset": "patches"}, {"dataset": "lfw", "resolution": 25}):
+        source.write_text(json.dumps({**bad, "rows": rows}))
+        with pytest.raises(SystemExit) as e:
+            codec_comparison.main(["--sets", "lfw", "--codecs", "webp", "--limit", "4", "--functa", str(source),
+                                   "--out", str(tmp_path / "refused")])
+        assert e.value.code == 2 and not (tmp_path / "refused").exists()

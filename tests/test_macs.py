@@ -72,3 +72,13 @@ def test_bjontegaard_deltas_of_hand_computed_curves():
         metrics.bd_psnr(rates, psnr, rates * 100, psnr)
     with pytest.raises(ValueError, match="must rise strictly"):
         metrics.bd_rate(rates, psnr[::-1], rates, psnr)
+    # restricted to rates 0.2..0.4: curve 20 x + 31 against 10 x + 30 -> mean of 10 x + 1 there
+    lo, hi = np.log10(0.2), np.log10(0.4)
+    assert metrics.bd_psnr(rates, ref, rates, 20 * x + 31, rate_range=(0.2, 0.4)) == pytest.approx(
+        10 * (lo + hi) / 2 + 1, abs=1e-9)
+    assert metrics.bd_psnr(rates, ref, rates, 20 * x + 31) == pytest.approx(10 * x.mean() + 1, abs=1e-9)
+    with pytest.raises(ValueError, match="rate_range"):
+        metrics.bd_psnr(rates, ref, rates[1:], cur, rate_range=(0.4, 0.2))
+    # the curve's value at a rate, on the same interpolant; None outside its rates
+    assert metrics.psnr_at(rates, ref, 0.3) == pytest.approx(10 * np.log10(0.3) + 30, abs=1e-9)
+    assert metrics.psnr_at(rates, ref, 0.05) is None and metrics.psnr_at(rates, ref, 1.0) is None
