@@ -3,13 +3,8 @@ rank promotion refused (every broadcast in the code is written out)."""
 
 import os
 
-# Tests compile many small programs and run each briefly, so compile time dominates: LLVM
-# generates their code with its cheaper pipeline (the HLO programs are the same). The
-# processes tests start get the same flags (ASMR_TEST_XLA_FLAGS).
-COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-os.environ.setdefault("ASMR_TEST_XLA_FLAGS", COMPILE_FLAGS)
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + f" {os.environ['ASMR_TEST_XLA_FLAGS']} --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
