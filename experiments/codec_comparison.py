@@ -60,15 +60,14 @@ def classical_rows(images: np.ndarray, image_set: str, names) -> list[dict]:
     from asmr_jax.io import to_uint8
 
     pixels = images.shape[1] * images.shape[2]
-    u8 = to_uint8(np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images)
+    u8 = to_uint8(images)
     rows = []
     for name in names:
         for q in codecs.CODECS[name][2]:
             files, pays, psnrs, ssims = [], [], [], []
             for img, target in zip(u8, images):
                 data = codecs.encode(name, img, q)
-                out = codecs.decode(data)
-                out = out.mean(-1, keepdims=True) if images.shape[-1] == 1 else out
+                out = codecs.decode(data, images.shape[-1])
                 files.append(len(data))
                 pays.append(codecs.payload(name, data))
                 psnrs.append(metrics.psnr(out, target))

@@ -60,9 +60,12 @@ def available(name: str) -> str | None:
 
 
 def encode(name: str, image_u8: np.ndarray, quality: int) -> bytes:
-    """The file bytes of ``image_u8 [H, W, 3]`` in codec ``name`` at ``quality``."""
+    """The file bytes of ``image_u8 [H, W, 3]`` in codec ``name`` at ``quality`` (a gray
+    ``[H, W, 1]`` image goes in as its value in all three channels)."""
     from PIL import Image
 
+    if image_u8.shape[-1] == 1:
+        image_u8 = np.repeat(image_u8, 3, axis=-1)
     fmt = CODECS[name][0]
     opts = {"JPEG": {"subsampling": 0 if name.endswith("4:4:4") else 2}, "WEBP": {"method": 6}}.get(fmt, {})
     if fmt == "HEIF":
@@ -72,12 +75,14 @@ def encode(name: str, image_u8: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def decode(data: bytes) -> np.ndarray:
-    """``[H, W, 3]`` float32 on ``[0, 1]`` of any file :func:`encode` wrote."""
+def decode(data: bytes, channels: int = 3) -> np.ndarray:
+    """``[H, W, channels]`` float32 on ``[0, 1]`` of any file :func:`encode` wrote
+    (``channels=1``: the mean of the decoded three)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), np.float32) / 255.0
+        rgb = np.asarray(im.convert("RGB"), np.float32) / 255.0
+    return rgb.mean(-1, keepdims=True) if channels == 1 else rgb
 
 
 def payload(name: str, data: bytes) -> int:

@@ -36,7 +36,6 @@ Writes ``experiments/results/rate_distortion.{json,md,png}``::
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -282,29 +281,24 @@ def functa_rows(args, kind, dim, train_images, test_images):
     return rows
 
 
-def pillow_rows(fmt: str, qualities, images, subsampling: int | None = None):
-    """Pillow JPEG/WebP at each quality on the same images; ``subsampling`` 0 = 4:4:4, 2 = 4:2:0 (JPEG)."""
-    from PIL import Image
-
+def pillow_rows(name: str, qualities, images):
+    """A classical codec of :mod:`experiments.codecs` (``"jpeg 4:4:4"``, ``"jpeg 4:2:0"``,
+    ``"webp"``) at each quality on the same images, one file per image."""
     from asmr_jax.io import to_uint8
+    from experiments import codecs
     from meta.compress import psnr_each
 
     rows = []
     pixels = images.shape[1] * images.shape[2]
-    opts = {"method": 6} if fmt == "WEBP" else {"subsampling": subsampling}
-    name = fmt.lower() + ({0: " 4:4:4", 2: " 4:2:0"}[subsampling] if fmt == "JPEG" else "")
-    gray = images.shape[-1] == 1  # gray: the codec gets it in all three channels, PSNR is on the decoded mean
     for q in qualities:
         sizes, decoded, enc_t, dec_t = [], [], [], []
         for img in images:
-            buf = io.BytesIO()
             t = time.perf_counter()
-            Image.fromarray(to_uint8(np.repeat(img, 3, -1) if gray else img)).save(buf, format=fmt, quality=q, **opts)
+            data = codecs.encode(name, to_uint8(img), q)
             t1 = time.perf_counter()
-            out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), np.float32) / 255.0
-            decoded.append(out.mean(-1, keepdims=True) if gray else out)
+            decoded.append(codecs.decode(data, images.shape[-1]))
             t2 = time.perf_counter()
-            sizes.append(len(buf.getvalue()))
+            sizes.append(len(data))
             enc_t.append(t1 - t)
             dec_t.append(t2 - t1)
         decoded = np.stack(decoded)
@@ -483,11 +477,11 @@ def main(argv=None) -> int:
     for kind in args.models:
         for dim in args.latent_dims:
             rows += functa_rows(args, kind, dim, train_images, test_images)
-    rows += pillow_rows("JPEG", JPEG_QUALITIES, test_images, subsampling=0)
-    rows += pillow_rows("JPEG", JPEG_QUALITIES, test_images, subsampling=2)
+    rows += pillow_rows("jpeg 4:4:4", JPEG_QUALITIES, test_images)
+    rows += pillow_rows("jpeg 4:2:0", JPEG_QUALITIES, test_images)
     webp = features.check("webp")
     if webp:
-        rows += pillow_rows("WEBP", WEBP_QUALITIES, test_images)
+        rows += pillow_rows("webp", WEBP_QUALITIES, test_images)
     seconds = time.perf_counter() - t_start
 
     result = {

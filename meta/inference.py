@@ -2,6 +2,8 @@
 
 * :func:`fit_latents` ``(meta, params, signals [n, *shape, C], steps) -> (latents [n, D], psnrs [n])``.
 * :func:`render_latents` ``(meta, params, latents [n, D]) -> signals [n, *shape, C]`` on ``[0, 1]``.
+* :func:`evaluate` ``(meta, params, signals)``: mean PSNR and SSIM after ``k`` steps, PSNR
+  after more steps, and the renders (what a held-out test reports).
 
 With :func:`meta.checkpoint.load` ``(path) -> (meta, params)`` this is what compression
 and functasets use.
@@ -97,3 +99,17 @@ def render_latents(meta: MetaModel, params, latents, chunk: int = 64) -> np.ndar
     n, chunk = len(latents), max(1, min(int(chunk), len(latents)))
     out = [np.asarray(_render_chunk(meta, params, _pad(latents[a:b], chunk)))[: b - a] for a, b in _chunks(n, chunk)]
     return np.concatenate(out)
+
+
+def evaluate(meta: MetaModel, params, images, more_steps: int = 10) -> dict:
+    """Held-out measures of ``images [n, *shape, C]``: ``psnr`` and ``ssim`` (means over the
+    images) of the render after ``meta.inner_steps`` inner steps, ``psnr_more`` after
+    ``more_steps`` steps (more inner steps at encode time), and ``recon``, the renders."""
+    from asmr_jax import metrics
+
+    latents, psnr = fit_latents(meta, params, images)
+    recon = render_latents(meta, params, latents)
+    _, psnr_more = fit_latents(meta, params, images, steps=more_steps)
+    ssim = [metrics.ssim(r, t) for r, t in zip(recon, np.asarray(images, np.float32))]
+    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "psnr_more": float(np.mean(psnr_more)),
+            "recon": recon}

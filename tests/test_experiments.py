@@ -385,3 +385,24 @@ def test_codec_comparison_puts_functa_rows_on_their_set_with_fixed_rate_gaps(tmp
             codec_comparison.main(["--sets", "lfw", "--codecs", "webp", "--limit", "4", "--functa", str(source),
                                    "--out", str(tmp_path / "refused")])
         assert e.value.code == 2 and not (tmp_path / "refused").exists()
+
+
+def test_quality_ceiling_variants_configs_and_merge():
+    from experiments import quality_ceiling as q
+
+    v = q.parse_variant("asmr:256:4:1:augment=True+width=192")
+    assert v == {"backbone": "asmr", "latent": 256, "spatial": 4, "kernel": 1,
+                 "fields": {"augment": "True", "width": "192"}}
+    assert q.parse_variant("siren:64:global")["spatial"] is None
+    assert q.config_spec(v, "cpu", "lfw", 25) == ("cpu:spatial=4,spatial_kernel=1,dataset=lfw,resolution=25,"
+                                                  "augment=True,width=192")
+    assert q.config_spec(q.parse_variant("asmr:256:global"), "cpu") == "cpu"
+    for bad in ("asmr:256", "mlp:256:global", "asmr:x:global", "asmr:256:4:1:width"):
+        with pytest.raises(ValueError, match="variant"):
+            q.parse_variant(bad)
+    # a variant measured again replaces its row; another dataset, rate or budget is another row
+    row = {"backbone": "asmr", "latent": 256, "spatial": 4, "kernel": 1, "fields": {}, "budget_minutes": 2.0,
+           "lr": 3e-4, "psnr_k3": 1.0}
+    old = [row, {**row, "dataset": "lfw"}, {**row, "lr": 1e-4}]
+    merged = q.merge(old, [{**row, "psnr_k3": 2.0}])
+    assert sorted(r["psnr_k3"] for r in merged) == [1.0, 1.0, 2.0] and len(merged) == 3
