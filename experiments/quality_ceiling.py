@@ -104,18 +104,27 @@ def run(args) -> list[dict]:
             budget = json.load(f)
         ev = evaluate(path, images)
         pictures.append(ev.pop("recon")[:8])
-        lr = "" if args.lr == 3e-4 else f" --lr {args.lr:g}"
-        data = "" if args.dataset == "patches" else f" --dataset {args.dataset} --resolution {args.resolution}"
-        command = f"python -m experiments.quality_ceiling --variants {text} --minutes {args.minutes:g}{lr}{data}"
         row = {**v, "dataset": args.dataset, "lr": args.lr, "minutes": budget["seconds"] / 60,
                "budget_minutes": args.minutes, "steps": budget["steps"], **ev, "images": len(images),
-               "checkpoint": path, "command": command}
+               "checkpoint": path, "command": command(args, [text])}
         print(f"{text}: {row['steps']} steps in {row['minutes']:.1f} min, test PSNR {row['psnr_k3']:.2f} dB, "
               f"SSIM {row['ssim']:.3f}", flush=True)
         rows.append(row)
     os.makedirs(args.out, exist_ok=True)
-    write_grid(os.path.join(args.out, f"{NAME}.png"), pictures)
+    write_grid(os.path.join(args.out, picture_name(args.dataset)), pictures)
     return rows
+
+
+def command(args, variants) -> str:
+    """The command line that measures ``variants`` as ``args`` did."""
+    lr = "" if args.lr == 3e-4 else f" --lr {args.lr:g}"
+    data = "" if args.dataset == "patches" else f" --dataset {args.dataset} --resolution {args.resolution}"
+    return f"python -m experiments.quality_ceiling --variants {','.join(variants)} --minutes {args.minutes:g}{lr}{data}"
+
+
+def picture_name(dataset: str) -> str:
+    """Reconstructions of the last run on ``dataset``: targets, then one row per variant."""
+    return f"{NAME}.png" if dataset == "patches" else f"{NAME}_{dataset.replace(':', '_').replace('/', '_')}.png"
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
@@ -169,16 +178,23 @@ def main(argv=None) -> int:
     if os.path.isfile(path):
         with open(path) as f:
             old = json.load(f)["rows"]
+    old, pictures = [], {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            saved = json.load(f)
+        old, pictures = saved["rows"], saved.get("pictures", {})
     rows = merge(old, rows)
+    pictures[picture_name(args.dataset)] = command(args, args.variants)
     with open(path, "w") as f:
-        json.dump({"rows": rows, "machine": f"{os.cpu_count()} CPU cores"}, f, indent=2)
-    md = markdown(rows)
+        json.dump({"rows": rows, "pictures": pictures, "machine": f"{os.cpu_count()} CPU cores"}, f, indent=2)
+    md = markdown(rows) + "\nPictures (targets, then one row per variant, in the command's order):\n\n" + "".join(
+        f"- `{name}`: `{cmd}`\n" for name, cmd in sorted(pictures.items()))
     with open(os.path.join(args.out, f"{NAME}.md"), "w") as f:
         f.write("Rows from `python -m experiments.quality_ceiling` (each row's command is in the JSON); held-out "
                 "test images (32x32 photo patches unless the data column says lfw: 25x25 faces), k = 3 inner "
                 "steps (k = 10 in the last column: more steps at encode time), before quantization.\n\n" + md)
     print(md)
-    print(f"wrote {path} and {NAME}.md, {NAME}.png ({(time.perf_counter() - t0) / 60:.1f} min)")
+    print(f"wrote {path} and {NAME}.md, {picture_name(args.dataset)} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 
 

@@ -196,10 +196,11 @@ def measure(args, net, codec, test_latents, test_images, refine: int, rate_weigh
     """
     from meta import compress as C
     from meta import container
+    from meta.refine import refine as refine_latents
 
     pixels = int(np.prod(net.shape))
-    latents = (C.refine(test_latents, test_images, net.render_jax, codec.quantizer, refine, symbols=codec.symbols,
-                        rate_weight=rate_weight) if refine else test_latents)
+    latents = (refine_latents(test_latents, test_images, net.render_jax, codec.quantizer, refine,
+                              symbols=codec.symbols, rate_weight=rate_weight) if refine else test_latents)
     mid, cid = container.short_ids(net.id, codec.codec_id)
     sizes, payloads, decoded, decoded_z = [], [], [], []
     for z in latents:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asmr_jax.arrays import with_rank
-from meta import checkpoint, container, entropy, quantize
+from meta import checkpoint, container, entropy, quantize, refine
 from meta import compress as C
 
 D = 24
@@ -354,15 +354,15 @@ def test_rate_aware_refinement_never_raises_the_lagrangian_it_minimizes(net, ima
     codec = C.fit_codec(synthetic_latents(300), 4, net.id)
     start = net.fit(images)
     args = (images, net.render, codec.quantizer, codec.symbols, rate_weight)
-    refined = C.refine(start, images, net.render_jax, codec.quantizer, 20, symbols=codec.symbols,
+    refined = refine.refine(start, images, net.render_jax, codec.quantizer, 20, symbols=codec.symbols,
                        rate_weight=rate_weight)
-    before, after = C.lagrangian(start, *args), C.lagrangian(refined, *args)
+    before, after = refine.lagrangian(start, *args), refine.lagrangian(refined, *args)
     assert np.all(after <= before + 1e-7), (before, after)
     assert np.any(after < before - 1e-6)  # 20 steps at 4 bits find something for some image
     if rate_weight:  # the rate term is the symbol model's code length in bits per pixel
         pixels = np.prod(images.shape[1:-1])
         bits = codec.symbols.bits(codec.quantizer.quantize(refined)).sum(-1)
-        np.testing.assert_allclose(after - C.lagrangian(refined, *args[:-2]), rate_weight * bits / pixels,
+        np.testing.assert_allclose(after - refine.lagrangian(refined, *args[:-2]), rate_weight * bits / pixels,
                                    rtol=1e-6)
 
 
@@ -375,7 +375,7 @@ def test_a_heavier_rate_term_buys_fewer_bits(net, images):
     with pytest.raises(ValueError, match="rate_weight must be a finite number >= 0"):
         C.encode(images, codec, net.id, net.fit, net.render, rate_weight=-1.0, **kw)
     with pytest.raises(ValueError, match="needs the symbol model"):
-        C.refine(net.fit(images), images, net.render_jax, codec.quantizer, 2, rate_weight=0.1)
+        refine.refine(net.fit(images), images, net.render_jax, codec.quantizer, 2, rate_weight=0.1)
 
 
 def test_wrong_network_is_rejected(net, codec, image, images):

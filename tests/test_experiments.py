@@ -4,6 +4,7 @@ import json
 import math
 import os
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -406,3 +407,9 @@ def test_quality_ceiling_variants_configs_and_merge():
     old = [row, {**row, "dataset": "lfw"}, {**row, "lr": 1e-4}]
     merged = q.merge(old, [{**row, "psnr_k3": 2.0}])
     assert sorted(r["psnr_k3"] for r in merged) == [1.0, 1.0, 2.0] and len(merged) == 3
+    # each dataset keeps its own picture; the command names every variant of the run
+    assert q.picture_name("patches") == "quality_ceiling.png" and q.picture_name("lfw") == "quality_ceiling_lfw.png"
+    args = SimpleNamespace(lr=1e-4, dataset="lfw", resolution=25, minutes=2.0)
+    assert q.command(args, ["asmr:64:global", "siren:50:5:1"]) == (
+        "python -m experiments.quality_ceiling --variants asmr:64:global,siren:50:5:1 --minutes 2 --lr 0.0001 "
+        "--dataset lfw --resolution 25")
