@@ -191,8 +191,11 @@ def write_results(out_dir: str, name: str, payload: dict, markdown: str) -> tupl
 
 
 def report(out_dir: str, name: str, payload: dict, to_markdown) -> str:
-    """Prints ``to_markdown(payload)`` and writes ``<name>.json`` / ``<name>.md``; returns the markdown."""
+    """Prints ``to_markdown(payload)`` and writes ``<name>.json`` / ``<name>.md`` (headed by the
+    payload's ``command``, when it has one); returns the markdown."""
     md = to_markdown(payload)
+    if payload.get("command"):
+        md = f"Run: `{payload['command']}`\n\n" + md
     print(md)
     write_results(out_dir, name, payload, md)
     return md

@@ -41,6 +41,7 @@ import argparse
 import json
 import statistics
 import subprocess
+import sys
 import time
 
 from experiments import common
@@ -206,7 +207,8 @@ def main(argv=None) -> int:
                     print(f"[{time.time() - t0:5.0f}s] {model} {config} {lever} grid {grid}: "
                           f"{row['step_seconds']:.3f} s/step, RSS {row['peak_rss_gib']:.2f} GiB, XLA plan "
                           f"{row['xla_plan_gib']:.2f} GiB", flush=True)
-    payload = {"config": cfg, "rows": rows, "wall_seconds": time.time() - t0}
+    payload = {"config": cfg, "rows": rows, "wall_seconds": time.time() - t0,
+               "command": "python -m experiments.meta_benchmark " + " ".join(sys.argv[1:] if argv is None else argv)}
     suffix = ("_spatial" if args.spatial else "") + ("_smoke" if args.smoke else "_default" if args.default_only
                                                      else "")
     common.report(args.out, "meta_benchmark" + suffix, payload, to_markdown)
