@@ -111,7 +111,7 @@ def run(args) -> list[dict]:
               f"SSIM {row['ssim']:.3f}", flush=True)
         rows.append(row)
     os.makedirs(args.out, exist_ok=True)
-    write_grid(os.path.join(args.out, picture_name(args.dataset)), pictures)
+    write_grid(os.path.join(args.out, picture_name(args.dataset, args.minutes)), pictures)
     return rows
 
 
@@ -122,9 +122,12 @@ def command(args, variants) -> str:
     return f"python -m experiments.quality_ceiling --variants {','.join(variants)} --minutes {args.minutes:g}{lr}{data}"
 
 
-def picture_name(dataset: str) -> str:
-    """Reconstructions of the last run on ``dataset``: targets, then one row per variant."""
-    return f"{NAME}.png" if dataset == "patches" else f"{NAME}_{dataset.replace(':', '_').replace('/', '_')}.png"
+def picture_name(dataset: str, minutes: float = 2.0) -> str:
+    """Reconstructions of the last run on ``dataset`` at ``minutes`` per variant: targets, then one
+    row per variant (the two-minute pictures keep the short names)."""
+    parts = [] if dataset == "patches" else [dataset.replace(":", "_").replace("/", "_")]
+    parts += [] if minutes == 2 else [f"{minutes:g}min"]
+    return "_".join([NAME, *parts]) + ".png"
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
@@ -184,7 +187,7 @@ def main(argv=None) -> int:
             saved = json.load(f)
         old, pictures = saved["rows"], saved.get("pictures", {})
     rows = merge(old, rows)
-    pictures[picture_name(args.dataset)] = command(args, args.variants)
+    pictures[picture_name(args.dataset, args.minutes)] = command(args, args.variants)
     with open(path, "w") as f:
         json.dump({"rows": rows, "pictures": pictures, "machine": f"{os.cpu_count()} CPU cores"}, f, indent=2)
     md = markdown(rows) + "\nPictures (targets, then one row per variant, in the command's order):\n\n" + "".join(
@@ -194,7 +197,8 @@ def main(argv=None) -> int:
                 "test images (32x32 photo patches unless the data column says lfw: 25x25 faces), k = 3 inner "
                 "steps (k = 10 in the last column: more steps at encode time), before quantization.\n\n" + md)
     print(md)
-    print(f"wrote {path} and {NAME}.md, {picture_name(args.dataset)} ({(time.perf_counter() - t0) / 60:.1f} min)")
+    picture = picture_name(args.dataset, args.minutes)
+    print(f"wrote {path} and {NAME}.md, {picture} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 
 

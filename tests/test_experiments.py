@@ -409,6 +409,8 @@ def test_quality_ceiling_variants_configs_and_merge():
     assert sorted(r["psnr_k3"] for r in merged) == [1.0, 1.0, 2.0] and len(merged) == 3
     # each dataset keeps its own picture; the command names every variant of the run
     assert q.picture_name("patches") == "quality_ceiling.png" and q.picture_name("lfw") == "quality_ceiling_lfw.png"
+    assert q.picture_name("patches", 20) == "quality_ceiling_20min.png"
+    assert q.picture_name("lfw", 0.5) == "quality_ceiling_lfw_0.5min.png"
     args = SimpleNamespace(lr=1e-4, dataset="lfw", resolution=25, minutes=2.0)
     assert q.command(args, ["asmr:64:global", "siren:50:5:1"]) == (
         "python -m experiments.quality_ceiling --variants asmr:64:global,siren:50:5:1 --minutes 2 --lr 0.0001 "
