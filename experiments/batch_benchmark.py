@@ -352,7 +352,7 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".json", "w") as f:
         json.dump(results, f, indent=1)
-    command = " ".join(["python -m experiments.batch_benchmark", *(sys.argv[1:] if argv is None else argv)])
+    command = common.command_line("experiments.batch_benchmark", argv)
     with open(args.out + ".md", "w") as f:
         f.write(
             f"# Batch fitting benchmark\n\n`{command}`"

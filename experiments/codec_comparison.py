@@ -35,7 +35,7 @@ from functools import partial
 import numpy as np
 
 from experiments import codecs
-from experiments.common import RESULTS_DIR, check_config
+from experiments.common import RESULTS_DIR, check_config, command_line
 
 NAME = "codec_comparison"
 
@@ -241,8 +241,7 @@ def main(argv=None) -> int:
                     f"codecs here see 32x32 (meta-train at resolution=32)")
         rows += functa_rows(result, image_set)
     payload = {"rows": rows, "bd": bd_rows(rows), "skipped": skipped, "functa_source": args.functa,
-               "command": "python -m experiments.codec_comparison " + " ".join(argv if argv is not None
-                                                                                else sys.argv[1:]),
+               "command": command_line("experiments.codec_comparison", argv),
                "seconds": time.perf_counter() - t0}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"{NAME}.json"), "w") as f:

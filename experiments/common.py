@@ -190,6 +190,11 @@ def write_results(out_dir: str, name: str, payload: dict, markdown: str) -> tupl
     return json_path, md_path
 
 
+def command_line(module: str, argv=None) -> str:
+    """The command that ran ``module``: ``python -m module`` and ``argv`` (default the process's)."""
+    return " ".join(["python -m " + module, *(sys.argv[1:] if argv is None else argv)])
+
+
 def report(out_dir: str, name: str, payload: dict, to_markdown) -> str:
     """Prints ``to_markdown(payload)`` and writes ``<name>.json`` / ``<name>.md`` (headed by the
     payload's ``command``, when it has one); returns the markdown."""

@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from experiments.common import RESULTS_DIR, check_config
+from experiments.common import RESULTS_DIR, check_config, command_line
 
 
 def get_config(arg: str | None = None) -> dict:
@@ -113,8 +113,7 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "latent_statistics.json"), "w") as f:
         json.dump(rows, f, indent=2)
     with open(os.path.join(args.out, "latent_statistics.md"), "w") as f:
-        f.write(f"Run: `python -m experiments.latent_statistics {' '.join(argv if argv is not None else sys.argv[1:])}`"
-                "\n\n" + md)
+        f.write(f"Run: `{command_line('experiments.latent_statistics', argv)}`\n\n" + md)
     return 0
 
 

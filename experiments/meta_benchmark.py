@@ -41,7 +41,6 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import time
 
 from experiments import common
@@ -208,7 +207,7 @@ def main(argv=None) -> int:
                           f"{row['step_seconds']:.3f} s/step, RSS {row['peak_rss_gib']:.2f} GiB, XLA plan "
                           f"{row['xla_plan_gib']:.2f} GiB", flush=True)
     payload = {"config": cfg, "rows": rows, "wall_seconds": time.time() - t0,
-               "command": "python -m experiments.meta_benchmark " + " ".join(sys.argv[1:] if argv is None else argv)}
+               "command": common.command_line("experiments.meta_benchmark", argv)}
     suffix = ("_spatial" if args.spatial else "") + ("_smoke" if args.smoke else "_default" if args.default_only
                                                      else "")
     common.report(args.out, "meta_benchmark" + suffix, payload, to_markdown)

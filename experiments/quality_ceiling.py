@@ -187,7 +187,8 @@ def main(argv=None) -> int:
             saved = json.load(f)
         old, pictures = saved["rows"], saved.get("pictures", {})
     rows = merge(old, rows)
-    pictures[picture_name(args.dataset, args.minutes)] = command(args, args.variants)
+    picture = picture_name(args.dataset, args.minutes)
+    pictures[picture] = command(args, args.variants)
     with open(path, "w") as f:
         json.dump({"rows": rows, "pictures": pictures, "machine": f"{os.cpu_count()} CPU cores"}, f, indent=2)
     md = markdown(rows) + "\nPictures (targets, then one row per variant, in the command's order):\n\n" + "".join(
@@ -197,7 +198,6 @@ def main(argv=None) -> int:
                 "test images (32x32 photo patches unless the data column says lfw: 25x25 faces), k = 3 inner "
                 "steps (k = 10 in the last column: more steps at encode time), before quantization.\n\n" + md)
     print(md)
-    picture = picture_name(args.dataset, args.minutes)
     print(f"wrote {path} and {NAME}.md, {picture} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 

@@ -415,3 +415,12 @@ def test_quality_ceiling_variants_configs_and_merge():
     assert q.command(args, ["asmr:64:global", "siren:50:5:1"]) == (
         "python -m experiments.quality_ceiling --variants asmr:64:global,siren:50:5:1 --minutes 2 --lr 0.0001 "
         "--dataset lfw --resolution 25")
+
+
+def test_command_line_names_the_module_and_its_arguments(monkeypatch):
+    from experiments import common
+
+    assert common.command_line("experiments.x", ["--smoke", "--out", "d"]) == "python -m experiments.x --smoke --out d"
+    monkeypatch.setattr("sys.argv", ["x.py", "--spatial"])
+    assert common.command_line("experiments.meta_benchmark") == "python -m experiments.meta_benchmark --spatial"
+    assert common.command_line("experiments.x", []) == "python -m experiments.x"
