@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import math
 import os
 import time
@@ -55,20 +54,8 @@ import optax
 from tqdm.auto import tqdm
 
 from asmr_jax import fit as fit_lib
-from asmr_jax import io, metrics, sharding
-from asmr_jax.store import (
-    FORMAT,
-    STORE_JSON,
-    VERSION,
-    Store,
-    _open_store,
-    _sha256,
-    _write_npz,
-    chunk_name,
-    leaf_path,
-    load_store,
-    param_leaves,
-)
+from asmr_jax import metrics, sharding, store
+from asmr_jax.store import Store, leaf_path, load_store, param_leaves
 
 
 # ----------------------------------------------------------------------------- pytree helpers
@@ -387,15 +374,6 @@ def _fit_settings(steps, lr, cosine, seed, target_psnr, init) -> dict:
     }
 
 
-def _dataset_info(dataset) -> dict:
-    info = {}
-    for attr in ("name", "split", "shape", "channels"):
-        v = getattr(dataset, attr, None)
-        if isinstance(v, (str, int)) or (isinstance(v, tuple) and all(isinstance(s, int) for s in v)):
-            info[attr] = list(v) if isinstance(v, tuple) else v
-    return info
-
-
 def fit_dataset(
     model,
     dataset,
@@ -459,20 +437,10 @@ def fit_dataset(
     if init is not None:
         init = _check_init(model, init)
     leaves = param_leaves(model)
-    header = {
-        "format": FORMAT,
-        "version": VERSION,
-        "model": model.config(),
-        "chunk": int(chunk),
-        "total": int(total),
-        "fit": _fit_settings(steps, lr, cosine, seed, target_psnr, init),
-        "dataset": _dataset_info(dataset),
-        "leaves": [{"path": p, "shape": list(s)} for p, s in leaves],
-    }
-    header = json.loads(json.dumps(header))  # compare as stored: tuples become lists
     out_dir = os.path.abspath(os.fspath(out_dir))
     writer = jax.process_index() == 0
-    manifest = _open_store(out_dir, header, resume, writer)
+    fit = _fit_settings(steps, lr, cosine, seed, target_psnr, init)
+    manifest = store.open_store(out_dir, model, dataset, chunk, total, fit, resume, writer)
     finished = {e["start"] // chunk for e in manifest["chunks"]}
     nchunks = -(-total // chunk)
     todo = [c for c in range(nchunks) if c not in finished]
@@ -492,22 +460,7 @@ def fit_dataset(
                    target_psnr=target_psnr, mesh=sharding.data_mesh() if mesh is None else mesh,
                    steps_per_call=steps_per_call, progress=False)
         if writer:
-            arrays = {
-                "indices": idx,
-                "psnr": res.psnr.astype(np.float32),
-                "steps": res.steps.astype(np.int32),
-                "leaf_paths": np.array([p for p, _ in leaves]),
-            }
-            for (p, _), leaf in zip(leaves, jax.tree.leaves(res.params)):
-                arrays[f"params/{p}"] = np.asarray(leaf, np.float32)
-            path = os.path.join(out_dir, chunk_name(c))
-            _write_npz(path, arrays)
-            manifest["chunks"].append(
-                {"file": chunk_name(c), "start": int(idx[0]), "count": int(len(idx)), "sha256": _sha256(path)}
-            )
-            manifest["chunks"].sort(key=lambda e: e["start"])
-            manifest["complete"] = len(manifest["chunks"]) == nchunks
-            io.write_json(os.path.join(out_dir, STORE_JSON), manifest, indent=1)
+            store.write_chunk(out_dir, manifest, c, idx, res.psnr, res.steps, res.params, leaves)
         bar.update(len(idx))
         bar.set_postfix(psnr=f"{float(np.mean(res.psnr)):.2f}")
     bar.close()

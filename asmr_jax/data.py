@@ -1,4 +1,4 @@
-"""Loading one signal: image files, scikit-image's bundled photos, WAV audio, video.
+"""One signal in and out: image files, scikit-image's bundled photos, WAV audio, video.
 
 Every loader returns a :class:`Signal`: float32 ``[*spatial, channels]`` on ``[0, 1]``.
 Audio is mapped from ``[-1, 1]`` to ``[0, 1]``; videos are ``[T, H, W, C]``.
@@ -257,3 +257,66 @@ def crop(signal: Signal, size) -> Signal:
         raise ValueError(f"cannot crop shape {signal.shape} to {size}")
     sl = tuple(slice((s - c) // 2, (s - c) // 2 + c) for s, c in zip(signal.shape, size))
     return dataclasses.replace(signal, data=signal.data[sl])
+
+
+# ----------------------------------------------------------------------------- writers
+def to_uint8(x) -> np.ndarray:
+    return np.round(np.clip(np.asarray(x, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def write_png(path, image, overwrite: bool = True):
+    """Writes ``[H, W, C]`` on ``[0, 1]`` (C = 1, 3 or 4) as an 8-bit PNG, atomically (an existing
+    file is kept, and ``FileExistsError`` raised, unless ``overwrite``)."""
+    from PIL import Image
+
+    from asmr_jax.io import atomic_write
+
+    img = to_uint8(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    atomic_write(path, lambda f: Image.fromarray(img).save(f, format="PNG"), overwrite=overwrite)
+
+
+def write_wav(path, audio, sample_rate: int = 16000):
+    """Writes ``[T, C]`` on ``[0, 1]`` (mapped to [-1, 1]) as 16-bit PCM."""
+    x = np.clip(np.asarray(audio, np.float32), 0.0, 1.0) * 2.0 - 1.0
+    pcm = np.round(x * 32767).astype("<i2")
+    with wave.open(os.fspath(path), "wb") as w:
+        w.setnchannels(pcm.shape[-1])
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+
+
+def write_video(directory, video, fps: float = 10.0, name: str = "reconstruction"):
+    """Writes ``[T, H, W, C]`` as ``{name}.gif`` plus ``{name}_frames/NNNN.png``."""
+    from PIL import Image
+
+    frames = to_uint8(video)
+    if frames.shape[-1] == 1:
+        frames = frames[..., 0]
+    fdir = os.path.join(directory, f"{name}_frames")
+    os.makedirs(fdir, exist_ok=True)
+    pil = [Image.fromarray(f) for f in frames]
+    for i, f in enumerate(pil):
+        f.save(os.path.join(fdir, f"{i:04d}.png"))
+    pil[0].save(
+        os.path.join(directory, f"{name}.gif"), save_all=True, append_images=pil[1:],
+        duration=int(1000 / fps), loop=0,
+    )
+
+
+def write_signal(directory, signal, kind: str, name: str = "reconstruction", sample_rate: int = 16000) -> str:
+    """Writes a signal by kind (``image``/``audio``/``video``) into ``directory``; returns the file."""
+    if kind == "image":
+        path = os.path.join(directory, f"{name}.png")
+        write_png(path, signal)
+    elif kind == "audio":
+        path = os.path.join(directory, f"{name}.wav")
+        write_wav(path, signal, sample_rate)
+    elif kind == "video":
+        write_video(directory, signal, name=name)
+        path = os.path.join(directory, f"{name}.gif")
+    else:
+        raise ValueError(f"unknown signal kind {kind!r}; expected image, audio or video")
+    return path

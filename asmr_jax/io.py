@@ -1,4 +1,4 @@
-"""Checkpoints (orbax) and signal writers (PNG, WAV, GIF/frames), all written atomically.
+"""Checkpoints (orbax) and atomic file writes.
 
 A model checkpoint is a directory::
 
@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import tempfile
-import wave
 
 import jax
 import numpy as np
@@ -197,10 +196,10 @@ def check_digest(params, want: str | None, where: str):
 
 def _write_model(directory, model, params, extra: dict | None = None):
     params = jax.device_get(params)
-    meta = {"format": FORMAT, "version": VERSION, "model": model.config(), "params_sha256": params_digest(params),
+    record = {"format": FORMAT, "version": VERSION, "model": model.config(), "params_sha256": params_digest(params),
             **(extra or {})}
     with open(os.path.join(directory, "model.json"), "w") as f:
-        json.dump(meta, f, indent=2)
+        json.dump(record, f, indent=2)
     save_tree(os.path.join(directory, "params"), params)
 
 
@@ -385,70 +384,10 @@ def read_format_json(path, fmt: str, version: int | tuple, what: str) -> dict:
 
 
 def load_model(path):
-    """Loads ``(model, params, meta)`` saved by :func:`save_model`."""
-    meta = read_model_json(path)
-    model = models.from_config(meta["model"])
+    """Loads ``(model, params, record)`` saved by :func:`save_model` (``record``: ``model.json``)."""
+    record = read_model_json(path)
+    model = models.from_config(record["model"])
     abstract = jax.eval_shape(model.init, jax.random.key(0))
     params = restore_tree(os.path.join(path, "params"), abstract, f"{path}/params")
-    check_digest(params, meta.get("params_sha256"), f"checkpoint {path}")
-    return model, params, meta
-
-
-# ----------------------------------------------------------------------------- writers
-def to_uint8(x) -> np.ndarray:
-    return np.round(np.clip(np.asarray(x, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def write_png(path, image):
-    """Writes ``[H, W, C]`` on ``[0, 1]`` (C = 1, 3 or 4) as an 8-bit PNG."""
-    from PIL import Image
-
-    img = to_uint8(image)
-    if img.ndim == 3 and img.shape[-1] == 1:
-        img = img[..., 0]
-    atomic_write(path, lambda f: Image.fromarray(img).save(f, format="PNG"))
-
-
-def write_wav(path, audio, sample_rate: int = 16000):
-    """Writes ``[T, C]`` on ``[0, 1]`` (mapped to [-1, 1]) as 16-bit PCM."""
-    x = np.clip(np.asarray(audio, np.float32), 0.0, 1.0) * 2.0 - 1.0
-    pcm = np.round(x * 32767).astype("<i2")
-    with wave.open(os.fspath(path), "wb") as w:
-        w.setnchannels(pcm.shape[-1])
-        w.setsampwidth(2)
-        w.setframerate(int(sample_rate))
-        w.writeframes(pcm.tobytes())
-
-
-def write_video(directory, video, fps: float = 10.0, name: str = "reconstruction"):
-    """Writes ``[T, H, W, C]`` as ``{name}.gif`` plus ``{name}_frames/NNNN.png``."""
-    from PIL import Image
-
-    frames = to_uint8(video)
-    if frames.shape[-1] == 1:
-        frames = frames[..., 0]
-    fdir = os.path.join(directory, f"{name}_frames")
-    os.makedirs(fdir, exist_ok=True)
-    pil = [Image.fromarray(f) for f in frames]
-    for i, f in enumerate(pil):
-        f.save(os.path.join(fdir, f"{i:04d}.png"))
-    pil[0].save(
-        os.path.join(directory, f"{name}.gif"), save_all=True, append_images=pil[1:],
-        duration=int(1000 / fps), loop=0,
-    )
-
-
-def write_signal(directory, signal, kind: str, name: str = "reconstruction", sample_rate: int = 16000) -> str:
-    """Writes a signal by kind (``image``/``audio``/``video``) into ``directory``; returns the file."""
-    if kind == "image":
-        path = os.path.join(directory, f"{name}.png")
-        write_png(path, signal)
-    elif kind == "audio":
-        path = os.path.join(directory, f"{name}.wav")
-        write_wav(path, signal, sample_rate)
-    elif kind == "video":
-        write_video(directory, signal, name=name)
-        path = os.path.join(directory, f"{name}.gif")
-    else:
-        raise ValueError(f"unknown signal kind {kind!r}; expected image, audio or video")
-    return path
+    check_digest(params, record.get("params_sha256"), f"checkpoint {path}")
+    return model, params, record

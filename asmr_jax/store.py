@@ -134,8 +134,30 @@ def _load_chunk(out_dir, entry: dict, leaves) -> dict:
     return out
 
 
-def _open_store(out_dir, header: dict, resume: bool, writer: bool) -> dict:
-    """Creates the store or validates it for resuming; returns the manifest."""
+def _dataset_info(dataset) -> dict:
+    info = {}
+    for attr in ("name", "split", "shape", "channels"):
+        v = getattr(dataset, attr, None)
+        if isinstance(v, (str, int)) or (isinstance(v, tuple) and all(isinstance(s, int) for s in v)):
+            info[attr] = list(v) if isinstance(v, tuple) else v
+    return info
+
+
+def open_store(out_dir, model, dataset, chunk: int, total: int, fit: dict, resume: bool, writer: bool) -> dict:
+    """Creates the store of ``total`` signals of ``dataset`` fitted by ``model`` with settings
+    ``fit`` in chunks of ``chunk``, or validates an existing one for resuming (same model,
+    chunking, total, settings and leaves); returns its manifest. Only the ``writer`` writes."""
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.config(),
+        "chunk": int(chunk),
+        "total": int(total),
+        "fit": fit,
+        "dataset": _dataset_info(dataset),
+        "leaves": [{"path": p, "shape": list(s)} for p, s in param_leaves(model)],
+    }
+    header = json.loads(json.dumps(header))  # compare as stored: tuples become lists
     manifest_path = os.path.join(out_dir, STORE_JSON)
     if os.path.exists(manifest_path):
         if not resume:
@@ -169,6 +191,29 @@ def _open_store(out_dir, header: dict, resume: bool, writer: bool) -> dict:
         os.makedirs(out_dir, exist_ok=True)
         io.write_json(manifest_path, manifest, indent=1)
     return manifest
+
+
+def write_chunk(out_dir, manifest: dict, c: int, indices, psnr, steps, params, leaves) -> None:
+    """Writes chunk ``c`` (signals ``indices``, their final PSNR, applied steps and stacked
+    ``params`` with the ``leaves`` of :func:`param_leaves`), then records it in the manifest
+    (with its sha256) and rewrites ``store.json``: a chunk is finished once it is listed."""
+    arrays = {
+        "indices": np.asarray(indices, np.int64),
+        "psnr": np.asarray(psnr, np.float32),
+        "steps": np.asarray(steps, np.int32),
+        "leaf_paths": np.array([p for p, _ in leaves]),
+    }
+    for (p, _), leaf in zip(leaves, jax.tree.leaves(params)):
+        arrays[f"params/{p}"] = np.asarray(leaf, np.float32)
+    path = os.path.join(out_dir, chunk_name(c))
+    _write_npz(path, arrays)
+    manifest["chunks"].append(
+        {"file": chunk_name(c), "start": int(arrays["indices"][0]), "count": len(arrays["indices"]),
+         "sha256": _sha256(path)}
+    )
+    manifest["chunks"].sort(key=lambda e: e["start"])
+    manifest["complete"] = len(manifest["chunks"]) == -(-manifest["total"] // manifest["chunk"])
+    io.write_json(os.path.join(out_dir, STORE_JSON), manifest, indent=1)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -57,7 +57,7 @@ def load_set(name: str) -> np.ndarray:
 def classical_rows(images: np.ndarray, image_set: str, names) -> list[dict]:
     """Two rows (file, payload) per codec and quality, PSNR/SSIM of the decoded pixels."""
     from asmr_jax import metrics
-    from asmr_jax.io import to_uint8
+    from asmr_jax.data import to_uint8
 
     pixels = images.shape[1] * images.shape[2]
     u8 = to_uint8(images)

@@ -285,7 +285,7 @@ def functa_rows(args, kind, dim, train_images, test_images):
 def pillow_rows(name: str, qualities, images):
     """A classical codec of :mod:`experiments.codecs` (``"jpeg 4:4:4"``, ``"jpeg 4:2:0"``,
     ``"webp"``) at each quality on the same images, one file per image."""
-    from asmr_jax.io import to_uint8
+    from asmr_jax.data import to_uint8
     from experiments import codecs
     from meta.compress import psnr_each
 

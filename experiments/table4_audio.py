@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asmr_jax import data, io
+from asmr_jax import data
 from asmr_jax.asmr import ASMR
 from asmr_jax.fit import set_output_bias
 from asmr_jax.siren import SIREN, mlp_apply
@@ -101,7 +101,7 @@ def synthesize(path: str, text: str = TEXT, samples: int = 32000, rate: int = 16
         raise RuntimeError(f"espeak-ng produced {x.size} samples after the silence, need {samples}")
     x = 0.9 * x / np.max(np.abs(x))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    io.write_wav(path, ((x + 1.0) / 2.0)[:, None], rate)
+    data.write_wav(path, ((x + 1.0) / 2.0)[:, None], rate)
     return path
 
 

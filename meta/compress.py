@@ -101,11 +101,11 @@ class Codec:
     def save(self, path, overwrite: bool = False) -> str:
         """Writes the codec as ``.npz`` atomically; returns the path."""
         q = self.quantizer
-        meta = json.dumps({"format": CODEC_FORMAT, "version": CODEC_VERSION})
+        header = json.dumps({"format": CODEC_FORMAT, "version": CODEC_VERSION})
 
         def write(f):
             rotation = {} if q.basis is None else {"mean": q.mean, "basis": q.basis}
-            np.savez(f, meta=np.array(meta), bits=np.int64(q.bits), clip=np.float64(q.clip), center=q.center,
+            np.savez(f, meta=np.array(header), bits=np.int64(q.bits), clip=np.float64(q.clip), center=q.center,
                      scale=q.scale, probs=self.symbols.probs, model_id=np.frombuffer(self.model_id, np.uint8),
                      **rotation)
 
@@ -119,18 +119,18 @@ class Codec:
             raise FileNotFoundError(f"codec file {path} does not exist")
         try:
             with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
+                header = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in ("bits", "clip", "center", "scale", "probs", "model_id")}
                 rotation = [z[k] for k in ("mean", "basis") if k in z.files]
         except (OSError, ValueError, KeyError, zlib.error, EOFError, AttributeError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path} is not a readable codec file (truncated or damaged?): "
                              f"{type(e).__name__}: {e}") from None
-        if (not isinstance(meta, dict) or meta.get("format") != CODEC_FORMAT
-                or meta.get("version") not in READABLE_VERSIONS):
+        if (not isinstance(header, dict) or header.get("format") != CODEC_FORMAT
+                or header.get("version") not in READABLE_VERSIONS):
             raise ValueError(f"{path} is not a {CODEC_FORMAT} file of version "
-                             f"{' or '.join(map(str, READABLE_VERSIONS))} ({meta})")
-        if len(rotation) == 1 or (rotation and meta["version"] < 2):
-            raise ValueError(f"{path}: a version-{meta['version']} codec with {len(rotation)} of the 2 rotation "
+                             f"{' or '.join(map(str, READABLE_VERSIONS))} ({header})")
+        if len(rotation) == 1 or (rotation and header["version"] < 2):
+            raise ValueError(f"{path}: a version-{header['version']} codec with {len(rotation)} of the 2 rotation "
                              "arrays (mean, basis) is damaged")
         try:
             q = Quantizer(int(arrays["bits"]), arrays["center"], arrays["scale"], float(arrays["clip"]), *rotation)

@@ -167,7 +167,8 @@ def decode_functaset(path, checkpoint, out_dir=None, limit: int | None = None, o
     Writes ``out_dir/NNNNN.png`` (by image index) and ``out_dir/grid.png`` (first 16)
     atomically when ``out_dir`` is given. Returns images ``[n, H, W, C]`` on ``[0, 1]``.
     """
-    from asmr_jax.io import atomic_dir, write_png
+    from asmr_jax.data import write_png
+    from asmr_jax.io import atomic_dir
     from meta.train import write_grid
 
     if limit is not None and int(limit) < 1:

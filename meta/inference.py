@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from asmr_jax import metrics
-from asmr_jax.datasets import check_images
+from asmr_jax.imageset import check_images
 from meta.functa import MetaModel, inner_loop, render
 
 

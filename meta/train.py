@@ -19,7 +19,7 @@ Determinism: the model init comes from ``seed`` and batch ``t`` from
 latest checkpoint with exactly the parameters an uninterrupted run reaches.
 
 Pipeline: a background thread loads batch ``t + 1 .. t + prefetch`` and puts it on the
-devices while step ``t`` runs (:class:`asmr_jax.datasets.Prefetcher`); the loop never
+devices while step ``t`` runs (:class:`asmr_jax.imageset.Prefetcher`); the loop never
 waits on the host: metrics stay on the device and are fetched every ``log_every`` steps
 (and before every evaluation and checkpoint). A non-finite loss found in a fetch stops
 the run (status ``"diverged"``) and names the first bad step; checkpoints are written
@@ -47,7 +47,8 @@ import jax
 import numpy as np
 
 from asmr_jax import io, macs, sharding
-from asmr_jax.datasets import ImageDataset, Prefetcher, augment, augment_draws, check_images, load_dataset
+from asmr_jax.datasets import load_dataset
+from asmr_jax.imageset import ImageDataset, Prefetcher, augment, augment_draws, check_images
 from meta import checkpoint, functa, inference, optimize
 from meta.config import TrainConfig
 
@@ -382,7 +383,7 @@ def write_grid(path, rows, pad: int = 2, min_size: int = 96):
 
     Small images are enlarged by an integer factor (nearest neighbour) to at least ``min_size`` px.
     """
-    from asmr_jax.io import write_png
+    from asmr_jax.data import write_png
 
     rows = [np.asarray(r, np.float32) for r in rows]
     f = max(1, -(-min_size // max(rows[0].shape[1:3])))

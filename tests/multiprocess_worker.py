@@ -29,7 +29,7 @@ if nproc > 1:
 jax.config.update("jax_default_matmul_precision", "highest")
 assert jax.device_count() == 4, jax.devices()
 
-from asmr_jax.datasets import from_array  # noqa: E402
+from asmr_jax.imageset import from_array  # noqa: E402
 from asmr_jax.siren import SIREN  # noqa: E402
 from meta import train as train_lib  # noqa: E402
 

@@ -126,7 +126,7 @@ def test_hash_index_is_the_papers_spatial_hash():
 
 @pytest.mark.parametrize("kind", ["mfn", "wire", "kilonerf", "loe", "ngp"])
 def test_cli_fits_every_baseline(kind, tmp_path, capsys):
-    from asmr_jax.io import write_png
+    from asmr_jax.data import write_png
     from meta.commands import main
 
     write_png(tmp_path / "t.png", target((16, 16)))

@@ -442,7 +442,7 @@ def test_image_the_model_cannot_take():
 def meta_ckpt(tmp_path_factory):
     """A tiny (untrained) meta-learning checkpoint, its training functaset, and a test image."""
     from asmr_jax.asmr import ASMR
-    from asmr_jax.io import write_png
+    from asmr_jax.data import write_png
     from meta import functa, inference
 
     root = tmp_path_factory.mktemp("meta")
@@ -506,7 +506,7 @@ def test_cli_codec_fit_encode_decode(meta_ckpt, capsys):
     net = C.MetaNetwork(r / "ckpt")
     codec = C.load_codec_for(net, 4)
     image, latent, stream = C.decode(data, codec, net.id, net.render)
-    from asmr_jax.io import to_uint8
+    from asmr_jax.data import to_uint8
 
     np.testing.assert_array_equal(np.asarray(Image.open(r / "dec.png")), to_uint8(image))
     assert image.shape == (8, 8, 3) and stream.count is None and latent.shape == (8,)
@@ -515,7 +515,7 @@ def test_cli_codec_fit_encode_decode(meta_ckpt, capsys):
 def test_cli_encode_decode_folder_as_container_and_per_image(meta_ckpt, capsys):
     from PIL import Image
 
-    from asmr_jax.io import to_uint8, write_png
+    from asmr_jax.data import to_uint8, write_png
 
     r = meta_ckpt
     if not (r / "ckpt/codec/bits6.npz").exists():

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from asmr_jax import datasets
+from asmr_jax import datasets, imageset
 
 
 @pytest.mark.parametrize("res", [16, 32])
@@ -39,7 +39,7 @@ def test_lfw_split_and_labels():
 
 
 def test_batches_are_a_function_of_the_step():
-    ds = datasets.from_array(np.random.default_rng(0).uniform(size=(10, 4, 4, 3)), "toy")
+    ds = imageset.from_array(np.random.default_rng(0).uniform(size=(10, 4, 4, 3)), "toy")
     seen = [ds.batch_indices(s, 3, seed=1) for s in range(3)]
     assert sorted(np.concatenate(seen).tolist()) == sorted(set(np.concatenate(seen).tolist()))  # one epoch: no repeats
     assert ds.steps_per_epoch(3) == 3
@@ -158,7 +158,7 @@ def test_folder_errors_name_the_problem(tmp_path):
 
 
 def test_augment_is_a_symmetry_of_the_square_and_a_channel_order_drawn_from_seed_and_step():
-    from asmr_jax.datasets import augment, augment_draws
+    from asmr_jax.imageset import augment, augment_draws
 
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(64, 5, 5, 3)).astype(np.float32)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from asmr_jax import io
-from asmr_jax.datasets import from_array
+from asmr_jax.imageset import from_array
 from asmr_jax.siren import SIREN
 from meta import checkpoint, functa, functaset, inference
 from meta import train as train_lib

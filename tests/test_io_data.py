@@ -71,7 +71,7 @@ def test_bundled_images_and_video():
 def test_wav_round_trip(tmp_path):
     t = np.linspace(0, 1, 800, dtype=np.float32)
     audio = (0.5 + 0.4 * np.sin(2 * np.pi * 5 * t))[:, None]
-    io.write_wav(tmp_path / "a.wav", audio, 8000)
+    data.write_wav(tmp_path / "a.wav", audio, 8000)
     s = data.load_signal(tmp_path / "a.wav")
     assert s.kind == "audio" and s.sample_rate == 8000 and s.data.shape == (800, 1)
     np.testing.assert_allclose(s.data, audio, atol=1e-4)
@@ -87,7 +87,7 @@ def test_video_folder_and_npy(tmp_path):
     b = data.load_signal(tmp_path / "v.npy")
     np.testing.assert_allclose(a.data, b.data)
     assert a.data.shape == (3, 6, 5, 3)
-    io.write_video(tmp_path / "out", a.data) if (tmp_path / "out").mkdir() is None else None
+    data.write_video(tmp_path / "out", a.data) if (tmp_path / "out").mkdir() is None else None
     assert len(os.listdir(tmp_path / "out" / "reconstruction_frames")) == 3
 
 
@@ -108,7 +108,7 @@ def test_bad_inputs(tmp_path):
         data.load_signal(tmp_path / "one.png")
     with pytest.raises(ValueError, match="unknown bundled image"):
         data.bundled_image("lena")
-    io.write_wav(tmp_path / "empty.wav", np.zeros((0, 1), np.float32))
+    data.write_wav(tmp_path / "empty.wav", np.zeros((0, 1), np.float32))
     with pytest.raises(ValueError, match="at least 2 samples"):
         data.load_signal(tmp_path / "empty.wav")
 

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from asmr_jax.datasets import from_array
+from asmr_jax.imageset import from_array
 from meta import checkpoint, functaset, inference, optimize
 from meta import commands as cli
 from meta import train as train_lib
@@ -293,7 +293,7 @@ def test_one_dimensional_signals_meta_train(tmp_path):
 
 
 def test_prefetcher_yields_the_plain_batches_in_order_and_resumes_mid_epoch(data):
-    from asmr_jax.datasets import Prefetcher
+    from asmr_jax.imageset import Prefetcher
 
     ds = data[0]  # 12 images, batch 4: 3 steps per epoch
     plain = [ds.get(ds.batch_indices(t, 4, seed=3)) for t in range(7)]

@@ -21,7 +21,7 @@ from meta.commands.signal import add_distributed_flags, add_model_flags, model_f
 
 
 def _open_dataset(args):
-    from asmr_jax import datasets
+    from asmr_jax import datasets, imageset
 
     if args.resolution is not None and args.resolution < 1:
         raise ValueError(f"--resolution must be >= 1 pixels, got {args.resolution}")
@@ -40,7 +40,7 @@ def _open_dataset(args):
                 f"--resolution {args.resolution} does not match the {arr.shape[1]}x{arr.shape[2]} "
                 f"images in {args.dataset}; drop --resolution for .npy input"
             )
-        return datasets.from_array(arr, name=os.path.basename(args.dataset))
+        return imageset.from_array(arr, name=os.path.basename(args.dataset))
     return datasets.load_dataset(
         args.dataset, split=args.split, resolution=args.resolution or 32, data_dir=args.data_dir
     )

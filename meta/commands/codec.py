@@ -161,27 +161,18 @@ def cmd_encode(args) -> int:
     return 0
 
 
-def _write_png(path, image, overwrite: bool):
-    from PIL import Image
-
-    from asmr_jax import io
-
-    pixels = io.to_uint8(image)
-    pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
-    io.atomic_write(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"), overwrite=overwrite)
-
-
 def cmd_decode(args) -> int:
     import numpy as np
 
+    from asmr_jax.data import write_png
     from meta import compress as C
     from meta import container
 
     if not os.path.isfile(args.file):
         raise FileNotFoundError(f"{args.file} does not exist")
     with open(args.file, "rb") as f:
-        data = f.read()
-    stream = container.unpack(data, args.file)  # checks the file before the network is loaded
+        blob = f.read()
+    stream = container.unpack(blob, args.file)  # checks the file before the network is loaded
     many = stream.count is not None
     if many:
         if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -196,13 +187,13 @@ def cmd_decode(args) -> int:
     net = C.MetaNetwork(args.model)
     codec = C.Codec.load(args.codec) if args.codec else C.find_codec(net, stream, args.file)
     t0 = time.perf_counter()
-    images, _, _ = C.decode(data, codec, net.id, net.render, name=args.file)
+    images, _, _ = C.decode(blob, codec, net.id, net.render, name=args.file)
     seconds = time.perf_counter() - t0
     images = images if many else images[None]
     if many:
         os.makedirs(args.out, exist_ok=True)
     for out, image in zip(outs, images):
-        _write_png(out, image, args.overwrite)
+        write_png(out, image, overwrite=args.overwrite)
     where = f"{args.out}/00000.png .. {os.path.basename(outs[-1])}" if many else args.out
     msg = (f"{args.file} -> {where}: {len(images)} x {'x'.join(map(str, images.shape[1:]))}, "
            f"{codec.bits} bits, {seconds:.2f} s")

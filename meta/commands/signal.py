@@ -130,7 +130,7 @@ def cmd_fit(args) -> int:
     with io.atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         io.save_model(os.path.join(tmp, "checkpoint"), model, result.params,
                       extra={"signal": {"kind": signal.kind, "sample_rate": signal.sample_rate}})
-        out_file = io.write_signal(tmp, recon, signal.kind, sample_rate=signal.sample_rate or 16000)
+        out_file = data.write_signal(tmp, recon, signal.kind, sample_rate=signal.sample_rate or 16000)
         with open(os.path.join(tmp, "metrics.json"), "w") as f:
             json.dump(summary, f, indent=2)
     ssim = "-" if result.ssim is None else f"{result.ssim:.4f}"
@@ -146,10 +146,10 @@ def cmd_fit(args) -> int:
 def cmd_render(args) -> int:
     import numpy as np
 
-    from asmr_jax import io, models
+    from asmr_jax import data, io, models
 
-    model, params, meta = io.load_model(args.checkpoint)
-    kind = meta.get("signal", {}).get("kind") or {1: "audio", 2: "image", 3: "video"}[model.ndim]
+    model, params, record = io.load_model(args.checkpoint)
+    kind = record.get("signal", {}).get("kind") or {1: "audio", 2: "image", 3: "video"}[model.ndim]
     suffix = {"image": ".png", "audio": ".wav", "video": ".gif"}[kind]
     out = os.path.abspath(args.out)
     stem, ext = os.path.splitext(os.path.basename(out))
@@ -185,8 +185,8 @@ def cmd_render(args) -> int:
     y = np.asarray(y)
     elapsed = time.perf_counter() - t0
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    sr = meta.get("signal", {}).get("sample_rate") or 16000
-    written = io.write_signal(os.path.dirname(out), y, kind, name=stem, sample_rate=sr)
+    sr = record.get("signal", {}).get("sample_rate") or 16000
+    written = data.write_signal(os.path.dirname(out), y, kind, name=stem, sample_rate=sr)
     print(f"rendered {model.kind} {y.shape} in {elapsed:.3f} s -> {written}")
     return 0
 
