@@ -188,6 +188,25 @@ def ssim_each(pred, target) -> np.ndarray:
     return np.array([metrics.ssim(np.clip(p, 0, 1), t) for p, t in zip(pred, target)], np.float64)
 
 
+def time_one_by_one(net, codec, images, count: int, refine: int = 0, rate_weight: float = 0.0):
+    """Seconds to encode and to decode each of ``count`` images, one image at a time, as
+    ``asmr encode`` / ``asmr decode`` run them (a first, untimed call compiles): two lists."""
+    from meta import compress as C
+
+    enc_t, dec_t = [], []
+    for i in range(int(count) + 1):
+        t = time.perf_counter()
+        enc = C.encode(images[i % len(images)], codec, net.id, net.fit, net.render, refine_steps=refine,
+                       render_jax=net.render_jax, rate_weight=rate_weight)
+        t1 = time.perf_counter()
+        C.decode(enc.data, codec, net.id, net.render)
+        t2 = time.perf_counter()
+        if i:
+            enc_t.append(t1 - t)
+            dec_t.append(t2 - t1)
+    return enc_t, dec_t
+
+
 def measure(args, net, codec, test_latents, test_images, refine: int, rate_weight: float = 0.0) -> list[dict]:
     """Writes, reads back and decodes the test images as single files and as one container.
 
@@ -221,18 +240,7 @@ def measure(args, net, codec, test_latents, test_images, refine: int, rate_weigh
     np.testing.assert_array_equal(many_z, np.stack(decoded_z))
     np.testing.assert_allclose(many_decoded, decoded, rtol=0, atol=1e-4)
     q_psnr, q_ssim = C.psnr_each(decoded, test_images), ssim_each(decoded, test_images)
-    # one image at a time, as `asmr encode` / `asmr decode` do (a first warm-up call compiles)
-    enc_t, dec_t = [], []
-    for i in range(args.timing_images + 1):
-        t = time.perf_counter()
-        enc = C.encode(test_images[i % len(test_images)], codec, net.id, net.fit, net.render, refine_steps=refine,
-                       render_jax=net.render_jax, rate_weight=rate_weight)
-        t1 = time.perf_counter()
-        C.decode(enc.data, codec, net.id, net.render)
-        t2 = time.perf_counter()
-        if i:
-            enc_t.append(t1 - t)
-            dec_t.append(t2 - t1)
+    enc_t, dec_t = time_one_by_one(net, codec, test_images, args.timing_images, refine, rate_weight)
     common = {"bits": codec.bits, "quantizer": args.quantizer, "refine": refine, "rate_weight": rate_weight,
               "images": len(test_images),
               "psnr": float(np.mean(q_psnr)),

@@ -77,9 +77,10 @@ class Codec:
     def dim(self) -> int:
         return self.quantizer.dim
 
-    @property
+    @functools.cached_property
     def codec_id(self) -> bytes:
-        """4-byte sha256 prefix of every table the decoder depends on."""
+        """4-byte sha256 prefix of every table the decoder depends on (hashed once: a codec's
+        tables are not changed after it is made; a PCA basis at D = 1024 is 4 MB)."""
         h = hashlib.sha256()
         q = self.quantizer
         h.update(struct.pack(">Bd", q.bits, q.clip))

@@ -424,3 +424,27 @@ def test_command_line_names_the_module_and_its_arguments(monkeypatch):
     monkeypatch.setattr("sys.argv", ["x.py", "--spatial"])
     assert common.command_line("experiments.meta_benchmark") == "python -m experiments.meta_benchmark --spatial"
     assert common.command_line("experiments.x", []) == "python -m experiments.x"
+
+
+def test_codec_speed_times_a_spatial_checkpoint(tmp_path):
+    import jax
+
+    from asmr_jax.asmr import ASMR
+    from experiments import codec_speed
+    from meta import checkpoint, functa
+
+    net = ASMR((32, 32), 3, bases=((2, 4, 4), (2, 4, 4)), widths=16)
+    meta = functa.MetaModel(net, latent_dim=16, spatial=2, spatial_kernel=1)
+    ckpt = checkpoint.export(tmp_path / "ckpt", meta, meta.init(jax.random.key(0)))
+    argv = ["--checkpoints", ckpt, "--bits", "6", "--images", "2", "--codec-images", "16", "--refine", "2",
+            "--out", str(tmp_path)]
+    assert codec_speed.main(argv) == 0
+    saved, md = _read(tmp_path, "codec_speed")
+    assert [(r["refine"], r["spatial"], r["latent"], r["images"]) for r in saved["rows"]] == [
+        (0, [2, 2], 16, 2), (2, [2, 2], 16, 2)]
+    assert all(r["encode_ms"] > 0 and r["decode_ms"] > 0 for r in saved["rows"])
+    assert saved["command"].startswith("python -m experiments.codec_speed --checkpoints") and "2x2" in md
+    with pytest.raises(ValueError, match="--images"):
+        codec_speed.main(["--checkpoints", ckpt, "--images", "0", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="nothing to time"):
+        codec_speed.main(["--out", str(tmp_path)])
