@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import math
 import os
 import time
@@ -55,7 +54,7 @@ from tqdm.auto import tqdm
 
 from asmr_jax import fit as fit_lib
 from asmr_jax import metrics, sharding, store
-from asmr_jax.store import Store, leaf_path, load_store, param_leaves
+from asmr_jax.store import Store, leaf_path, load_store
 
 
 # ----------------------------------------------------------------------------- pytree helpers
@@ -73,16 +72,6 @@ def _check_init(model, init):
                 "(one network's parameters, no signal axis)"
             )
     return jax.tree.map(lambda x: np.asarray(x, np.float32), init)
-
-
-def _init_digest(init) -> str | None:
-    if init is None:
-        return None
-    h = hashlib.sha256()
-    for path, x in jax.tree_util.tree_leaves_with_path(init):
-        h.update(leaf_path(path).encode())
-        h.update(np.ascontiguousarray(np.asarray(x, np.float32)).tobytes())
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- jitted pieces
@@ -363,17 +352,6 @@ def _fit(model, load_rows, indices, steps, *, lr, cosine, key, init, target_psnr
 
 
 # ----------------------------------------------------------------------------- fit_dataset
-def _fit_settings(steps, lr, cosine, seed, target_psnr, init) -> dict:
-    return {
-        "steps": int(steps),
-        "lr": float(lr),
-        "cosine": bool(cosine),
-        "seed": int(seed),
-        "target_psnr": None if target_psnr is None else float(target_psnr),
-        "init": _init_digest(init),
-    }
-
-
 def fit_dataset(
     model,
     dataset,
@@ -436,10 +414,9 @@ def fit_dataset(
             raise ValueError(f"dataset {attr} is {have}, the model expects {want}")
     if init is not None:
         init = _check_init(model, init)
-    leaves = param_leaves(model)
     out_dir = os.path.abspath(os.fspath(out_dir))
     writer = jax.process_index() == 0
-    fit = _fit_settings(steps, lr, cosine, seed, target_psnr, init)
+    fit = store.fit_record(steps, lr, cosine, seed, target_psnr, init)
     manifest = store.open_store(out_dir, model, dataset, chunk, total, fit, resume, writer)
     finished = {e["start"] // chunk for e in manifest["chunks"]}
     nchunks = -(-total // chunk)
@@ -460,7 +437,7 @@ def fit_dataset(
                    target_psnr=target_psnr, mesh=sharding.data_mesh() if mesh is None else mesh,
                    steps_per_call=steps_per_call, progress=False)
         if writer:
-            store.write_chunk(out_dir, manifest, c, idx, res.psnr, res.steps, res.params, leaves)
+            store.write_chunk(out_dir, manifest, c, idx, res.psnr, res.steps, res.params)
         bar.update(len(idx))
         bar.set_postfix(psnr=f"{float(np.mean(res.psnr)):.2f}")
     bar.close()

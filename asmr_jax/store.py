@@ -134,6 +134,19 @@ def _load_chunk(out_dir, entry: dict, leaves) -> dict:
     return out
 
 
+def fit_record(steps, lr, cosine, seed, target_psnr, init) -> dict:
+    """The fit settings a store records (a resume must repeat them); ``init`` by its sha256."""
+    digest = None
+    if init is not None:
+        h = hashlib.sha256()
+        for path, x in jax.tree_util.tree_leaves_with_path(init):
+            h.update(leaf_path(path).encode())
+            h.update(np.ascontiguousarray(np.asarray(x, np.float32)).tobytes())
+        digest = h.hexdigest()
+    return {"steps": int(steps), "lr": float(lr), "cosine": bool(cosine), "seed": int(seed),
+            "target_psnr": None if target_psnr is None else float(target_psnr), "init": digest}
+
+
 def _dataset_info(dataset) -> dict:
     info = {}
     for attr in ("name", "split", "shape", "channels"):
@@ -193,17 +206,18 @@ def open_store(out_dir, model, dataset, chunk: int, total: int, fit: dict, resum
     return manifest
 
 
-def write_chunk(out_dir, manifest: dict, c: int, indices, psnr, steps, params, leaves) -> None:
+def write_chunk(out_dir, manifest: dict, c: int, indices, psnr, steps, params) -> None:
     """Writes chunk ``c`` (signals ``indices``, their final PSNR, applied steps and stacked
-    ``params`` with the ``leaves`` of :func:`param_leaves`), then records it in the manifest
-    (with its sha256) and rewrites ``store.json``: a chunk is finished once it is listed."""
+    ``params``, named by the manifest's leaves), then records it in the manifest (with its
+    sha256) and rewrites ``store.json``: a chunk is finished once it is listed."""
+    paths = [leaf["path"] for leaf in manifest["leaves"]]
     arrays = {
         "indices": np.asarray(indices, np.int64),
         "psnr": np.asarray(psnr, np.float32),
         "steps": np.asarray(steps, np.int32),
-        "leaf_paths": np.array([p for p, _ in leaves]),
+        "leaf_paths": np.array(paths),
     }
-    for (p, _), leaf in zip(leaves, jax.tree.leaves(params)):
+    for p, leaf in zip(paths, jax.tree.leaves(params)):
         arrays[f"params/{p}"] = np.asarray(leaf, np.float32)
     path = os.path.join(out_dir, chunk_name(c))
     _write_npz(path, arrays)
