@@ -197,7 +197,7 @@ def check_digest(params, want: str | None, where: str):
 def _write_model(directory, model, params, extra: dict | None = None):
     params = jax.device_get(params)
     record = {"format": FORMAT, "version": VERSION, "model": model.config(), "params_sha256": params_digest(params),
-            **(extra or {})}
+              "params_files": FILES_DIGEST, **(extra or {})}
     with open(os.path.join(directory, "model.json"), "w") as f:
         json.dump(record, f, indent=2)
     save_tree(os.path.join(directory, "params"), params)
@@ -277,10 +277,12 @@ def recorded_files(folder, what: str) -> dict | None:
     return recorded
 
 
-def restore_tree(path, abstract, what: str | None = None):
+def restore_tree(path, abstract, what: str | None = None, require_files: bool = False):
     """Restores the pytree saved by :func:`save_tree` at ``path`` into the shapes of ``abstract``.
 
     Raises ``ValueError`` naming ``what`` (default: the folder) for a damaged or foreign tree.
+    ``require_files``: the folder must hold its :data:`FILES_DIGEST` (set where the record
+    written beside it says it was saved with one; folders saved before it existed have none).
     """
     import orbax.checkpoint as ocp
 
@@ -288,7 +290,10 @@ def restore_tree(path, abstract, what: str | None = None):
     if not os.path.isdir(where):
         raise ValueError(f"cannot restore parameters from {what or where}: the folder is missing")
     try:
-        check_files(where, recorded_files(where, what or where), what or where)
+        recorded = recorded_files(where, what or where)
+        if recorded is None and require_files:
+            raise ValueError(f"{what or where} is damaged: {FILES_DIGEST} is missing; restore it from a copy or refit")
+        check_files(where, recorded, what or where)
     except ValueError as e:
         raise ValueError(f"cannot restore parameters from {what or where}: {e}") from None
     mismatch = layout_mismatch(where, abstract)
@@ -388,6 +393,7 @@ def load_model(path):
     record = read_model_json(path)
     model = models.from_config(record["model"])
     abstract = jax.eval_shape(model.init, jax.random.key(0))
-    params = restore_tree(os.path.join(path, "params"), abstract, f"{path}/params")
+    params = restore_tree(os.path.join(path, "params"), abstract, f"{path}/params",
+                          require_files=bool(record.get("params_files")))
     check_digest(params, record.get("params_sha256"), f"checkpoint {path}")
     return model, params, record

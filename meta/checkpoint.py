@@ -217,7 +217,8 @@ def export(path, meta: MetaModel, params, extra: dict | None = None, overwrite: 
     """Writes shared parameters to a standalone folder (``meta.json`` + ``params/``), atomically."""
     params = jax.device_get(params)
     with io.atomic_dir(path, overwrite=overwrite) as tmp:
-        write_meta_json(tmp, meta, {**(extra or {}), "params_sha256": io.params_digest(params)})
+        write_meta_json(tmp, meta, {**(extra or {}), "params_sha256": io.params_digest(params),
+                                    "params_files": io.FILES_DIGEST})
         io.save_tree(os.path.join(tmp, "params"), params)
     return os.path.abspath(os.fspath(path))
 
@@ -237,7 +238,8 @@ def load(path, step: int | None = None):
     target = abstract_params(meta)
     if os.path.isdir(os.path.join(path, "params")):  # exported
         names, _ = saved_names(os.path.join(path, "params"), target)
-        params = io.restore_tree(os.path.join(path, "params"), renamed(target, names))
+        params = io.restore_tree(os.path.join(path, "params"), renamed(target, names),
+                                 require_files=bool(body.get("params_files")))
         io.check_digest(params, body.get("params_sha256"), f"exported checkpoint {path}")
         return meta, renamed(params, {v: k for k, v in names.items()})
     mgr = manager(path, create=False) if os.path.isdir(os.path.join(path, CHECKPOINTS)) else None

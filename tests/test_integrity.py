@@ -81,6 +81,29 @@ def test_byte_flip_in_meta_checkpoints_is_refused(tmp_path, data):
         workdir=tmp_path / "w", data=data[0], test_data=data[1], steps=3, resume=True, resume_step=1, **TINY))
 
 
+def test_a_deleted_file_digest_is_refused_not_skipped(tmp_path):
+    """A parameter folder's own digest file is part of what was saved: without it a fit
+    checkpoint or an export is refused, while a folder saved before digests existed (its record
+    names none) still loads, checked by its parameter digest."""
+    model = SIREN((8, 8), 1, widths=(32, 32))
+    io.save_model(tmp_path / "ckpt", model, model.init(jax.random.key(0)))
+    meta = functa.MetaModel(SIREN((8, 8), 3, widths=(32, 32)), 8)
+    checkpoint.export(tmp_path / "exp", meta, meta.init(jax.random.key(0)))
+    for folder, load in {"ckpt": io.load_model, "exp": checkpoint.load}.items():
+        digests = tmp_path / folder / "params" / io.FILES_DIGEST
+        saved = digests.read_bytes()
+        digests.unlink()
+        with pytest.raises(ValueError, match=io.FILES_DIGEST.replace(".", r"\.") + " is missing"):
+            load(tmp_path / folder)
+        digests.write_bytes(saved)
+        load(tmp_path / folder)
+    record = io.read_model_json(tmp_path / "ckpt")
+    del record["params_files"]
+    io.write_json(tmp_path / "ckpt" / "model.json", record)
+    os.remove(tmp_path / "ckpt" / "params" / io.FILES_DIGEST)
+    io.load_model(tmp_path / "ckpt")
+
+
 def test_truncated_newest_checkpoint_on_resume(tmp_path, data):
     kw = dict(TINY, data=data[0], test_data=data[1], checkpoint_every=2)
     full = train_lib.train(workdir=tmp_path / "full", steps=6, **kw)
