@@ -5,7 +5,10 @@ codec is fitted at ``--bits`` on the latents of ``--codec-images`` training imag
 the checkpoint's own dataset, then ``--images`` held-out test images are encoded and
 decoded one by one, as ``asmr encode`` / ``asmr decode`` run them (a first, untimed call
 compiles), without refinement and with ``--refine`` straight-through steps. Medians in
-milliseconds; run it alone on the machine. ``--configs`` times untrained networks of a
+milliseconds; run it alone on the machine. A second table splits the codec's own work per
+latent (the rotation into and out of the quantized coordinates, and the range coder),
+beside the rotation as an index-order float64 loop (the way to get batch- and
+machine-independent bits without the exact product). ``--configs`` times untrained networks of a
 meta-training config's architecture (the time per image does not depend on the weights:
 the same inner steps, refinement steps and coder run whatever they hold), for when the
 trained checkpoint is not at hand::
@@ -53,7 +56,42 @@ def measure(path: str, bits: int, images: int, codec_images: int, refines: tuple
                      "decode_ms": 1e3 * statistics.median(dec_t)})
         print(f"{path}: D={net.dim} {_grid(spatial)} refine {refine}: "
               f"encode {rows[-1]['encode_ms']:.2f} ms, decode {rows[-1]['decode_ms']:.2f} ms", flush=True)
+    rows[0]["parts_ms"] = codec_parts(codec, net.fit(test_images))
     return rows
+
+
+def index_order_product(x, m) -> np.ndarray:
+    """``x [K] @ m [K, M]`` in float64, added over ``K`` in index order (the reference)."""
+    out = np.zeros(m.shape[1])
+    for k in range(m.shape[0]):
+        out += x[k] * m[k]
+    return out
+
+
+def codec_parts(codec, latents) -> dict:
+    """Median ms per latent of the codec's steps, one latent at a time."""
+    import time
+
+    q = codec.quantizer
+    symbols = [q.quantize(z) for z in latents]
+    payloads = [codec.symbols.encode(s) for s in symbols]
+    parts = {"quantize": lambda i: q.quantize(latents[i]), "dequantize": lambda i: q.dequantize(symbols[i]),
+             "range encode": lambda i: codec.symbols.encode(symbols[i]),
+             "range decode": lambda i: codec.symbols.decode(payloads[i], codec.dim)}
+    if q.basis is not None:
+        basis = q.basis.astype(np.float64)
+        parts["quantize, index-order loop"] = lambda i: index_order_product(latents[i] - q.mean, basis)
+        parts["dequantize, index-order loop"] = lambda i: index_order_product(
+            q.low + (symbols[i] + 0.5) * q.step, basis.T)
+    out = {}
+    for name, fn in parts.items():
+        times = []
+        for i in range(len(latents)):
+            start = time.perf_counter()
+            fn(i)
+            times.append(time.perf_counter() - start)
+        out[name] = 1e3 * statistics.median(times)
+    return out
 
 
 def get_config(arg: str | None = None) -> dict:
@@ -85,8 +123,14 @@ def markdown(res: dict) -> str:
     rows = [[r["checkpoint"], r["latent"], _grid(r["spatial"]),
              r["bits"], r["refine"], r["images"], f"{r['encode_ms']:.2f}", f"{r['decode_ms']:.2f}"]
             for r in res["rows"]]
-    return common.markdown_table(["checkpoint", "D", "latent", "bits", "refine", "images", "encode ms (median)",
-                                  "decode ms (median)"], rows)
+    table = common.markdown_table(["checkpoint", "D", "latent", "bits", "refine", "images", "encode ms (median)",
+                                   "decode ms (median)"], rows)
+    parted = [r for r in res["rows"] if "parts_ms" in r]
+    names = list(dict.fromkeys(k for r in parted for k in r["parts_ms"]))
+    parts = common.markdown_table(["checkpoint", "D"] + [f"{n} ms" for n in names],
+                                  [[r["checkpoint"], r["latent"]] + [f"{r['parts_ms'][n]:.3f}" if n in r["parts_ms"]
+                                                                     else "-" for n in names] for r in parted])
+    return f"{table}\n\nThe codec's own steps per latent (median ms, one latent at a time):\n\n{parts}"
 
 
 def main(argv=None) -> int:

@@ -15,6 +15,7 @@ range ``|y - dequantize(quantize(y))| <= step / 2`` per coordinate, with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -111,7 +112,7 @@ class Quantizer:
             return latents
         if xp is not np:  # the traced path (refinement) need not be bit-exact
             return (latents - with_rank(self.mean, np.ndim(latents))) @ self.basis
-        return _exact_order_matmul(np.asarray(latents, np.float64) - self.mean, self.basis)
+        return self._rotation(np.asarray(latents, np.float64) - self.mean)
 
     def quantize(self, latents, xp=np):
         """``[..., D]`` floats -> ``[..., D]`` int32 symbols (values outside the range clip)."""
@@ -133,7 +134,15 @@ class Quantizer:
             return y
         if xp is not np:  # the traced path (refinement) need not be bit-exact
             return (y @ self.basis.T + with_rank(self.mean, symbols.ndim)).astype(xp.float32)
-        return (_exact_order_matmul(y, self.basis.T) + self.mean).astype(np.float32)
+        return (self._inverse(y) + self.mean).astype(np.float32)
+
+    @functools.cached_property
+    def _rotation(self) -> ExactProduct:
+        return ExactProduct(self.basis)
+
+    @functools.cached_property
+    def _inverse(self) -> ExactProduct:
+        return ExactProduct(self.basis.T)
 
     def round_trip(self, latents, xp=np):
         """``dequantize(quantize(latents))`` (``[..., D]``)."""
@@ -147,18 +156,56 @@ class Quantizer:
         return latents + jax.lax.stop_gradient(self.round_trip(latents, jnp) - latents)
 
 
-def _exact_order_matmul(x, m) -> np.ndarray:
-    """``x [..., K] @ m [K, M]`` in float64, summed over ``K`` in index order, elementwise.
+class ExactProduct:
+    """``x [..., K] @ m [K, M]`` to about 42 bits, with the same bits alone or in a batch of any
+    size, on any machine.
 
-    The quantizer's rotations go through this rather than BLAS, whose rounding depends on
-    the batch's shape: a latent then maps to the same symbols, and symbols to the same
-    latent bits, alone or in a batch of any size, on any machine.
+    BLAS rounds differently for different shapes and CPUs; here it never rounds. Each row of
+    ``x`` and the whole of ``m`` are split into two integer-valued float64 parts of ``b`` bits
+    each, ``b = (52 - ceil(log2 K)) // 2``, so every product of parts is a sum of integers
+    below ``2**53``: exact in float64, whatever order BLAS adds it in. The three leading
+    products are then scaled by powers of two and added in a fixed order, elementwise. Columns
+    of ``x`` that are zero in every row are left out (they add exact zeros): a quantized
+    latent's narrow components sit in the zero cell, so decoding reads few rows of ``m``.
+    A latent then maps to the same symbols, and symbols to the same latent bits, wherever
+    they are coded.
     """
-    x, m = np.asarray(x, np.float64), np.asarray(m, np.float64)
-    out = np.zeros(x.shape[:-1] + m.shape[1:])
-    for k in range(m.shape[0]):
-        out += x[..., k:k + 1] * m[k]
-    return out
+
+    def __init__(self, m):
+        m = np.asarray(m, np.float64)
+        if m.ndim != 2:
+            raise ValueError(f"ExactProduct takes a matrix [K, M], got shape {m.shape}")
+        self.bits = (52 - max(1, math.ceil(math.log2(m.shape[0])))) // 2
+        self.shape = m.shape
+        self.exponent, self.parts = _split(m, self.bits, axis=None)
+
+    def __call__(self, x) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if x.shape[-1:] != self.shape[:1]:
+            raise ValueError(f"x has shape {x.shape}; this product takes [..., {self.shape[0]}]")
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.shape[0])
+        ex, (x0, x1) = _split(x, self.bits, axis=-1)  # ex: [n, 1] per row
+        m0, m1 = self.parts
+        used = np.flatnonzero(np.any(x != 0, axis=0))  # zero columns add exact zeros: skip them
+        if len(used) < self.shape[0] // 2:
+            x0, x1, m0, m1 = x0[:, used], x1[:, used], m0[used], m1[used]
+        b = self.bits
+        # x = x0 2^(ex-b) + x1 2^(ex-2b), m = m0 2^(em-b) + m1 2^(em-2b); x1 @ m1 is below 2^-84 of the rest
+        top = ex + self.exponent
+        out = np.ldexp(x0 @ m0, top - 2 * b) + (np.ldexp(x0 @ m1, top - 3 * b) + np.ldexp(x1 @ m0, top - 3 * b))
+        return out.reshape(lead + (self.shape[1],))
+
+
+def _split(v: np.ndarray, bits: int, axis):
+    """``(exponent, (hi, lo))`` with ``v ~= hi 2^(e-bits) + lo 2^(e-2 bits)``, ``|hi|, |lo| <= 2^bits``
+    integer-valued float64, ``e`` the binary exponent of ``max |v|`` over ``axis`` (``None``: all)."""
+    top = np.max(np.abs(v), axis=axis, keepdims=axis is not None)
+    top = np.where(np.isfinite(top), top, 0.0)
+    exponent = np.frexp(top)[1].astype(np.int64)  # |v| < 2^exponent
+    hi = np.rint(np.ldexp(v, bits - exponent))
+    lo = np.rint(np.ldexp(v - np.ldexp(hi, exponent - bits), 2 * bits - exponent))
+    return exponent, (hi, lo)
 
 
 QUANTIZER_MODES = ("pca", "dim", "global")

@@ -443,7 +443,11 @@ def test_codec_speed_times_a_spatial_checkpoint(tmp_path):
     assert [(r["refine"], r["spatial"], r["latent"], r["images"]) for r in saved["rows"]] == [
         (0, [2, 2], 16, 2), (2, [2, 2], 16, 2)]
     assert all(r["encode_ms"] > 0 and r["decode_ms"] > 0 for r in saved["rows"])
+    parts = saved["rows"][0]["parts_ms"]  # the codec's steps, and the rotation as the reference loop
+    assert set(parts) == {"quantize", "dequantize", "range encode", "range decode", "quantize, index-order loop",
+                          "dequantize, index-order loop"} and all(v > 0 for v in parts.values())
     assert saved["command"].startswith("python -m experiments.codec_speed --checkpoints") and "2x2" in md
+    assert "index-order loop ms" in md
     with pytest.raises(ValueError, match="--images"):
         codec_speed.main(["--checkpoints", ckpt, "--images", "0", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="nothing to time"):
