@@ -74,7 +74,7 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.quick:
         args.width, args.levels, args.latent_dim, args.grid, args.batch_size = 16, 3, 16, 2, 8
-        args.minutes, args.probe_seconds, args.eval_every, args.eval_images = 0.05, 2.0, 20, 8
+        args.minutes, args.probe_seconds, args.eval_every, args.eval_images = 0.05, 2.0, 20, 64
     return args
 
 

@@ -372,8 +372,9 @@ def write_pictures(workdir, meta, params, history, eval_imgs, config, status):
     plot_history(history, os.path.join(workdir, "psnr.png"), meta.inner_steps, config.eval_more_steps,
                  title=f"{meta.model.kind} functa, latent {meta.latent_dim}")
     if status != "diverged" and len(meta.shape) == 2:
-        lat, _ = inference.fit_latents(meta, params, eval_imgs[:8])
-        recon = inference.render_latents(meta, params, lat)
+        # all the evaluation images, as the evaluations fit them (their compiled shapes), the first 8 shown
+        lat, _ = inference.fit_latents(meta, params, eval_imgs)
+        recon = inference.render_latents(meta, params, lat)[:8]
         write_grid(os.path.join(workdir, "reconstructions.png"), [eval_imgs[:8], recon])
 
 
