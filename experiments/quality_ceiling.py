@@ -177,10 +177,6 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = run(args)
     path = os.path.join(args.out, f"{NAME}.json")
-    old = []
-    if os.path.isfile(path):
-        with open(path) as f:
-            old = json.load(f)["rows"]
     old, pictures = [], {}
     if os.path.isfile(path):
         with open(path) as f:
