@@ -21,6 +21,7 @@ replaces its row).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -86,7 +87,7 @@ def evaluate(path: str, images: np.ndarray) -> dict:
             "shared_params": int(meta.num_params()), "recon": ev["recon"]}
 
 
-def run(args) -> list[dict]:
+def run(args, picture: str) -> list[dict]:
     from asmr_jax.datasets import load_dataset
     from experiments import rate_distortion as rd
     from meta.train import write_grid
@@ -111,7 +112,7 @@ def run(args) -> list[dict]:
               f"SSIM {row['ssim']:.3f}", flush=True)
         rows.append(row)
     os.makedirs(args.out, exist_ok=True)
-    write_grid(os.path.join(args.out, picture_name(args.dataset, args.minutes)), pictures)
+    write_grid(os.path.join(args.out, picture), pictures)
     return rows
 
 
@@ -128,6 +129,17 @@ def picture_name(dataset: str, minutes: float = 2.0) -> str:
     parts = [] if dataset == "patches" else [dataset.replace(":", "_").replace("/", "_")]
     parts += [] if minutes == 2 else [f"{minutes:g}min"]
     return "_".join([NAME, *parts]) + ".png"
+
+
+def choose_picture(args, pictures: dict) -> str:
+    """``--picture``, or :func:`picture_name`; when that picture was made by other variants, the
+    name gets the command's hash, so no run overwrites another's picture."""
+    if args.picture:
+        return args.picture if args.picture.endswith(".png") else args.picture + ".png"
+    name, cmd = picture_name(args.dataset, args.minutes), command(args, args.variants)
+    if pictures.get(name, cmd) != cmd:
+        name = f"{name[:-len('.png')]}_{hashlib.sha256(cmd.encode()).hexdigest()[:8]}.png"
+    return name
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
@@ -168,6 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default="outputs/quality", help="checkpoints (reused if present)")
     p.add_argument("--out", default=RESULTS_DIR, help="results folder")
     p.add_argument("--quick", action="store_true", help="two tiny variants (a smoke run)")
+    p.add_argument("--picture", default=None, help="file name of the reconstructions picture (default: by data and "
+                   "minutes, with the command's hash when other variants made that picture)")
     args = p.parse_args(argv)
     if args.quick:
         args.variants, args.minutes, args.config, args.test_images = "asmr:16:global,asmr:16:2:1", 0.05, "cpu", 8
@@ -175,15 +189,14 @@ def main(argv=None) -> int:
     for v in args.variants:
         parse_variant(v)  # refuse a typo before anything trains
     t0 = time.perf_counter()
-    rows = run(args)
     path = os.path.join(args.out, f"{NAME}.json")
     old, pictures = [], {}
     if os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)
         old, pictures = saved["rows"], saved.get("pictures", {})
-    rows = merge(old, rows)
-    picture = picture_name(args.dataset, args.minutes)
+    picture = choose_picture(args, pictures)
+    rows = merge(old, run(args, picture))
     pictures[picture] = command(args, args.variants)
     with open(path, "w") as f:
         json.dump({"rows": rows, "pictures": pictures, "machine": f"{os.cpu_count()} CPU cores"}, f, indent=2)

@@ -415,6 +415,14 @@ def test_quality_ceiling_variants_configs_and_merge():
     assert q.command(args, ["asmr:64:global", "siren:50:5:1"]) == (
         "python -m experiments.quality_ceiling --variants asmr:64:global,siren:50:5:1 --minutes 2 --lr 0.0001 "
         "--dataset lfw --resolution 25")
+    # a run of other variants never overwrites a picture another command made
+    args = SimpleNamespace(lr=3e-4, dataset="patches", resolution=32, minutes=2.0, variants=["asmr:64:global"],
+                           picture=None)
+    mine = q.command(args, args.variants)
+    assert q.choose_picture(args, {}) == q.choose_picture(args, {"quality_ceiling.png": mine}) == "quality_ceiling.png"
+    other = q.choose_picture(args, {"quality_ceiling.png": mine + ",asmr:64:4:1"})
+    assert other.startswith("quality_ceiling_") and other.endswith(".png") and other != "quality_ceiling.png"
+    assert q.choose_picture(SimpleNamespace(**{**vars(args), "picture": "mine"}), {}) == "mine.png"
 
 
 def test_command_line_names_the_module_and_its_arguments(monkeypatch):
