@@ -151,13 +151,21 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
     return [r for r in old if key(r) not in fresh] + new
 
 
+def _other(row: dict) -> str:
+    """The row's changed fields, and its note if it has one."""
+    parts = [f"{k}={v}" for k, v in row.get("fields", {}).items()]
+    if "note" in row:
+        parts.append(f"({row['note']})")
+    return " ".join(parts) or "-"
+
+
 def markdown(rows: list[dict]) -> str:
     headers = ["data", "backbone", "D", "latent", "kernel", "other", "lr", "minutes", "steps", "params", "PSNR k=3",
                "SSIM", "PSNR k=10"]
     body = [[r.get("dataset", "patches"), r["backbone"], r["latent"],
              "global" if r["spatial"] is None else f"{r['spatial']}x{r['spatial']}",
              "-" if r["spatial"] is None else r["kernel"],
-             " ".join(f"{k}={v}" for k, v in r.get("fields", {}).items()) or "-", f"{r.get('lr', 3e-4):g}",
+             _other(r), f"{r.get('lr', 3e-4):g}",
              f"{r['minutes']:.1f}", r["steps"], r["shared_params"],
              f"{r['psnr_k3']:.2f}", f"{r['ssim']:.3f}",
              f"{r['psnr_k10']:.2f}" if "psnr_k10" in r else "-"] for r in rows]

@@ -185,11 +185,11 @@ class ExactProduct:
             raise ValueError(f"x has shape {x.shape}; this product takes [..., {self.shape[0]}]")
         lead = x.shape[:-1]
         x = x.reshape(-1, self.shape[0])
-        ex, (x0, x1) = _split(x, self.bits, axis=-1)  # ex: [n, 1] per row
         m0, m1 = self.parts
         used = np.flatnonzero(np.any(x != 0, axis=0))  # zero columns add exact zeros: skip them
         if len(used) < self.shape[0] // 2:
-            x0, x1, m0, m1 = x0[:, used], x1[:, used], m0[used], m1[used]
+            x, m0, m1 = x[:, used], m0[used], m1[used]
+        ex, (x0, x1) = _split(x, self.bits, axis=-1)  # ex: [n, 1] per row (zero columns do not change it)
         b = self.bits
         # x = x0 2^(ex-b) + x1 2^(ex-2b), m = m0 2^(em-b) + m1 2^(em-2b); x1 @ m1 is below 2^-84 of the rest
         top = ex + self.exponent

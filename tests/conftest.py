@@ -12,8 +12,9 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")  # here and in the processes tests start
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"asmr-jax-tests-{_RUN}"))
+# the controlling process names the cache; its workers and their processes inherit the name
+_CACHE = os.path.join(tempfile.gettempdir(), f"asmr-jax-tests-{os.getpid()}")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -29,8 +30,9 @@ def key():
 
 
 def pytest_sessionfinish(session):
-    """The run's compilation cache goes with the run (the controlling process removes it)."""
-    if not hasattr(session.config, "workerinput"):
+    """The run's compilation cache goes with the run: the process that named it removes it (a
+    cache directory set before the tests started is the user's, and is left alone)."""
+    if os.environ["JAX_COMPILATION_CACHE_DIR"] == _CACHE:
         import shutil
 
-        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+        shutil.rmtree(_CACHE, ignore_errors=True)
