@@ -9,9 +9,12 @@ Sources:
 * ``"patches"`` (offline, the default): natural-image patches cut from the photos that
   scikit-image ships in its wheel. Every photo is downscaled by each factor in
   ``scales`` (box filter; a downscaled copy packs more content into a patch) and tiled
-  into non-overlapping ``resolution x resolution`` patches; near-constant patches
+  into non-overlapping ``resolution x resolution`` patches (or, with ``stride``, patches
+  whose corners are ``stride`` pixels apart: overlapping ones, ``(resolution / stride)^2``
+  times as many, a denser training set from the same photos); near-constant patches
   (pixel std below ``min_std``) are dropped, and a photo with more than
-  ``max_per_photo`` (200) patches keeps an evenly spaced subset, so the large, dark
+  ``max_per_photo`` (200, scaled by the same factor under ``stride``) patches keeps an
+  evenly spaced subset, so the large, dark
   retina and Hubble photos do not dominate. Gray photos are replicated to RGB. The
   split is by source photo, so test patches come from photos never trained on:
 
@@ -79,7 +82,8 @@ def load_dataset(name: str = "patches", split: str = "train", resolution: int = 
       resolution: output ``H = W``.
       data_dir: TFDS data directory (TFDS only).
       **kwargs: ``patches``: ``scales`` (2, 3, 4), ``min_std`` (0.02), ``max_per_photo``
-        (200), ``photos`` (a dict split -> names);
+        (200), ``stride`` (pixels between patch corners; default ``resolution``), ``photos``
+        (a dict split -> names);
         TFDS: ``image_key`` (default ``"image"``), ``label_key`` (default ``"label"``).
 
     Returns:
@@ -128,7 +132,7 @@ def _photo(name: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _patch_array(photos: tuple[str, ...], resolution: int, scales: tuple[int, ...], min_std: float,
-                 max_per_photo: int):
+                 max_per_photo: int, stride: int):
     out, src = [], []
     for name in photos:
         first = len(out)
@@ -136,9 +140,9 @@ def _patch_array(photos: tuple[str, ...], resolution: int, scales: tuple[int, ..
         for s in scales:
             h, w = img.shape[0] // s, img.shape[1] // s
             small = _resize(img, (h, w), "box") if s > 1 else img.astype(np.float32) / 255.0
-            for i in range(h // resolution):
-                for j in range(w // resolution):
-                    p = small[i * resolution:(i + 1) * resolution, j * resolution:(j + 1) * resolution]
+            for i in range(0, h - resolution + 1, stride):
+                for j in range(0, w - resolution + 1, stride):
+                    p = small[i:i + resolution, j:j + resolution]
                     if p.std() >= min_std:
                         out.append(p)
                         src.append(name)
@@ -152,14 +156,18 @@ def _patch_array(photos: tuple[str, ...], resolution: int, scales: tuple[int, ..
 
 
 def _patches(split: str, resolution: int, scales: Sequence[int] = (2, 3, 4), min_std: float = 0.02,
-             photos: dict | None = None, max_per_photo: int = 200) -> ImageDataset:
+             photos: dict | None = None, max_per_photo: int = 200, stride: int | None = None) -> ImageDataset:
     photos = photos or {"train": PATCH_TRAIN_PHOTOS, "test": PATCH_TEST_PHOTOS}
     if split not in photos:
         raise ValueError(f"dataset 'patches' has splits {sorted(photos)}, got {split!r}")
     scales = tuple(int(s) for s in scales)
     if not scales or min(scales) < 1:
         raise ValueError(f"scales must be positive integers, got {scales}")
-    arr, src = _patch_array(tuple(photos[split]), resolution, scales, float(min_std), int(max_per_photo))
+    stride = resolution if stride is None else int(stride)
+    if not 1 <= stride <= resolution:
+        raise ValueError(f"stride must be in [1, resolution = {resolution}] pixels, got {stride}")
+    cap = round(int(max_per_photo) * (resolution / stride) ** 2)
+    arr, src = _patch_array(tuple(photos[split]), resolution, scales, float(min_std), cap, stride)
     if len(arr) == 0:
         raise ValueError(f"split {split!r} of 'patches' is empty at resolution {resolution} with scales {scales}: "
                          f"the photos {tuple(photos[split])} are too small; use a smaller resolution or scale")

@@ -41,6 +41,16 @@ def latent_grid(text: str):
     return parts[0] if len(parts) == 1 else parts
 
 
+def _widths(text: str):
+    """``'256,512'`` -> (256, 512); ``''`` -> ()."""
+    import argparse
+
+    try:
+        return tuple(int(p) for p in str(text).split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer widths like 512 or 256,512, got {text!r}") from None
+
+
 def _bases(text: str):
     from asmr_jax import coords
 
@@ -72,6 +82,9 @@ class TrainConfig:
                                      "--data-dir")
     data_dir: str | None = _field(None, "TFDS data directory (array_record files)", parse=str)
     resolution: int | tuple | None = _field(32, "image side (square); None: the dataset's own shape")
+    patch_stride: int | None = _field(None, "'patches' only: pixels between the corners of neighbouring training "
+                                            "patches (default: the side, non-overlapping tiles; 8 at side 32 cuts "
+                                            "16x as many, overlapping patches; test patches stay tiles)", parse=int)
     # ------------------------------------------------------------------ network
     model: str | dict = _field("asmr", "network family: asmr or siren (or a registered model's config dict)")
     width: int = _field(128, "hidden width")
@@ -97,6 +110,8 @@ class TrainConfig:
     spatial_kernel: int = _field(3, "side of the convolution mapping the latent grid to modulations (odd; 1: "
                                     "per cell)")
     # ------------------------------------------------------------------ outer loop
+    latent_hidden: tuple = _field((), "widths of SiLU hidden layers in the latent-to-modulation map, e.g. '512' "
+                                      "(default none: one affine map)", functa=(), parse=_widths)
     augment: bool = _field(False, "turn each training image by a random symmetry of the square (rotations by 90 "
                                   "degrees, mirrors) and permute its channels, a fresh draw every step (square "
                                   "images only)", functa=False)
@@ -133,6 +148,8 @@ class TrainConfig:
         set_("spatial", None if self.spatial is None else
              int(self.spatial) if isinstance(self.spatial, numbers.Integral) else _tuple(self.spatial))
         set_("eval_at", tuple(int(s) for s in self.eval_at))
+        hidden = self.latent_hidden
+        set_("latent_hidden", (int(hidden),) if isinstance(hidden, numbers.Integral) else _tuple(hidden))
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(f.default, bool):
@@ -167,6 +184,12 @@ class TrainConfig:
             raise ValueError(f"eval_images must be >= 1 (test images per evaluation), got {self.eval_images}")
         if self.microbatch is not None and (self.microbatch < 1 or self.batch_size % self.microbatch):
             raise ValueError(f"microbatch must be a divisor of batch_size {self.batch_size}, got {self.microbatch}")
+        if self.patch_stride is not None:
+            if self.dataset != "patches":
+                raise ValueError(f"patch_stride applies to the bundled 'patches' dataset, not {self.dataset!r}")
+            side = self.resolution if isinstance(self.resolution, int) else None
+            if not (self.patch_stride >= 1 and (side is None or self.patch_stride <= side)):
+                raise ValueError(f"patch_stride must be in [1, resolution = {side}] pixels, got {self.patch_stride}")
         if self.max_seconds is not None and not (self.max_seconds > 0):
             raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
 

@@ -84,6 +84,12 @@ class MetaModel:
         handled flat, ``[D]`` (row-major over the grid), everywhere outside this module.
       spatial_kernel: side of the convolution that maps the latent grid to the modulation
         grid (odd; 1: each cell's modulations from its own vector only).
+      latent_hidden: widths of SiLU hidden layers between the latent and the modulations
+        (functa's ``layer_sizes``, where they are ReLU; its meta-learning config has none: one
+        affine map). SiLU, because the inner loop starts every latent at zero, where a ReLU
+        with a zero bias passes no gradient at all. With spatial latents the first layer is
+        the ``spatial_kernel`` convolution and the others act on each cell alone, so the map
+        still costs per cell, not per pixel.
     """
 
     model: object
@@ -99,6 +105,7 @@ class MetaModel:
     meta_sgd: bool = True
     spatial: tuple[int, ...] | None = None
     spatial_kernel: int = 3
+    latent_hidden: tuple[int, ...] = ()
 
     def __post_init__(self):
         if int(self.latent_dim) < 1:
@@ -118,6 +125,11 @@ class MetaModel:
         if self.modulate_scale and getattr(self.model, "kind", None) not in ("asmr", "siren"):
             raise ValueError(f"modulate_scale needs an ASMR or SIREN, got {getattr(self.model, 'kind', None)!r}")
         self._check_spatial()
+        hidden = self.latent_hidden
+        hidden = (hidden,) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
+        if any(int(h) != h or h < 1 for h in hidden):
+            raise ValueError(f"latent_hidden must be positive layer widths, got {self.latent_hidden}")
+        object.__setattr__(self, "latent_hidden", tuple(int(h) for h in hidden))
         object.__setattr__(self, "latent_dim", int(self.latent_dim))
         object.__setattr__(self, "inner_steps", int(self.inner_steps))
         for name in ("lr_scale", "latent_init_scale", "l2_weight", "noise_std"):
@@ -161,11 +173,19 @@ class MetaModel:
         return self.latent_dim // (math.prod(self.spatial) if self.spatial else 1)
 
     @property
+    def map_shapes(self) -> list[tuple[int, ...]]:
+        """Weight shapes of the latent map's layers, input first: the first is ``[D, out]``
+        (global) or ``[*kernel, D / cells, out]`` (spatial), the others ``[in, out]``; the
+        last layer's ``out`` is ``S``."""
+        dims = (self.cell_dim, *self.latent_hidden, self.shift_dim)
+        kernel = () if self.spatial is None else (self.spatial_kernel,) * len(self.spatial)
+        return [(kernel if i == 0 else ()) + (a, b) for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))]
+
+    @property
     def map_shape(self) -> tuple[int, ...]:
-        """Shape of the latent map's weight: ``[D, S]`` (global) or ``[*kernel, D / cells, S]`` (spatial)."""
-        if self.spatial is None:
-            return (self.latent_dim, self.shift_dim)
-        return (self.spatial_kernel,) * len(self.spatial) + (self.cell_dim, self.shift_dim)
+        """Shape of the latent map's first weight: ``[D, S]`` (global, no hidden layers) or
+        ``[*kernel, D / cells, S]`` (spatial)."""
+        return self.map_shapes[0]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -187,19 +207,17 @@ class MetaModel:
     def init(self, key) -> dict:
         """Shared parameters (see the module docstring)."""
         k_model, k_map, k_lr, k_lat = jax.random.split(key, 4)
-        d, s = self.latent_dim, self.shift_dim
+        d = self.latent_dim
         net = self.model.init(k_model)
         if self.functa_init:
             net = functa_network_init(net)
-        fan_in = math.prod(self.map_shape[:-1])
-        out = {
-            "model": net,
-            "latent_to_modulation": {
-                # haiku Linear's (and Conv's) default: truncated normal at 2 stddev, stddev 1/sqrt(fan_in)
-                "w": jax.random.truncated_normal(k_map, -2.0, 2.0, self.map_shape, jnp.float32) / math.sqrt(fan_in),
-                "b": jnp.zeros((s,), jnp.float32),
-            },
-        }
+        # haiku Linear's (and Conv's) default: truncated normal at 2 stddev, stddev 1/sqrt(fan_in)
+        shapes = self.map_shapes
+        keys = [k_map] if len(shapes) == 1 else list(jax.random.split(k_map, len(shapes)))
+        normal = lambda k, shape: jax.random.truncated_normal(k, -2.0, 2.0, shape, jnp.float32)  # noqa: E731
+        layers = [{"w": normal(k, shape) / math.sqrt(math.prod(shape[:-1])), "b": jnp.zeros(shape[-1:], jnp.float32)}
+                  for k, shape in zip(keys, shapes)]
+        out = {"model": net, "latent_to_modulation": layers[-1] | ({"hidden": layers[:-1]} if len(layers) > 1 else {})}
         if self.meta_sgd:
             out["meta_sgd_lr"] = jax.random.uniform(k_lr, (d,), jnp.float32, *META_SGD_INIT)
         if self.latent_init_scale > 0:
@@ -209,13 +227,16 @@ class MetaModel:
 
     def num_params(self) -> int:
         """Meta-learned scalars: network + latent map + meta-SGD rates."""
-        d, s = self.latent_dim, self.shift_dim
-        return int(self.model.num_params()) + math.prod(self.map_shape) + s + d * self.meta_sgd
+        maps = sum(math.prod(shape) + shape[-1] for shape in self.map_shapes)
+        return int(self.model.num_params()) + maps + self.latent_dim * self.meta_sgd
 
     def config(self) -> dict:
         out = {"model": self.model.config(), **{f.name: getattr(self, f.name)
                                                 for f in dataclasses.fields(self) if f.name != "model"}}
         out["spatial"] = None if self.spatial is None else list(self.spatial)
+        out["latent_hidden"] = list(self.latent_hidden)
+        if not self.latent_hidden:  # records of runs without hidden layers stay as they were
+            del out["latent_hidden"]
         return out
 
     @classmethod
@@ -247,11 +268,16 @@ def functa_network_init(net: dict) -> dict:
 def latent_to_modulations(meta: MetaModel, params, latent) -> tuple[list | None, list | None]:
     """Latent ``[*batch, D]`` -> ``(shifts, scales)``, each ``None`` or one ``[*batch, width_i]`` per hidden layer."""
     m = params["latent_to_modulation"]
-    if meta.spatial is None:
-        flat = affine(latent, m)  # [*batch, S]
-    else:
-        flat = grid_conv(cell_latents(meta, latent), m["w"])  # [*batch, *grid, S]
-        flat = flat + with_rank(m["b"], flat.ndim)
+    layers = [*m.get("hidden", ()), m]
+    flat = latent if meta.spatial is None else cell_latents(meta, latent)
+    for i, layer in enumerate(layers):
+        if i == 0 and meta.spatial is not None:
+            flat = grid_conv(flat, layer["w"])  # [*batch, *grid, out]
+            flat = flat + with_rank(layer["b"], flat.ndim)
+        else:
+            flat = affine(flat, layer)  # [*batch, (*grid,) out]
+        if i < len(layers) - 1:
+            flat = jax.nn.silu(flat)
     widths = meta.model.shift_widths
     cuts = np.cumsum([w * meta.mods_per_unit for w in widths])[:-1]
     shifts, scales = [], []

@@ -131,7 +131,8 @@ def load_data(config: TrainConfig, data: ImageDataset | None, test_data: ImageDa
     if data is None:
         if config.resolution is None:
             raise ValueError(f"dataset {config.dataset!r} is loaded by name: pass a resolution")
-        train_ds = load_dataset(config.dataset, "train", config.resolution, config.data_dir)
+        extra = {} if config.patch_stride is None else {"stride": config.patch_stride}
+        train_ds = load_dataset(config.dataset, "train", config.resolution, config.data_dir, **extra)
         return train_ds, test_data or load_dataset(config.dataset, "test", config.resolution, config.data_dir)
     res = config.resolution
     want = None if res is None else ((res,) * 2 if isinstance(res, int) else tuple(res))

@@ -29,6 +29,26 @@ def test_patches_shapes_and_disjoint_photo_split(res):
     assert te.get(np.arange(len(te))).reshape(len(te), -1).std(axis=1).min() >= 0.02
 
 
+def test_patch_stride_cuts_overlapping_patches_and_the_tile_grid_is_stride_equal_to_side():
+    photos = {"train": ("camera",), "test": ("coffee",)}
+    kw = dict(photos=photos, scales=(4,), min_std=0.0)  # every patch kept
+    tiles = datasets.load_dataset("patches", "train", 16, **kw)
+    same = datasets.load_dataset("patches", "train", 16, **kw, stride=16)
+    np.testing.assert_array_equal(same.get(np.arange(len(same))), tiles.get(np.arange(len(tiles))))
+    dense = datasets.load_dataset("patches", "train", 16, **kw, stride=8)
+    # camera (512 x 512) at scale 4 is 128 x 128: 8 x 8 tiles, 15 x 15 corners 8 pixels apart
+    assert (len(tiles), len(dense)) == (64, 225)
+    small = datasets._resize(datasets._photo("camera"), (128, 128), "box")
+    np.testing.assert_array_equal(dense.get([0, 1, 15])[:, :, :, 0],
+                                  [small[0:16, 0:16, 0], small[0:16, 8:24, 0], small[8:24, 0:16, 0]])
+    # every tile is one of the dense patches (the tile grid is a subset of the dense one)
+    flat = dense.get(np.arange(len(dense))).reshape(len(dense), -1)
+    assert all(np.abs(flat - t).max(axis=1).min() == 0 for t in tiles.get(np.arange(8)).reshape(8, -1))
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match=f"stride must be in \\[1, resolution = 16\\] pixels, got {bad}"):
+            datasets.load_dataset("patches", "train", 16, photos=photos, stride=bad)
+
+
 def test_lfw_split_and_labels():
     tr = datasets.load_dataset("lfw", "train", 32)
     te = datasets.load_dataset("lfw", "test", 32)

@@ -157,6 +157,18 @@ def test_bad_datasets(tmp_path):
     assert not os.path.exists(tmp_path / "c" / checkpoint.CHECKPOINTS)
 
 
+def test_patch_stride_densifies_the_training_patches_only():
+    from meta.config import TrainConfig
+
+    tiles, test = train_lib.load_data(TrainConfig(resolution=16), None, None)
+    dense, dense_test = train_lib.load_data(TrainConfig(resolution=16, patch_stride=8), None, None)
+    assert len(dense) > 3 * len(tiles) and len(dense_test) == len(test)
+    with pytest.raises(ValueError, match="patch_stride applies to the bundled 'patches' dataset, not 'lfw'"):
+        TrainConfig(dataset="lfw", resolution=25, patch_stride=8)
+    with pytest.raises(ValueError, match=r"patch_stride must be in \[1, resolution = 16\] pixels, got 32"):
+        TrainConfig(resolution=16, patch_stride=32)
+
+
 def test_tfds_end_to_end_under_mock_data(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):

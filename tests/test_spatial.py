@@ -157,3 +157,42 @@ def test_bad_spatial_settings_are_refused(kwargs, match):
     grid = kwargs.pop("grid")
     with pytest.raises(ValueError, match=match):
         spatial_meta(kind, (2, 2, 2), grid, **kwargs)
+
+
+@pytest.mark.parametrize("grid,kernel", [(None, 1), (4, 3)])
+def test_hidden_latent_map_is_a_silu_mlp_after_the_cell_convolution(grid, kernel):
+    """``latent_hidden``: the first layer (the grid convolution for spatial latents), SiLU,
+    then per-cell affine layers; checked against loops over cells and kernel taps."""
+    net = ASMR(SHAPE, 3, bases=(2, 2, 2), widths=8)
+    meta = functa.MetaModel(net, 48, spatial=grid, spatial_kernel=kernel, latent_hidden=(5, 7), modulate_scale=True)
+    params = random_params(meta)
+    assert [np.shape(layer["w"]) for layer in params["latent_to_modulation"]["hidden"]] == meta.map_shapes[:2]
+    assert sum(np.size(x) for x in jax.tree.leaves(params)) == meta.num_params()
+    assert functa.MetaModel.from_config(meta.config()) == meta
+    z = np.asarray(0.5 * jax.random.normal(jax.random.key(2), (48,)))
+    m = jax.tree.map(np.asarray, params["latent_to_modulation"])
+    (l1, l2), out = m["hidden"], m
+    if grid is None:
+        h = z @ l1["w"] + l1["b"]
+    else:
+        cells = z.reshape(grid, grid, -1)
+        h = np.zeros((grid, grid, 5))
+        r = kernel // 2
+        for i in range(grid):
+            for j in range(grid):
+                h[i, j] = l1["b"]
+                for a in range(kernel):
+                    for b in range(kernel):
+                        y, x = i + a - r, j + b - r
+                        if 0 <= y < grid and 0 <= x < grid:  # SAME: zero outside the grid
+                            h[i, j] += cells[y, x] @ l1["w"][a, b]
+    silu = lambda v: v / (1 + np.exp(-v))  # noqa: E731
+    flat = silu(silu(h) @ l2["w"] + l2["b"]) @ out["w"] + out["b"]
+    shifts, scales = functa.latent_to_modulations(meta, params, jnp.asarray(z))
+    w = net.shift_widths
+    got = np.concatenate([np.concatenate([sc - 1.0, sh], -1) for sc, sh in zip(scales, shifts)], -1)
+    assert got.shape[-1] == 2 * sum(w)
+    np.testing.assert_allclose(got, flat, rtol=1e-5, atol=1e-5)
+    # and the render still equals the per-point path
+    z = jnp.asarray(z)
+    np.testing.assert_allclose(functa.render(meta, params, z), per_pixel_render(meta, params, z), atol=5e-5, rtol=1e-4)

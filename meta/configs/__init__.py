@@ -63,6 +63,8 @@ def set_field(config: ConfigDict, assignment: str) -> ConfigDict:
     old = config[key]
     if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if isinstance(old, list) and isinstance(value, (int, tuple)) and not isinstance(value, bool):
+        value = list(value) if isinstance(value, tuple) else [value]  # a list field given one value
     try:
         config[key] = value
     except TypeError:
