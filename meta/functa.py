@@ -234,9 +234,9 @@ class MetaModel:
         out = {"model": self.model.config(), **{f.name: getattr(self, f.name)
                                                 for f in dataclasses.fields(self) if f.name != "model"}}
         out["spatial"] = None if self.spatial is None else list(self.spatial)
-        out["latent_hidden"] = list(self.latent_hidden)
-        if not self.latent_hidden:  # records of runs without hidden layers stay as they were
-            del out["latent_hidden"]
+        del out["latent_hidden"]  # recorded only where there are hidden layers: older records stay valid
+        if self.latent_hidden:
+            out["latent_hidden"] = list(self.latent_hidden)
         return out
 
     @classmethod
