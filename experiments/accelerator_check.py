@@ -2,6 +2,7 @@
 
     python -m experiments.accelerator_check            # <= 5 min; on a GPU/TPU machine
     python -m experiments.accelerator_check --smoke    # tiny sizes, seconds (what the tests run)
+    python -m experiments.accelerator_check --impls poly   # one sine implementation
 
 For each sine implementation (``ASMR_JAX_SINE=poly`` and ``=xla``, each in its own
 process) it times, as medians on the default backend:
@@ -22,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from experiments.common import check_config, parser, render_latency, run_sine_children, write_results
+from experiments.common import check_config, parser, pick, render_latency, run_sine_children, write_results
 
 IMPLS = ("poly", "xla")
 
@@ -111,20 +112,23 @@ def to_markdown(res: dict) -> str:
     lines.append("")
     lines.append("Peak device memory (GiB, whole child run): "
                  + ", ".join(f"{r['impl']} {'-' if p is None else f'{p:.2f}'}" for r, p in zip(rows, peaks)))
-    for key, label in PARTS[:3]:
-        a, b = (rows[0][f"asmr_{key}"], rows[1][f"asmr_{key}"])
+    by_impl = {r["impl"]: r for r in rows}
+    for key, label in PARTS[:3] if set(IMPLS) <= set(by_impl) else ():
+        a, b = (by_impl["poly"][f"asmr_{key}"], by_impl["xla"][f"asmr_{key}"])
         lines.append(f"- ASMR {label}: poly/xla time ratio {a / b:.2f} (< 1: the polynomial is faster)")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     p = parser(__doc__.splitlines()[0])
+    p.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated sine implementations, of {IMPLS}")
     p.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(measure(args.smoke)))
         return 0
-    rows = run_sine_children("experiments.accelerator_check", IMPLS, ["--smoke"] * args.smoke, timeout=600)
+    impls = pick(args.impls, IMPLS, "--impls")
+    rows = run_sine_children("experiments.accelerator_check", impls, ["--smoke"] * args.smoke, timeout=600)
     res = {"impls": rows, "smoke": args.smoke}
     md = to_markdown(res)
     print(md)

@@ -40,6 +40,16 @@ def check_config(arg, *known: str) -> None:
         raise ValueError(f"unknown config {arg!r}: expected None or one of {list(known)}")
 
 
+def pick(names: str, known, flag: str) -> list[str]:
+    """The comma-separated ``names`` as a list, each one of ``known`` (else a ``ValueError``
+    naming ``flag``, the value and the choices)."""
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in known]
+    if unknown or not chosen:
+        raise ValueError(f"{flag} {names!r}: expected comma-separated names of {list(known)}")
+    return chosen
+
+
 def positive_int(value, what: str) -> int:
     """``value`` as an int >= 1, else a ``ValueError`` naming ``what``."""
     if value is None or int(value) != value or int(value) < 1:

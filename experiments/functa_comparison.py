@@ -3,6 +3,7 @@
     python -m experiments.functa_comparison                # ~45 min on 2 cores (8 runs, 1000 steps each)
     python -m experiments.functa_comparison --smoke        # seconds
     python -m experiments.functa_comparison --steps 500    # shorter
+    python -m experiments.functa_comparison --rows functa  # one setting
 
 Every run uses the bundled photo patches (32x32 RGB; test patches come from photos never
 trained on), batch 16, k = 3 inner steps, functa's parameterization (shifts inside ``w0``,
@@ -59,8 +60,11 @@ def run_config(name: str, kind: str, latent: int, cfg: dict):
 
 
 def main(argv=None) -> int:
-    args, cfg = common.parse_config(__doc__, get_config, argv, extra=lambda p: p.add_argument(
-        "--workdir", default="runs/functa_comparison", help="run folders (reused when finished)"))
+    args, cfg = common.parse_config(__doc__, get_config, argv, extra=lambda p: (
+        p.add_argument("--workdir", default="runs/functa_comparison", help="run folders (reused when finished)"),
+        p.add_argument("--rows", default=None, help=f"comma-separated settings to run, of {list(ROWS)} (default all)")))
+    if args.rows is not None:
+        cfg["rows"] = common.pick(args.rows, ROWS, "--rows")
     from meta import configs
     from meta.train import train
 

@@ -22,6 +22,7 @@ after k = 3 inner steps on unseen images and images/s.
 
     python -m experiments.hybrid_meta              # 2 datasets x 5 runs x --minutes (default 3)
     python -m experiments.hybrid_meta --smoke      # seconds
+    python -m experiments.hybrid_meta --only asmr,ngp-mlp   # some backbones
 
 Results: experiments/results/hybrid_meta.{json,md}.
 """
@@ -36,6 +37,7 @@ from experiments import common
 
 NAME = "hybrid_meta"
 DATASETS = {"patches": 32, "lfw": 25}
+BACKBONES = ("asmr", "siren", "ngp-mlp", "ngp-mlp lr x10", "ngp-features lr x10")  # what contenders() names
 
 
 def get_config(arg=None) -> dict:
@@ -88,14 +90,18 @@ def contenders(dataset: str, cfg: dict):
 def main(argv=None) -> int:
     args, cfg = common.parse_config(__doc__, get_config, argv, extra=lambda p: (
         p.add_argument("--workdir", default="runs/hybrid_meta", help="run folders (finished runs are reused)"),
-        p.add_argument("--minutes", type=float, default=None, help="training budget per run (default 3)")))
+        p.add_argument("--minutes", type=float, default=None, help="training budget per run (default 3)"),
+        p.add_argument("--only", default=None, help=f"comma-separated backbones to run, of {list(BACKBONES)}")))
     if args.minutes is not None:
         cfg["minutes"] = args.minutes
+    only = BACKBONES if args.only is None else common.pick(args.only, BACKBONES, "--only")
     from meta.train import train
 
     rows = []
     for dataset in cfg["datasets"]:
         for name, config in contenders(dataset, cfg):
+            if name not in only:
+                continue
             tag = f"{dataset}-{name.replace(' ', '')}-d{cfg['latent_dim']}-{cfg['minutes']:g}min"
             workdir = os.path.join(args.workdir, tag + ("-smoke" if cfg["smoke"] else ""))
             done = os.path.join(workdir, "metrics.json")

@@ -207,16 +207,19 @@ def test_sine_benchmark_smoke(tmp_path):
     assert "speed-up" in md
 
 
-def test_accelerator_check_smoke(tmp_path):
+@pytest.mark.parametrize("impls", [pytest.param("poly", id="poly"),
+                                   pytest.param("poly,xla", id="both", marks=pytest.mark.slow)])
+def test_accelerator_check_smoke(tmp_path, impls):
     from experiments import accelerator_check
 
-    assert accelerator_check.main(["--smoke", "--out", str(tmp_path)]) == 0
+    assert accelerator_check.main(["--smoke", "--out", str(tmp_path), "--impls", impls]) == 0
     saved = json.loads((tmp_path / "accelerator_check_cpu_smoke.json").read_text())
-    assert [r["impl"] for r in saved["impls"]] == ["poly", "xla"]
+    assert [r["impl"] for r in saved["impls"]] == impls.split(",")
     for r in saved["impls"]:
         for key, _ in accelerator_check.PARTS:
             assert r[f"asmr_{key}"] > 0 and r[f"siren_{key}"] > 0
-    assert "meta step ms" in (tmp_path / "accelerator_check_cpu_smoke.md").read_text()
+    md = (tmp_path / "accelerator_check_cpu_smoke.md").read_text()
+    assert "meta step ms" in md and ("poly/xla time ratio" in md) == ("xla" in impls)
 
 
 def test_sine_choice_is_per_backend(monkeypatch):
@@ -229,29 +232,36 @@ def test_sine_choice_is_per_backend(monkeypatch):
     assert sine.implementation("gpu") == "poly"
 
 
-def test_functa_comparison_smoke(tmp_path):
+@pytest.mark.parametrize("rows", [pytest.param("functa", id="functa"),
+                                  pytest.param(None, id="all", marks=pytest.mark.slow)])
+def test_functa_comparison_smoke(tmp_path, rows):
     from experiments import functa_comparison
 
-    assert functa_comparison.main(["--smoke", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")]) == 0
+    argv = ["--smoke", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")] + ["--rows", rows] * bool(rows)
+    assert functa_comparison.main(argv) == 0
     saved = json.loads((tmp_path / "functa_comparison_smoke.json").read_text())
+    settings = list(functa_comparison.ROWS) if rows is None else rows.split(",")
     assert {(r["setting"], r["model"]) for r in saved["rows"]} == {
-        (s, m) for s in functa_comparison.ROWS for m in ("asmr", "siren")}
+        (s, m) for s in settings for m in ("asmr", "siren")}
     a = {r["setting"]: r for r in saved["rows"] if r["model"] == "asmr"}
     s = {r["setting"]: r for r in saved["rows"] if r["model"] == "siren"}
     for name in a:
         assert abs(a[name]["shared_params"] - s[name]["shared_params"]) / s[name]["shared_params"] < 0.05
     # a second call reuses the finished runs instead of training again
     mtime = os.path.getmtime(tmp_path / "w" / "functa-asmr-d8-s4-smoke" / "metrics.json")
-    functa_comparison.main(["--smoke", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
+    functa_comparison.main(argv)
     assert os.path.getmtime(tmp_path / "w" / "functa-asmr-d8-s4-smoke" / "metrics.json") == mtime
 
 
-def test_baselines_smoke(tmp_path):
+@pytest.mark.parametrize("only", [pytest.param("table2", id="table2"),
+                                  pytest.param("table2,table4", id="table2+4", marks=pytest.mark.slow)])
+def test_baselines_smoke(tmp_path, only):
     from experiments import baselines
 
-    payload = baselines.main(["--smoke", "--out", str(tmp_path), "--only", "table2,table4"])
-    assert {r["table"] for r in payload["rows"]} == {"table2", "table4"}
-    assert {r["model"] for r in payload["rows"] if r["table"] == "table4"} == {"Instant-NGP", "KiloNeRF", "ASMR"}
+    payload = baselines.main(["--smoke", "--out", str(tmp_path), "--only", only])
+    assert {r["table"] for r in payload["rows"]} == set(only.split(","))
+    if "table4" in only:
+        assert {r["model"] for r in payload["rows"] if r["table"] == "table4"} == {"Instant-NGP", "KiloNeRF", "ASMR"}
     assert all(math.isfinite(r["psnr"]) for r in payload["rows"])
     saved, md = _read(str(tmp_path), "baselines")
     assert "Table 2 rows" in md and "LoE-4" in md and not (tmp_path / "baselines.partial.json").exists()
@@ -259,16 +269,26 @@ def test_baselines_smoke(tmp_path):
     assert math.prod(baselines.loe_tiles(512, 4)) == 512 and baselines.loe_tiles(32, 3) == (2, 4, 4)
 
 
-def test_hybrid_meta_smoke_matches_shared_params(tmp_path):
+@pytest.mark.parametrize("only", [pytest.param("asmr,ngp-features lr x10", id="two"),
+                                  pytest.param(None, id="all", marks=pytest.mark.slow)])
+def test_hybrid_meta_smoke_matches_shared_params(tmp_path, only):
     from experiments import hybrid_meta
 
-    assert hybrid_meta.main(["--smoke", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")]) == 0
+    argv = ["--smoke", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")] + ["--only", only] * bool(only)
+    assert hybrid_meta.main(argv) == 0
     saved = json.loads((tmp_path / "hybrid_meta_smoke.json").read_text())
     rows = {r["backbone"]: r for r in saved["rows"]}
-    assert {"asmr", "siren", "ngp-mlp", "ngp-features lr x10"} <= set(rows)
+    assert set(rows) == set(hybrid_meta.BACKBONES if only is None else only.split(","))
     for r in rows.values():
-        assert abs(r["shared_params"] - rows["asmr"]["shared_params"]) / rows["asmr"]["shared_params"] < 0.15
         assert r["steps"] >= 1 and r["test_psnr_3"] is not None
+    # every backbone, trained or not, holds about the shared parameters of ASMR's functa
+    named = hybrid_meta.contenders("lfw", hybrid_meta.get_config("smoke"))
+    assert tuple(name for name, _ in named) == hybrid_meta.BACKBONES
+    shared = {name: config.meta_model(1).num_params() for name, config in named}
+    assert {name: shared[name] for name in rows} == {name: r["shared_params"] for name, r in rows.items()}
+    assert all(abs(n - shared["asmr"]) / shared["asmr"] < 0.15 for n in shared.values())
+    with pytest.raises(ValueError, match="--only 'ngp'"):
+        hybrid_meta.main(argv[:-2] + ["--only", "ngp"])
 
 
 def test_meta_step_profile_smoke(tmp_path):
@@ -283,12 +303,15 @@ def test_meta_step_profile_smoke(tmp_path):
     assert "% of matmul" in md
 
 
-def test_rate_distortion_quick_trains_encodes_and_counts_file_bytes(tmp_path):
+@pytest.mark.parametrize("refine", [pytest.param(False, id="no-refine"),
+                                    pytest.param(True, id="refine", marks=pytest.mark.slow)])
+def test_rate_distortion_quick_trains_encodes_and_counts_file_bytes(tmp_path, refine):
     from experiments import rate_distortion
 
     args = ["--quick", "--budget-minutes", "0.02", "--models", "asmr", "--bits", "4", "--test-images", "6",
             "--codec-images", "16", "--timing-images", "1", "--workdir", str(tmp_path / "w"), "--out",
-            str(tmp_path), "--eval-every", "5", "--refine", "3", "--rate-weights", "0.01"]
+            str(tmp_path), "--eval-every", "5"]
+    args += ["--refine", "3", "--rate-weights", "0.01"] if refine else ["--refine", "0"]
     assert rate_distortion.main(args) == 0
     saved = json.loads((tmp_path / "rate_distortion.json").read_text())
     rows = [r for r in saved["rows"] if r["codec"] == "asmr-functa"]
@@ -300,8 +323,11 @@ def test_rate_distortion_quick_trains_encodes_and_counts_file_bytes(tmp_path):
     assert {r["codec"] for r in saved["rows"]} >= {"jpeg 4:4:4", "jpeg 4:2:0", "webp"}
     assert single["quantizer"] == "pca" and (saved["dataset"], saved["resolution"]) == ("patches", 32)
     weighted = [r for r in rows if r["rate_weight"] == 0.01]
-    assert {r["file"] for r in weighted} == {"single", "container"} and all(r["refine"] == 3 for r in weighted)
-    assert all(np.isfinite(r["psnr"]) and r["payload_bpp"] > 0 for r in weighted)
+    if refine:
+        assert {r["file"] for r in weighted} == {"single", "container"} and all(r["refine"] == 3 for r in weighted)
+        assert all(np.isfinite(r["psnr"]) and r["payload_bpp"] > 0 for r in weighted)
+    else:
+        assert not weighted and all(r["refine"] == 0 for r in rows)
     # the report is rebuilt from the JSON alone
     (tmp_path / "rate_distortion.md").unlink()
     assert rate_distortion.main(["--report-only", "--out", str(tmp_path)]) == 0

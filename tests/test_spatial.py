@@ -61,10 +61,12 @@ def test_render_equals_per_point_path(kind, bases, grid, scale):
     meta = spatial_meta(kind, bases, grid, modulate_scale=scale)
     params = random_params(meta)
     latents = 0.3 * jax.random.normal(jax.random.key(3), (2, meta.latent_dim))
-    batched = functa.render(meta, params, latents)  # [2, 8, 8, 3]
+    render = jax.jit(functa.render, static_argnums=0)  # one compile per shape instead of one per eager op
+    reference = jax.jit(per_pixel_render, static_argnums=0)
+    batched = render(meta, params, latents)  # [2, 8, 8, 3]
     for z, out in zip(latents, batched):
-        want = per_pixel_render(meta, params, z)
-        np.testing.assert_allclose(functa.render(meta, params, z), want, atol=5e-5, rtol=1e-4)
+        want = reference(meta, params, z)
+        np.testing.assert_allclose(render(meta, params, z), want, atol=5e-5, rtol=1e-4)
         np.testing.assert_allclose(out, want, atol=5e-5, rtol=1e-4)
 
 
@@ -96,7 +98,9 @@ def test_inner_loop_and_outer_gradient_equal_the_per_pixel_implementation(kind, 
             phi = phi - coords_lib.with_rank(lr, 2) * g
         return phi
 
-    np.testing.assert_allclose(functa.inner_loop(meta, params, imgs), reference_fit(params), atol=1e-5)
+    # jitted: one compile per function instead of one per eager op
+    np.testing.assert_allclose(jax.jit(functa.inner_loop, static_argnums=0)(meta, params, imgs),
+                               jax.jit(reference_fit)(params), atol=1e-5)
 
     def reference_outer(p):
         return per_pixel_mse(meta, p, reference_fit_with(p), imgs)
@@ -108,8 +112,9 @@ def test_inner_loop_and_outer_gradient_equal_the_per_pixel_implementation(kind, 
             phi = phi - coords_lib.with_rank(rates, 2) * g
         return phi
 
-    (loss, _), grads = jax.value_and_grad(functa.outer_loss, argnums=1, has_aux=True)(meta, params, imgs)
-    want_loss, want_grads = jax.value_and_grad(reference_outer)(params)
+    (loss, _), grads = jax.jit(jax.value_and_grad(functa.outer_loss, argnums=1, has_aux=True),
+                               static_argnums=0)(meta, params, imgs)
+    want_loss, want_grads = jax.jit(jax.value_and_grad(reference_outer))(params)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         w = dict(jax.tree_util.tree_leaves_with_path(want_grads))[path]
