@@ -237,10 +237,8 @@ def main(argv=None) -> dict:
 
     args, cfg = common.parse_config(__doc__, get_config, argv, extra)
     if args.only:
-        bad = set(args.only.split(",")) - set(PARTS)
-        if bad:
-            raise SystemExit(f"--only: unknown parts {sorted(bad)}; expected some of {PARTS}")
-        cfg["parts"] = tuple(p for p in PARTS if p in args.only.split(","))
+        chosen = common.pick(args.only, PARTS, "--only")
+        cfg["parts"] = tuple(p for p in PARTS if p in chosen)
     if args.steps is not None:
         cfg["steps2"] = cfg.pop("steps")
     t0 = time.perf_counter()

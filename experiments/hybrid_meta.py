@@ -37,7 +37,6 @@ from experiments import common
 
 NAME = "hybrid_meta"
 DATASETS = {"patches": 32, "lfw": 25}
-BACKBONES = ("asmr", "siren", "ngp-mlp", "ngp-mlp lr x10", "ngp-features lr x10")  # what contenders() names
 
 
 def get_config(arg=None) -> dict:
@@ -91,36 +90,37 @@ def main(argv=None) -> int:
     args, cfg = common.parse_config(__doc__, get_config, argv, extra=lambda p: (
         p.add_argument("--workdir", default="runs/hybrid_meta", help="run folders (finished runs are reused)"),
         p.add_argument("--minutes", type=float, default=None, help="training budget per run (default 3)"),
-        p.add_argument("--only", default=None, help=f"comma-separated backbones to run, of {list(BACKBONES)}")))
+        p.add_argument("--only", default=None, help="comma-separated backbones to run, named as in the results "
+                                                    "table (default all)")))
     if args.minutes is not None:
         cfg["minutes"] = args.minutes
-    only = BACKBONES if args.only is None else common.pick(args.only, BACKBONES, "--only")
     from meta.train import train
 
+    runs = [(dataset, name, config) for dataset in cfg["datasets"] for name, config in contenders(dataset, cfg)]
+    if args.only is not None:
+        chosen = common.pick(args.only, dict.fromkeys(name for _, name, _ in runs), "--only")
+        runs = [run for run in runs if run[1] in chosen]
     rows = []
-    for dataset in cfg["datasets"]:
-        for name, config in contenders(dataset, cfg):
-            if name not in only:
-                continue
-            tag = f"{dataset}-{name.replace(' ', '')}-d{cfg['latent_dim']}-{cfg['minutes']:g}min"
-            workdir = os.path.join(args.workdir, tag + ("-smoke" if cfg["smoke"] else ""))
-            done = os.path.join(workdir, "metrics.json")
-            if os.path.isfile(done):
-                with open(done) as f:
-                    metrics = json.load(f)
-            else:
-                metrics = train(config.replace(max_seconds=60 * cfg["minutes"]), workdir, progress=False,
-                                log=lambda *a: None).metrics
-            model = config.model if isinstance(config.model, str) else config.model["kind"]
-            rows.append({"dataset": dataset, "backbone": name, "model": model, "lr": config.lr,
-                         "shared_params": metrics["shared_params"], "network_params": metrics["network_params"],
-                         "steps": metrics["step"], "images_per_second": metrics["images_per_second"],
-                         "test_psnr_3": metrics["test_psnr"].get(str(config.inner_steps)),
-                         "test_psnr_10": metrics["test_psnr"].get("10"), "status": metrics["status"]})
-            r = rows[-1]
-            print(f"{dataset:8s} {name:18s} {r['shared_params']:>8,} params {r['steps']:>6} steps "
-                  f"k=3 {common.fmt(r['test_psnr_3'])} dB  {common.fmt(r['images_per_second'], 0)} img/s",
-                  flush=True)
+    for dataset, name, config in runs:
+        tag = f"{dataset}-{name.replace(' ', '')}-d{cfg['latent_dim']}-{cfg['minutes']:g}min"
+        workdir = os.path.join(args.workdir, tag + ("-smoke" if cfg["smoke"] else ""))
+        done = os.path.join(workdir, "metrics.json")
+        if os.path.isfile(done):
+            with open(done) as f:
+                metrics = json.load(f)
+        else:
+            metrics = train(config.replace(max_seconds=60 * cfg["minutes"]), workdir, progress=False,
+                            log=lambda *a: None).metrics
+        model = config.model if isinstance(config.model, str) else config.model["kind"]
+        rows.append({"dataset": dataset, "backbone": name, "model": model, "lr": config.lr,
+                     "shared_params": metrics["shared_params"], "network_params": metrics["network_params"],
+                     "steps": metrics["step"], "images_per_second": metrics["images_per_second"],
+                     "test_psnr_3": metrics["test_psnr"].get(str(config.inner_steps)),
+                     "test_psnr_10": metrics["test_psnr"].get("10"), "status": metrics["status"]})
+        r = rows[-1]
+        print(f"{dataset:8s} {name:18s} {r['shared_params']:>8,} params {r['steps']:>6} steps "
+              f"k=3 {common.fmt(r['test_psnr_3'])} dB  {common.fmt(r['images_per_second'], 0)} img/s",
+              flush=True)
     payload = {"config": cfg, "rows": rows}
     common.report(args.out, NAME + ("_smoke" if cfg["smoke"] else ""), payload, to_markdown)
     return 0
