@@ -222,12 +222,15 @@ def grid_coords(shape: Sequence[int]) -> np.ndarray:
 
 
 def parse_bases(text: str) -> list:
-    """Parses ``"4,4,4,8"`` (all axes) or ``"4,4,4,8;4,4,6,8"`` (per axis) from a CLI flag."""
+    """Parses ``"4,4,4,8"`` (all axes) or ``"4,4,4,8;4,4,6,8"`` (per axis) from a CLI flag;
+    ``x`` separates bases as a comma does (``"4x4x4x8"``), for places where commas separate
+    other things."""
     try:
-        per_axis = [[int(v) for v in part.split(",") if v.strip()] for part in text.split(";")]
+        per_axis = [[int(v) for v in part.split("," if "," in part else "x") if v.strip()]
+                    for part in text.split(";")]
     except ValueError:
         raise ValueError(
-            f"cannot parse bases {text!r}: expected comma-separated ints per axis, axes "
+            f"cannot parse bases {text!r}: expected comma- (or x-) separated ints per axis, axes "
             "separated by ';' (e.g. '4,4,4,8' or '4,4,4,8;4,4,6,8')"
         ) from None
     return per_axis[0] if len(per_axis) == 1 else per_axis

@@ -13,6 +13,7 @@ validation are generated from its fields. Config files (:mod:`meta.configs`) are
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import numbers
@@ -140,6 +141,13 @@ class TrainConfig:
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        for f in dataclasses.fields(self):  # text from a config argument or a file, read as its flag is
+            v, parse = getattr(self, f.name), f.metadata["parse"]
+            if isinstance(v, str) and parse is not None and parse is not str:
+                try:
+                    set_(f.name, parse(v))
+                except (ValueError, TypeError, argparse.ArgumentTypeError) as e:
+                    raise ValueError(f"{f.name}: {e}") from None
         res = self.resolution
         set_("resolution", None if res is None else int(res) if isinstance(res, numbers.Integral) else _tuple(res))
         set_("model", dict(self.model) if isinstance(self.model, dict) else str(self.model))

@@ -55,6 +55,7 @@ def test_bad_bases(bases, shape, match):
 def test_parse_bases():
     assert coords.parse_bases("4,4,4,8") == [4, 4, 4, 8]
     assert coords.parse_bases("4,4,4,8;4,4,6,8") == [[4, 4, 4, 8], [4, 4, 6, 8]]
+    assert coords.parse_bases("4x2x2x2") == [4, 2, 2, 2]
     with pytest.raises(ValueError, match="cannot parse bases"):
         coords.parse_bases("4,x")
 

@@ -11,6 +11,7 @@ from asmr_jax.imageset import from_array
 from meta import checkpoint, functaset, inference, optimize
 from meta import commands as cli
 from meta import train as train_lib
+from meta.config import TrainConfig
 
 TINY = dict(resolution=8, model="asmr", width=8, levels=2, latent_dim=4, batch_size=4, eval_images=4,
             eval_every=2, eval_more_steps=4, progress=False, log=lambda *a: None)
@@ -158,8 +159,6 @@ def test_bad_datasets(tmp_path):
 
 
 def test_patch_stride_densifies_the_training_patches_only():
-    from meta.config import TrainConfig
-
     tiles, test = train_lib.load_data(TrainConfig(resolution=16), None, None)
     dense, dense_test = train_lib.load_data(TrainConfig(resolution=16, patch_stride=8), None, None)
     assert len(dense) > 3 * len(tiles) and len(dense_test) == len(test)
@@ -255,6 +254,12 @@ def test_config_counterparts_have_equal_params_and_overrides_are_typed():
     with pytest.raises(ValueError, match="shipped configs"):
         configs.load("nope")
     assert set(configs.defaults()) == set(configs.load("cpu"))
+    # text values (a config argument like "cpu:bases=4x2x2x2") are read as their flags are
+    c = TrainConfig.from_mapping(configs.load("cpu:bases=4x2x2x2,spatial=4,latent_hidden=512"))
+    assert (c.bases, c.spatial, c.latent_hidden) == ((4, 2, 2, 2), 4, (512,))
+    assert c.meta_model(3).model.bases == ((4, 2, 2, 2), (4, 2, 2, 2))
+    with pytest.raises(ValueError, match="bases: cannot parse bases '4,y'"):
+        TrainConfig(bases="4,y")
 
 
 def test_cli_meta_train_from_config_file_with_overrides(tmp_path, capsys):
