@@ -36,9 +36,9 @@ def asmr_models(draw):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(model=asmr_models(), with_shifts=st.booleans(), seed=st.integers(0, 100))
 def test_apply_equals_render_everywhere(model, with_shifts, seed):
-    params = model.init(jax.random.key(seed))
-    shifts = _shifts(model, seed) if with_shifts else None
     # jitted: one compile per path instead of one per eager op
+    params = jax.jit(model.init)(jax.random.key(seed))
+    shifts = _shifts(model, seed) if with_shifts else None
     rendered = jax.jit(model.render)(params, shifts)
     assert rendered.shape == model.shape + (model.channels,)
     points = jax.jit(model.apply)(params, coords.grid_coords(model.shape), shifts).reshape(rendered.shape)
