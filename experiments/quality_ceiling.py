@@ -99,14 +99,15 @@ def run(args, picture: str) -> list[dict]:
         v = parse_variant(text)
         ns = SimpleNamespace(config=config_spec(v, args.config, args.dataset, args.resolution), lr=args.lr,
                              lr_decay="cosine", eval_every=args.eval_every, budget_minutes=args.minutes,
-                             workdir=args.workdir)
+                             workdir=args.workdir, steps=args.steps)
         path = rd.checkpoint(ns, v["backbone"], v["latent"])
         with open(os.path.join(path, rd.BUDGET)) as f:
             budget = json.load(f)
         ev = evaluate(path, images)
         pictures.append(ev.pop("recon")[:8])
         row = {**v, "dataset": args.dataset, "lr": args.lr, "minutes": budget["seconds"] / 60,
-               "budget_minutes": args.minutes, "steps": budget["steps"], **ev, "images": len(images),
+               "budget_minutes": args.minutes, "fixed_steps": args.steps, "steps": budget["steps"], **ev,
+               "images": len(images),
                "checkpoint": path, "command": command(args, [text])}
         print(f"{text}: {row['steps']} steps in {row['minutes']:.1f} min, test PSNR {row['psnr_k3']:.2f} dB, "
               f"SSIM {row['ssim']:.3f}", flush=True)
@@ -120,7 +121,9 @@ def command(args, variants) -> str:
     """The command line that measures ``variants`` as ``args`` did."""
     lr = "" if args.lr == 3e-4 else f" --lr {args.lr:g}"
     data = "" if args.dataset == "patches" else f" --dataset {args.dataset} --resolution {args.resolution}"
-    return f"python -m experiments.quality_ceiling --variants {','.join(variants)} --minutes {args.minutes:g}{lr}{data}"
+    steps = "" if getattr(args, "steps", None) is None else f" --steps {args.steps}"
+    return (f"python -m experiments.quality_ceiling --variants {','.join(variants)} --minutes {args.minutes:g}{steps}"
+            f"{lr}{data}")
 
 
 def picture_name(dataset: str, minutes: float = 2.0) -> str:
@@ -146,7 +149,7 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
     """``old`` rows with those of the same variant and budget replaced by ``new``."""
     key = lambda r: (r.get("dataset", "patches"), r["backbone"], r["latent"], r["spatial"], r["kernel"],  # noqa: E731
                      json.dumps(r.get("fields", {})),
-                     r["budget_minutes"], r.get("lr", 3e-4))
+                     r["budget_minutes"], r.get("lr", 3e-4), r.get("fixed_steps"))
     fresh = {key(r) for r in new}
     return [r for r in old if key(r) not in fresh] + new
 
@@ -183,6 +186,8 @@ def main(argv=None) -> int:
                                                         "lfw: faces; any name meta-train takes)")
     p.add_argument("--resolution", type=int, default=32, help="image side (lfw: 25)")
     p.add_argument("--lr", type=float, default=3e-4, help="outer Adam rate (cosine-decayed to lr/100)")
+    p.add_argument("--steps", type=int, default=None, help="outer steps of every variant (equal steps in place of "
+                   "equal minutes: no timing probe; --minutes still caps each run)")
     p.add_argument("--eval-every", type=int, default=1000, help="evaluation / checkpoint period in steps")
     p.add_argument("--test-images", type=int, default=10**9, help="test patches measured (default all)")
     p.add_argument("--workdir", default="outputs/quality", help="checkpoints (reused if present)")
@@ -191,6 +196,8 @@ def main(argv=None) -> int:
     p.add_argument("--picture", default=None, help="file name of the reconstructions picture (default: by data and "
                    "minutes, with the command's hash when other variants made that picture)")
     args = p.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be >= 1, got {args.steps}")
     if args.quick:
         args.variants, args.minutes, args.config, args.test_images = "asmr:16:global,asmr:16:2:1", 0.05, "cpu", 8
     args.variants = [v for v in args.variants.split(",") if v]

@@ -141,9 +141,10 @@ def checkpoint(args, kind: str, dim: int) -> str:
 
     Every run gets the same wall-clock budget (``--budget-minutes`` of training, counted
     by :func:`meta.train.train`'s ``max_seconds``). With ``--lr-decay cosine`` the run is
-    planned in steps from a timing probe (:func:`planned_steps`) and the budget, with 10%
-    slack, only caps it. The seconds and the plan are kept in ``budget.json`` so that an
-    interrupted ladder resumes where it stopped and a finished run is reused as it is.
+    planned in steps from a timing probe (:func:`planned_steps`), or given them
+    (``args.steps``), and the budget, with 10% slack, only caps it. The seconds and the
+    plan are kept in ``budget.json`` so that an interrupted ladder resumes where it
+    stopped and a finished run is reused as it is.
     """
     from asmr_jax import io as aio
     from meta import checkpoint, train
@@ -151,7 +152,9 @@ def checkpoint(args, kind: str, dim: int) -> str:
     budget = 60.0 * args.budget_minutes
     decay = "" if args.lr_decay == "none" else f"-{args.lr_decay}"
     config = args.config.replace(":", "-").replace(",", "-").replace("=", "")
-    path = os.path.join(args.workdir, f"{kind}-{config}-d{dim}-{args.budget_minutes:g}min-lr{args.lr:g}{decay}")
+    fixed = getattr(args, "steps", None)  # a step count given: no probe, the budget only caps it
+    tail = "" if fixed is None else f"-{fixed}steps"
+    path = os.path.join(args.workdir, f"{kind}-{config}-d{dim}-{args.budget_minutes:g}min-lr{args.lr:g}{decay}{tail}")
     ledger = os.path.join(path, BUDGET)
     used = {"seconds": 0.0, "steps": 0, "done": False}
     if os.path.isfile(ledger):
@@ -164,7 +167,7 @@ def checkpoint(args, kind: str, dim: int) -> str:
         steps, cap = 10**7, budget
     else:
         if "planned_steps" not in used:
-            used["planned_steps"] = planned_steps(args, kind, dim, budget)
+            used["planned_steps"] = planned_steps(args, kind, dim, budget) if fixed is None else int(fixed)
             os.makedirs(path, exist_ok=True)
             aio.write_json(ledger, used)
         steps, cap = used["planned_steps"], 1.1 * budget

@@ -430,9 +430,9 @@ def test_quality_ceiling_variants_configs_and_merge():
     # a variant measured again replaces its row; another dataset, rate or budget is another row
     row = {"backbone": "asmr", "latent": 256, "spatial": 4, "kernel": 1, "fields": {}, "budget_minutes": 2.0,
            "lr": 3e-4, "psnr_k3": 1.0}
-    old = [row, {**row, "dataset": "lfw"}, {**row, "lr": 1e-4}]
+    old = [row, {**row, "dataset": "lfw"}, {**row, "lr": 1e-4}, {**row, "fixed_steps": 4000}]
     merged = q.merge(old, [{**row, "psnr_k3": 2.0}])
-    assert sorted(r["psnr_k3"] for r in merged) == [1.0, 1.0, 2.0] and len(merged) == 3
+    assert sorted(r["psnr_k3"] for r in merged) == [1.0, 1.0, 1.0, 2.0] and len(merged) == 4
     # each dataset keeps its own picture; the command names every variant of the run
     assert q.picture_name("patches") == "quality_ceiling.png" and q.picture_name("lfw") == "quality_ceiling_lfw.png"
     assert q.picture_name("patches", 20) == "quality_ceiling_20min.png"
@@ -440,6 +440,9 @@ def test_quality_ceiling_variants_configs_and_merge():
     args = SimpleNamespace(lr=1e-4, dataset="lfw", resolution=25, minutes=2.0)
     assert q.command(args, ["asmr:64:global", "siren:50:5:1"]) == (
         "python -m experiments.quality_ceiling --variants asmr:64:global,siren:50:5:1 --minutes 2 --lr 0.0001 "
+        "--dataset lfw --resolution 25")
+    assert q.command(SimpleNamespace(**{**vars(args), "steps": 4000}), ["asmr:64:global"]) == (
+        "python -m experiments.quality_ceiling --variants asmr:64:global --minutes 2 --steps 4000 --lr 0.0001 "
         "--dataset lfw --resolution 25")
     # a run of other variants never overwrites a picture another command made
     args = SimpleNamespace(lr=3e-4, dataset="patches", resolution=32, minutes=2.0, variants=["asmr:64:global"],
