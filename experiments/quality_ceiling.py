@@ -157,6 +157,8 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
 def _other(row: dict) -> str:
     """The row's changed fields, and its note if it has one."""
     parts = [f"{k}={v}" for k, v in row.get("fields", {}).items()]
+    if row.get("fixed_steps"):
+        parts.append(f"{row['fixed_steps']} steps fixed")
     if "note" in row:
         parts.append(f"({row['note']})")
     return " ".join(parts) or "-"

@@ -141,10 +141,10 @@ def checkpoint(args, kind: str, dim: int) -> str:
 
     Every run gets the same wall-clock budget (``--budget-minutes`` of training, counted
     by :func:`meta.train.train`'s ``max_seconds``). With ``--lr-decay cosine`` the run is
-    planned in steps from a timing probe (:func:`planned_steps`), or given them
-    (``args.steps``), and the budget, with 10% slack, only caps it. The seconds and the
-    plan are kept in ``budget.json`` so that an interrupted ladder resumes where it
-    stopped and a finished run is reused as it is.
+    planned in steps from a timing probe (:func:`planned_steps`); given ``args.steps``, it
+    runs that many whatever the decay. Either way the budget, with 10% slack, only caps
+    it. The seconds and the plan are kept in ``budget.json`` so that an interrupted
+    ladder resumes where it stopped and a finished run is reused as it is.
     """
     from asmr_jax import io as aio
     from meta import checkpoint, train
@@ -163,7 +163,7 @@ def checkpoint(args, kind: str, dim: int) -> str:
     if used["done"]:
         print(f"reusing {path} ({used['steps']} steps in {used['seconds'] / 60:.1f} min)")
         return path
-    if args.lr_decay == "none":
+    if args.lr_decay == "none" and fixed is None:  # a constant rate: train until the budget ends
         steps, cap = 10**7, budget
     else:
         if "planned_steps" not in used:

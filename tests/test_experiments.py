@@ -433,6 +433,7 @@ def test_quality_ceiling_variants_configs_and_merge():
     old = [row, {**row, "dataset": "lfw"}, {**row, "lr": 1e-4}, {**row, "fixed_steps": 4000}]
     merged = q.merge(old, [{**row, "psnr_k3": 2.0}])
     assert sorted(r["psnr_k3"] for r in merged) == [1.0, 1.0, 1.0, 2.0] and len(merged) == 4
+    assert q._other({"fields": {"w0": "60"}, "fixed_steps": 4000}) == "w0=60 4000 steps fixed"
     # each dataset keeps its own picture; the command names every variant of the run
     assert q.picture_name("patches") == "quality_ceiling.png" and q.picture_name("lfw") == "quality_ceiling_lfw.png"
     assert q.picture_name("patches", 20) == "quality_ceiling_20min.png"
