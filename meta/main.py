@@ -62,7 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-images", type=int, default=32, help="test patches per evaluation during training")
     p.add_argument("--seed", type=seed_value, default=0, help="PRNG seed, in [0, 2^32)")
     p.add_argument("--quick", action="store_true",
-                   help=f"smoke run: tiny models, {QUICK_STEPS} steps each (no timing probe)")
+                   help=f"smoke run: tiny models, {QUICK_STEPS} steps or {60 * QUICK_MINUTES:g} s each, whichever "
+                        "ends first (no timing probe)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
@@ -74,11 +75,11 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.quick:
         args.width, args.levels, args.latent_dim, args.grid, args.batch_size = 16, 3, 16, 2, 8
-        args.minutes, args.probe_seconds, args.eval_every, args.eval_images = 0.05, 2.0, 20, 64
+        args.minutes, args.probe_seconds, args.eval_every, args.eval_images = QUICK_MINUTES, 2.0, 20, 64
     return args
 
 
-QUICK_STEPS = 30  # outer steps per model of a --quick run
+QUICK_STEPS, QUICK_MINUTES = 30, 0.02  # the most outer steps and minutes per model of a --quick run
 # Outer rate per network. ASMR makes ~25x SIREN's steps in the same minutes; at 3e-4 its
 # spatial runs dipped or diverged (experiments/README.md, "Quality ceiling"), at 1e-4 they
 # did not. SIREN's few hundred steps keep the cpu preset's 3e-4.

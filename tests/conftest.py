@@ -1,7 +1,12 @@
 """Test setup: 8 fake CPU devices (real sharding code paths), no GPU preallocation, implicit
-rank promotion refused (every broadcast in the code is written out), and one XLA compilation
+rank promotion refused (every broadcast in the code is written out), one XLA compilation
 cache per test run, shared by its workers and the processes they start (empty at the start
-of every run, so no run reuses another's programs)."""
+of every run, so no run reuses another's programs), and, unless the run selects the ``slow``
+tests, XLA's backend optimization level 0: the default run's programs are small and run a
+few times each, so LLVM's optimization passes cost more time than they save (the processes
+tests start inherit the flag). That level rounds some float results differently in the last
+bits, so a test that checks numbers saved by an optimized build compares them to within
+1e-5 and checks the parameters' bytes exactly."""
 
 import os
 import tempfile
@@ -22,6 +27,14 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_configure(config):
+    """Before any test runs (XLA reads its flags when the first computation starts)."""
+    marks = config.option.markexpr or ""
+    slow = "slow" in marks and "not slow" not in marks  # the paper-scale runs keep LLVM's optimizations
+    if not slow and "optimization_level" not in os.environ["XLA_FLAGS"]:  # xdist workers inherit it
+        os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 
 
 @pytest.fixture

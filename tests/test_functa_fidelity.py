@@ -66,7 +66,7 @@ def test_matches_independent_functa_reference(scale):
     ours = jax.jit(lambda p: functa.outer_loss(meta, p, images)[0])
     theirs = jax.jit(lambda p: reference_outer_loss(p, images, cfg))
     np.testing.assert_allclose(ours(params), theirs(params), rtol=1e-5)
-    g_ours, g_ref = jax.grad(ours)(params), jax.grad(theirs)(params)
+    g_ours, g_ref = jax.jit(jax.grad(ours))(params), jax.jit(jax.grad(theirs))(params)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_ours), jax.tree.leaves(g_ref)):
         scale_ = float(jnp.abs(b).max()) + 1e-12
         np.testing.assert_allclose(a / scale_, b / scale_, atol=2e-5, err_msg=jax.tree_util.keystr(path))

@@ -18,13 +18,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(out, nproc, ndev, timeout=240):
+def start(out, nproc, ndev):
+    """The ``nproc`` processes of one run, started (see :func:`finish`)."""
     os.makedirs(out, exist_ok=True)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    procs = [subprocess.Popen([sys.executable, WORKER, str(out), str(nproc), str(i), str(port), str(ndev)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(nproc)]
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
+    return [subprocess.Popen([sys.executable, WORKER, str(out), str(nproc), str(i), str(port), str(ndev)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for i in range(nproc)]
+
+
+def finish(out, procs, timeout=240):
+    """Waits for a run's processes (killing them after ``timeout`` s); its results."""
     logs = []
     try:
         for p in procs:
@@ -34,14 +40,20 @@ def launch(out, nproc, ndev, timeout=240):
             if p.poll() is None:
                 p.kill()
     for i, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"process {i} of {nproc} failed:\n{log[-4000:]}"
+        assert p.returncode == 0, f"process {i} of {len(procs)} failed:\n{log[-4000:]}"
     return np.load(os.path.join(out, "result.npz"))
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("mp")
-    return launch(base / "one", 1, 4), launch(base / "two", 2, 2), base
+    one, two = start(base / "one", 1, 4), start(base / "two", 2, 2)  # the two runs at once
+    try:
+        return finish(base / "one", one), finish(base / "two", two), base
+    finally:  # a failed first run leaves no process of the second behind
+        for p in one + two:
+            if p.poll() is None:
+                p.kill()
 
 
 def test_two_processes_equal_one(runs):
