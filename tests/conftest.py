@@ -5,10 +5,12 @@ of every run, so no run reuses another's programs), and, unless the run selects 
 tests, XLA's backend optimization level 0: the default run's programs are small and run a
 few times each, so LLVM's optimization passes cost more time than they save (the processes
 tests start inherit the flag). That level rounds some float results differently in the last
-bits, so a test that checks numbers saved by an optimized build compares them to within
-1e-5 and checks the parameters' bytes exactly."""
+bits, so a test marked ``xla_optimized`` (one that checks numbers to that rounding) runs in
+a child pytest with the optimizations on."""
 
 import os
+import subprocess
+import sys
 import tempfile
 
 os.environ["XLA_FLAGS"] = (
@@ -29,12 +31,30 @@ import pytest  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
+UNOPTIMIZED = "--xla_backend_optimization_level=0"
+OPTIMIZED_CHILD = "ASMR_TEST_OPTIMIZED"  # set in the child pytest of an ``xla_optimized`` test
+
+
 def pytest_configure(config):
     """Before any test runs (XLA reads its flags when the first computation starts)."""
     marks = config.option.markexpr or ""
     slow = "slow" in marks and "not slow" not in marks  # the paper-scale runs keep LLVM's optimizations
-    if not slow and "optimization_level" not in os.environ["XLA_FLAGS"]:  # xdist workers inherit it
-        os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
+    if not (slow or OPTIMIZED_CHILD in os.environ or UNOPTIMIZED in os.environ["XLA_FLAGS"]):  # workers inherit it
+        os.environ["XLA_FLAGS"] += " " + UNOPTIMIZED
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """An ``xla_optimized`` test in an unoptimized run: the same test, alone, in a child pytest
+    with the optimizations on."""
+    if pyfuncitem.get_closest_marker("xla_optimized") is None or UNOPTIMIZED not in os.environ["XLA_FLAGS"]:
+        return None
+    env = {**os.environ, OPTIMIZED_CHILD: "1",
+           "XLA_FLAGS": " ".join(f for f in os.environ["XLA_FLAGS"].split() if f != UNOPTIMIZED)}
+    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n0", "-p", "no:cacheprovider", pyfuncitem.nodeid],
+                           cwd=pyfuncitem.config.rootpath, env=env, capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, f"{pyfuncitem.nodeid} with XLA's optimizations:\n{child.stdout[-6000:]}"
+    return True
 
 
 @pytest.fixture

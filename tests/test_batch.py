@@ -127,6 +127,7 @@ def test_shared_init_starts_every_signal_there(many):
         run_many(X[:2], init={"layers": init["layers"]})
 
 
+@pytest.mark.xla_optimized  # its 2e-5 bound is the rounding of optimized programs
 def test_target_psnr_freezes_signals():
     easy = np.full((8, 8, 1), 0.15, np.float32)  # reaches 20 dB after about 11 steps
     start = MODEL.init(jax.random.key(7))  # shared plain init: the output bias has to move
@@ -143,7 +144,7 @@ def test_target_psnr_freezes_signals():
     for k in (n - 1, n, n + 1):
         single = fit.fit(MODEL, easy, k, lr=lr, params=start, chunk=PER_CALL, progress=False, keep_best=False).params
         dist[k] = max_abs_diff(row(res.params, 0), single)
-    assert dist[n] < 1e-4 and min(dist[n - 1], dist[n + 1]) > 0.3 * lr, dist
+    assert dist[n] < 2e-5 and min(dist[n - 1], dist[n + 1]) > 0.3 * lr, dist
     free = run_many(np.stack([easy, hard]), lr=lr, init=start)
     assert free.psnr[0] > res.psnr[0]  # without the target it keeps training
     assert_trees_close(row(free.params, 1), row(res.params, 1))

@@ -223,6 +223,7 @@ def test_a_checkpoint_of_another_network_is_named_without_stray_tracebacks(tmp_p
 V2 = os.path.join(os.path.dirname(__file__), "data", "meta_v2")  # written by version 2 (key "latent_to_shift")
 
 
+@pytest.mark.xla_optimized  # its render was saved by an optimized build, bit for bit
 @pytest.mark.parametrize("folder", ["exported", "workdir"])
 def test_version_2_checkpoints_load_under_the_new_names_with_the_same_numbers_and_id(folder):
     from meta import compress
@@ -230,16 +231,14 @@ def test_version_2_checkpoints_load_under_the_new_names_with_the_same_numbers_an
     ref = np.load(os.path.join(V2, "expected.npz"))
     meta, params = checkpoint.load(os.path.join(V2, folder))
     assert "latent_to_modulation" in params and "latent_to_shift" not in params
-    # the id hashes the parameters' bytes: the same numbers, and old codec files stay valid; the
-    # render is the same to within rounding (that depends on the compiler's optimization level)
-    assert compress.model_id(params, meta.config()) == ref["model_id"].tobytes()
-    np.testing.assert_allclose(inference.render_latents(meta, params, ref["latent"]), ref["render"], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(inference.render_latents(meta, params, ref["latent"]), ref["render"])
+    assert compress.model_id(params, meta.config()) == ref["model_id"].tobytes()  # old codec files stay valid
 
 
+@pytest.mark.xla_optimized
 def test_a_version_2_run_resumes_and_its_new_steps_use_the_new_names(tmp_path):
     import shutil
 
-    from meta import compress
     from meta.config import TrainConfig
 
     shutil.copytree(os.path.join(V2, "workdir"), tmp_path / "w")
@@ -254,6 +253,5 @@ def test_a_version_2_run_resumes_and_its_new_steps_use_the_new_names(tmp_path):
     old_meta, old = checkpoint.load(tmp_path / "w", step=2)
     _, new = checkpoint.load(tmp_path / "w", step=3)
     assert jax.tree.structure(old) == jax.tree.structure(new)
-    assert compress.model_id(old, old_meta.config()) == ref["model_id"].tobytes()  # the same bytes
-    np.testing.assert_allclose(inference.render_latents(old_meta, old, ref["latent"]), ref["render"], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(inference.render_latents(old_meta, old, ref["latent"]), ref["render"])
     assert not np.array_equal(new["meta_sgd_lr"], old["meta_sgd_lr"])  # step 3 trained on

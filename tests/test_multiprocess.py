@@ -30,15 +30,8 @@ def start(out, nproc, ndev):
 
 
 def finish(out, procs, timeout=240):
-    """Waits for a run's processes (killing them after ``timeout`` s); its results."""
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=timeout)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    """Waits for a run's processes (the caller kills any left after ``timeout`` s); its results."""
+    logs = [p.communicate(timeout=timeout)[0] for p in procs]
     for i, (p, log) in enumerate(zip(procs, logs)):
         assert p.returncode == 0, f"process {i} of {len(procs)} failed:\n{log[-4000:]}"
     return np.load(os.path.join(out, "result.npz"))
@@ -50,7 +43,7 @@ def runs(tmp_path_factory):
     one, two = start(base / "one", 1, 4), start(base / "two", 2, 2)  # the two runs at once
     try:
         return finish(base / "one", one), finish(base / "two", two), base
-    finally:  # a failed first run leaves no process of the second behind
+    finally:  # a failed or timed-out run leaves no process behind
         for p in one + two:
             if p.poll() is None:
                 p.kill()
