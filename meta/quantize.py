@@ -187,6 +187,8 @@ class ExactProduct:
         x = x.reshape(-1, self.shape[0])
         m0, m1 = self.parts
         used = np.flatnonzero(np.any(x != 0, axis=0))  # zero columns add exact zeros: skip them
+        if not len(used):  # every column zero (a latent in the zero cell everywhere): exactly zero
+            return np.zeros(lead + (self.shape[1],))
         if len(used) < self.shape[0] // 2:
             x, m0, m1 = x[:, used], m0[used], m1[used]
         ex, (x0, x1) = _split(x, self.bits, axis=-1)  # ex: [n, 1] per row (zero columns do not change it)

@@ -168,6 +168,24 @@ def test_exact_product_is_the_true_product_to_42_bits_in_any_batch(k):
     np.testing.assert_array_equal(product(x[2]), out[2])
     with pytest.raises(ValueError, match=f"\\[..., {k}\\]"):
         product(np.zeros(k + 1))
+    # every column zero: the exact zero product, alone or in a batch (no empty reduction)
+    np.testing.assert_array_equal(product(np.zeros(k)), np.zeros(k))
+    np.testing.assert_array_equal(product(np.zeros((3, k))), np.zeros((3, k)))
+
+
+def test_a_latent_at_the_mean_round_trips_through_the_rotated_codec():
+    """A latent whose every principal coordinate falls in the zero cell (all symbols the middle
+    one) decodes to the training mean, through the symbol coder as well."""
+    from meta import compress
+
+    latents = synthetic_latents(200)
+    codec = compress.fit_codec(latents, 4, b"m" * 32, mode="pca")
+    mean = codec.quantizer.mean
+    payload, symbols = codec.encode_latent(mean)
+    assert np.all(symbols == codec.quantizer.levels // 2)
+    np.testing.assert_allclose(codec.decode_latent(payload), mean, rtol=0, atol=1e-6)
+    both, _ = codec.encode_latent(np.stack([mean, latents[0]]))
+    np.testing.assert_allclose(codec.decode_latent(both, 2)[0], mean, rtol=0, atol=1e-6)
 
 
 def test_quantizer_refuses_a_broken_rotation():
